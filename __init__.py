@@ -1,0 +1,28 @@
+"""ComfyUI entry point for ComfyUI-XDyna.
+
+ComfyUI imports this package from `custom_nodes/`. It must import cleanly even when optional
+dependencies are missing, so node modules are imported defensively and a failing module costs
+only its own nodes.
+"""
+import importlib
+import logging
+
+NODE_CLASS_MAPPINGS = {}
+NODE_DISPLAY_NAME_MAPPINGS = {}
+WEB_DIRECTORY = "./web"
+
+_log = logging.getLogger("ComfyUI-XDyna")
+
+# Node modules are added here as they are written; each exports its own mappings.
+_NODE_MODULES = ()
+
+for _name in _NODE_MODULES:
+    try:
+        _mod = importlib.import_module(f".nodes.{_name}", __name__)
+    except Exception as exc:  # one broken optional dependency must not hide every node
+        _log.error("ComfyUI-XDyna: nodes.%s failed to import: %s", _name, exc)
+        continue
+    NODE_CLASS_MAPPINGS.update(getattr(_mod, "NODE_CLASS_MAPPINGS", {}))
+    NODE_DISPLAY_NAME_MAPPINGS.update(getattr(_mod, "NODE_DISPLAY_NAME_MAPPINGS", {}))
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -1,0 +1,1 @@
+"""xdyna_core.preprocess"""
