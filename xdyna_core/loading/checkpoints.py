@@ -1,0 +1,579 @@
+"""Safe checkpoint reading and the X-Dyna model loaders.
+
+Reading (`load_state_dict`): .safetensors, torch zip (.ckpt/.pt/.bin, memory-mapped) and legacy
+pickles, always with ``torch.load(weights_only=True)``; a ``state_dict`` wrapper is unwrapped,
+nested dicts (IP-Adapter .bin) are flattened to ``section.key`` and ``module.`` components removed.
+The format is taken from the file's first bytes, not its extension.
+
+Loaders build the model on the meta device, check every key and shape against it (a `LoadReport`),
+then load with ``assign=True`` so no second copy of the weights is made. A wrong file is named
+by what it is (`keys.identify`) in a `CheckpointError`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import torch
+
+from . import keys as K
+
+PathLike = Union[str, os.PathLike]
+Source = Union[PathLike, Mapping[str, torch.Tensor]]
+
+# weights file names inside a diffusers model folder, in order of preference
+DIFFUSERS_WEIGHT_NAMES = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+    "model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "diffusion_pytorch_model.fp16.bin",
+    "pytorch_model.bin",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+# ---------------------------------------------------------------------------------------------
+def detect_format(path: PathLike) -> str:
+    """'directory' | 'safetensors' | 'torch_zip' | 'torch_legacy' (from the content)."""
+    p = Path(path)
+    if p.is_dir():
+        return "directory"
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(9)
+    if len(head) < 8:
+        raise CheckpointError(f"{p}: file is too short ({size} bytes) to be a checkpoint (truncated or empty download?)")
+    if head[:4] == b"PK\x03\x04":
+        return "torch_zip"
+    if head[0] == 0x80:  # pickle protocol opcode: legacy torch.save
+        return "torch_legacy"
+    (n,) = struct.unpack("<Q", head[:8])
+    if len(head) > 8 and head[8:9] == b"{" and 8 + n <= size:
+        return "safetensors"
+    if len(head) > 8 and head[8:9] == b"{":
+        raise CheckpointError(
+            f"{p}: safetensors header claims {n} bytes but the file has only {size} (truncated download?)"
+        )
+    raise CheckpointError(f"{p}: not a .safetensors or PyTorch checkpoint (unrecognised first bytes {head[:8]!r})")
+
+
+def resolve_weights_file(folder: PathLike, names=DIFFUSERS_WEIGHT_NAMES) -> Path:
+    folder = Path(folder)
+    for n in names:
+        if (folder / n).is_file():
+            return folder / n
+    raise FileNotFoundError(f"{folder}: no weights file found (looked for {', '.join(names)})")
+
+
+def _unpickling_reason(err: Exception) -> str:
+    for line in str(err).splitlines():
+        line = line.strip()
+        if line.startswith(("Trying to load unsupported", "Unsupported global", "Unsupported operand")):
+            return line
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _torch_load(path: Path, fmt: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "torch_zip"))
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused to load: the pickle contains objects other than tensors and plain "
+            f"containers, which could run code when unpickled ({_unpickling_reason(e)}). "
+            "Only weight files can be loaded; use a .safetensors version of it."
+        ) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: cannot read the PyTorch checkpoint ({str(e).splitlines()[0]}); the file is "
+            "probably truncated or corrupt (re-download it)"
+        ) from e
+
+
+def _flatten(obj: Mapping, prefix: str, out: dict) -> None:
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, torch.Tensor):
+            out[key] = v
+        elif isinstance(v, Mapping):
+            _flatten(v, key + ".", out)
+        # ints/strings/lists (epoch, global_step, optimizer state) are not weights
+
+
+def _unwrap(obj: Any, path: Path) -> dict:
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found a {type(obj).__name__}")
+    for wrapper in ("state_dict", "module"):
+        inner = obj.get(wrapper)
+        if isinstance(inner, Mapping) and any(isinstance(v, (torch.Tensor, Mapping)) for v in inner.values()):
+            obj = inner
+            break
+    flat: dict = {}
+    _flatten(obj, "", flat)
+    return flat
+
+
+def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
+    """Any supported file (or diffusers folder) -> flat ``{key: tensor}`` on CPU, keys cleaned."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "directory":
+        path = resolve_weights_file(path)
+        fmt = detect_format(path)
+    if fmt == "safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            sd = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: cannot read the .safetensors file ({e}); it is probably truncated or corrupt") from e
+    else:
+        sd = _unwrap(_torch_load(path, fmt), path)
+    try:
+        return K.normalize_keys(sd)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+
+
+def read_metadata(path: PathLike) -> dict[str, str]:
+    """safetensors header metadata ({} for pickles and folders)."""
+    path = Path(path)
+    if path.is_dir() or detect_format(path) != "safetensors":
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def read_config_metadata(path: PathLike) -> dict | None:
+    """The model config a file carries (``xdyna_config`` JSON), or None."""
+    meta = read_metadata(path)
+    raw = meta.get(K.CONFIG_METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: metadata '{K.CONFIG_METADATA_KEY}' is not valid JSON ({e})") from e
+
+
+def _source(src: Source, what: str) -> tuple[dict, str, dict | None]:
+    """(state dict, display name, config from metadata or None) for a path or an in-memory dict."""
+    if isinstance(src, Mapping):
+        return K.normalize_keys(src), f"<in-memory {what} state dict>", None
+    p = Path(src)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} not found: {p}")
+    return load_state_dict(p), str(p), (None if p.is_dir() else read_config_metadata(p))
+
+
+def wrong_file_error(name: str, kind: str, expected: str) -> CheckpointError:
+    hint = K.KIND_HINTS.get(kind)
+    msg = f"{name}: this file is {K.describe(kind)}, but {expected} was expected"
+    return CheckpointError(msg + (f" ({hint})" if hint else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# Load report and the generic build-and-load step
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class LoadReport:
+    """What a loader found. ``ok`` means every model key was loaded with the right shape."""
+
+    path: str
+    kind: str
+    config: dict = field(default_factory=dict)
+    num_loaded: int = 0
+    missing: list = field(default_factory=list)
+    unexpected: list = field(default_factory=list)
+    mismatched: list = field(default_factory=list)  # (key, file shape, model shape, source)
+    filled: dict = field(default_factory=dict)  # source name -> number of keys taken from it
+    notes: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self) -> str:
+        parts = [f"{self.path}: {K.describe(self.kind)}; {self.num_loaded} tensors"]
+        for src, n in self.filled.items():
+            parts.append(f"{n} filled from {src}")
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing (e.g. {', '.join(self.missing[:3])})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected (e.g. {', '.join(self.unexpected[:3])})")
+        if self.mismatched:
+            k, a, b, s = self.mismatched[0]
+            parts.append(f"{len(self.mismatched)} with the wrong shape (e.g. {k}: {list(a)} in {s}, model wants {list(b)})")
+        return "; ".join(parts)
+
+
+def _config_dict(cfg) -> dict:
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
+
+
+def _check_against(model_sd: Mapping, sd: Mapping, origin: Mapping[str, str], report: LoadReport) -> None:
+    report.missing = sorted(k for k in model_sd if k not in sd)
+    report.unexpected = sorted(k for k in sd if k not in model_sd)
+    report.mismatched = [
+        (k, tuple(sd[k].shape), tuple(model_sd[k].shape), origin.get(k, report.path))
+        for k in model_sd
+        if k in sd and tuple(sd[k].shape) != tuple(model_sd[k].shape)
+    ]
+
+
+def _cast(sd: Mapping, device, dtype) -> dict:
+    out = {}
+    for k, v in sd.items():
+        if v.is_floating_point() and dtype is not None:
+            v = v.to(device=device, dtype=dtype)
+        else:
+            v = v.to(device=device)
+        out[k] = v
+    return out
+
+
+def build_and_load(model_cls, config, sd: Mapping, *, operations=torch.nn, device="cpu", dtype=torch.float32,
+                   origin: Mapping[str, str] | None = None, report: LoadReport, strict: bool = True):
+    """Build ``model_cls(config)`` on the meta device, check keys/shapes into ``report``, load.
+
+    Raises CheckpointError when ``strict`` and the report is not ok. Non-strict loading leaves
+    missing entries at the model's own initialisation (the model is then built on ``device``)."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    meta_model = model_cls(config, operations=operations, device="meta", dtype=dtype)
+    model_sd = meta_model.state_dict()
+    _check_against(model_sd, sd, origin or {}, report)
+    if report.mismatched or (strict and not report.ok):
+        raise CheckpointError(report.summary())
+    tensors = _cast({k: v for k, v in sd.items() if k in model_sd}, device, dtype)
+    report.num_loaded = len(tensors)
+    model = meta_model
+    if report.missing or _has_unsaved_state(meta_model, model_sd):
+        # something must keep the model's own values (non-strict load, or non-persistent
+        # buffers the meta device cannot hold): build for real instead
+        model = model_cls(config, operations=operations, device=device, dtype=dtype)
+        model.load_state_dict(tensors, strict=False)
+    else:
+        model.load_state_dict(tensors, strict=True, assign=True)
+    leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if leftover:
+        raise RuntimeError(f"model tensors left on the meta device after loading: {leftover[:5]}")
+    model.eval().requires_grad_(False)
+    return model
+
+
+def _has_unsaved_state(model: torch.nn.Module, model_sd: Mapping) -> bool:
+    names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+    return any(n not in model_sd for n in names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config inference from shapes (released files carry no config)
+# ---------------------------------------------------------------------------------------------
+def _replace(cfg, **kw):
+    names = {f.name for f in dataclasses.fields(cfg)}
+    return dataclasses.replace(cfg, **{k: v for k, v in kw.items() if k in names and v is not None})
+
+
+def infer_unet_config(sd: Mapping, base=None):
+    from ..models.unet3d import UNet3DConfig
+
+    base = base or UNet3DConfig()
+    kw: dict[str, Any] = {}
+    if "conv_in.weight" in sd:
+        kw["in_channels"] = sd["conv_in.weight"].shape[1]
+    if "conv_out.weight" in sd:
+        kw["out_channels"] = sd["conv_out.weight"].shape[0]
+    levels = K._max_index(sd.keys(), r"^down_blocks\.(\d+)\.") + 1
+    chans = []
+    for i in range(levels):
+        w = sd.get(f"down_blocks.{i}.resnets.0.conv1.weight")
+        if w is None:
+            w = sd.get(f"down_blocks.{i}.motion_modules.0.temporal_transformer.norm.weight")
+        if w is None:
+            chans = []
+            break
+        chans.append(int(w.shape[0]))
+    if chans:
+        kw["block_out_channels"] = tuple(chans)
+    layers = max(K._max_index(sd.keys(), r"^down_blocks\.0\.resnets\.(\d+)\."),
+                 K._max_index(sd.keys(), r"^down_blocks\.0\.motion_modules\.(\d+)\.")) + 1
+    if layers > 0:
+        kw["layers_per_block"] = layers
+    for k, v in sd.items():
+        if k.endswith(".attn2.to_k.weight") or k.endswith(".attn2.to_k_ip.weight"):
+            kw["cross_attention_dim"] = int(v.shape[1])
+            break
+    for k, v in sd.items():
+        if k.endswith(".pos_encoder.pe"):
+            kw["motion_max_len"] = int(v.shape[1])
+            break
+    return _replace(base, **kw)
+
+
+def infer_controlnet_config(sd: Mapping, base=None):
+    from ..models.controlnet import ControlNetConfig
+
+    base = base or ControlNetConfig()
+    kw: dict[str, Any] = {}
+    w = sd.get("controlnet_cond_embedding.conv_in.weight")
+    if w is not None:
+        kw["conditioning_channels"] = int(w.shape[1])
+        emb = [int(w.shape[0])]
+        i = 1
+        while f"controlnet_cond_embedding.blocks.{i}.weight" in sd:
+            emb.append(int(sd[f"controlnet_cond_embedding.blocks.{i}.weight"].shape[0]))
+            i += 2
+        kw["conditioning_embedding_out_channels"] = tuple(emb)
+    if "conv_in.weight" in sd:
+        kw["in_channels"] = int(sd["conv_in.weight"].shape[1])
+    levels = K._max_index(sd.keys(), r"^down_blocks\.(\d+)\.") + 1
+    chans = [sd.get(f"down_blocks.{i}.resnets.0.conv1.weight") for i in range(levels)]
+    if levels > 0 and all(c is not None for c in chans):
+        kw["block_out_channels"] = tuple(int(c.shape[0]) for c in chans)
+    layers = K._max_index(sd.keys(), r"^down_blocks\.0\.resnets\.(\d+)\.") + 1
+    if layers > 0:
+        kw["layers_per_block"] = layers
+    for k, v in sd.items():
+        if k.endswith(".attn2.to_k.weight"):
+            kw["cross_attention_dim"] = int(v.shape[1])
+            break
+    return _replace(base, **kw)
+
+
+def infer_resampler_config(sd: Mapping, base=None):
+    """Dims from shapes; heads/dim_head are not visible in shapes: IP-Adapter-plus uses
+    dim_head 64, so heads = inner width / 64 unless the base config says otherwise."""
+    from ..models.resampler import ResamplerConfig
+
+    base = base or ResamplerConfig()
+    try:
+        latents = sd["latents"]
+        kw = dict(
+            dim=int(latents.shape[2]),
+            num_queries=int(latents.shape[1]),
+            embedding_dim=int(sd["proj_in.weight"].shape[1]),
+            output_dim=int(sd["proj_out.weight"].shape[0]),
+            depth=K._max_index(sd.keys(), r"^layers\.(\d+)\.") + 1,
+            ff_mult=int(sd["layers.0.1.1.weight"].shape[0]) // int(latents.shape[2]),
+        )
+        inner = int(sd["layers.0.0.to_q.weight"].shape[0])
+    except KeyError as e:
+        raise CheckpointError(f"Resampler weights lack {e.args[0]!r}") from e
+    if base.heads * base.dim_head != inner:
+        if inner % 64:
+            raise CheckpointError(
+                f"Resampler attention width {inner} is not heads x 64; the number of heads cannot be "
+                "inferred: pass a config (or use a file carrying 'xdyna_config' metadata)"
+            )
+        kw.update(heads=inner // 64, dim_head=64)
+    return _replace(base, **kw)
+
+
+def _resolve_config(cls, explicit, meta: dict | None, infer, sd):
+    """Explicit config > config in the file's metadata > inferred from shapes on the defaults."""
+    if explicit is not None:
+        return explicit if not isinstance(explicit, Mapping) else cls.from_dict(dict(explicit))
+    if meta is not None:
+        return cls.from_dict(meta)
+    return infer(sd)
+
+
+# ---------------------------------------------------------------------------------------------
+# X-Dyna UNet
+# ---------------------------------------------------------------------------------------------
+def load_sd15_unet_state_dict(src: Source) -> tuple[dict, str]:
+    """SD1.5 UNet weights in diffusers names from: a diffusers repo folder (with unet/) or unet
+    folder, a single-file LDM checkpoint (``model.diffusion_model.*``), a bare LDM or diffusers
+    UNet file, or an in-memory state dict of any of these."""
+    if not isinstance(src, Mapping):
+        p = Path(src)
+        if p.is_dir() and (p / "unet").is_dir():
+            src = p / "unet"
+    sd, name, _ = _source(src, "SD1.5 UNet")
+    kind = K.identify(sd)
+    try:
+        if kind == "sd_checkpoint":
+            sd = K.split_ldm_checkpoint(sd)["unet"]
+        elif kind == "sd_unet_ldm":
+            sd, unmapped = K.convert_ldm_unet_to_diffusers(sd)
+            if unmapped:
+                raise ValueError(f"{len(unmapped)} keys have no known mapping, e.g. {unmapped[:3]}")
+        elif kind in ("sd_unet", "xdyna_unet"):
+            sd = {k: v for k, v in sd.items() if K.unet_key_group(k) == "sd15_unet"}
+        else:
+            raise wrong_file_error(name, kind, "an SD1.5 UNet or SD1.5 checkpoint (for the base weights)")
+    except ValueError as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{name}: cannot convert the SD1.5 UNet keys: {e}") from e
+    return sd, name
+
+
+def load_xdyna_unet(path: Source, sd15_unet: Source | None = None, ip_adapter: Source | None = None, config=None,
+                    operations=torch.nn, device="cpu", dtype=torch.float32):
+    """Load the X-Dyna UNet -> ``(UNet3DConditionModel, LoadReport)``.
+
+    ``sd15_unet`` fills SD1.5 base weights the file lacks; ``ip_adapter`` (an IP-Adapter-plus file)
+    fills missing ``to_k_ip``/``to_v_ip``. Motion-module and Dynamics-Adapter weights cannot come
+    from anywhere else: missing ones are an error, as are unexpected keys and wrong shapes."""
+    from ..models.unet3d import UNet3DConditionModel, UNet3DConfig
+
+    sd, name, meta = _source(path, "X-Dyna UNet")
+    kind = K.identify(sd)
+    if kind not in ("xdyna_unet", "xdyna_unet_adapters"):
+        raise wrong_file_error(name, kind, "the X-Dyna UNet (unet-checkpoint-epoch-5.ckpt / xdyna_unet.safetensors)")
+    report = LoadReport(path=name, kind=kind)
+    origin: dict[str, str] = {}
+    merged = dict(sd)
+
+    def fill(extra: Mapping, group: str, src_name: str) -> None:
+        n = 0
+        for k, v in extra.items():
+            if K.unet_key_group(k) == group and k not in merged:
+                merged[k] = v
+                origin[k] = src_name
+                n += 1
+        if n:
+            report.filled[src_name] = n
+
+    have = K.split_unet_groups(sd.keys())
+    if sd15_unet is not None and (kind == "xdyna_unet_adapters" or not _base_complete(have["sd15_unet"])):
+        base_sd, base_name = load_sd15_unet_state_dict(sd15_unet)
+        fill(base_sd, "sd15_unet", base_name)
+    elif sd15_unet is not None:
+        report.notes.append("the UNet file carries the SD1.5 base weights; the separate SD1.5 model was not needed")
+    if ip_adapter is not None:
+        _, ip_unet, ip_name = _read_ip_adapter(ip_adapter)
+        fill(ip_unet, "ip_adapter", ip_name)
+
+    cfg = _resolve_config(UNet3DConfig, config, meta, infer_unet_config, merged)
+    report.config = _config_dict(cfg)
+    try:
+        model = build_and_load(UNet3DConditionModel, cfg, merged, operations=operations, device=device, dtype=dtype,
+                               origin=origin, report=report, strict=True)
+    except CheckpointError:
+        raise CheckpointError(_explain_unet_failure(report, name, sd15_unet, ip_adapter)) from None
+    return model, report
+
+
+def _base_complete(base_keys: list) -> bool:
+    # an SD1.5-style UNet always has conv_in / conv_out / time embedding; a file with only some
+    # base keys is treated as incomplete and filled
+    need = {"conv_in.weight", "conv_out.weight", "time_embedding.linear_1.weight", "mid_block.resnets.0.conv1.weight"}
+    return need <= set(base_keys) and len(base_keys) > 100
+
+
+def _explain_unet_failure(report: LoadReport, name: str, sd15, ip) -> str:
+    lines = [f"{name}: the X-Dyna UNet cannot be loaded: {report.summary()}"]
+    groups = K.split_unet_groups(report.missing)
+    if groups["sd15_unet"]:
+        lines.append(
+            f"{len(groups['sd15_unet'])} SD1.5 base weights are missing"
+            + (" and the given SD1.5 model did not provide them" if sd15 is not None else
+               ": give an SD1.5 model (single-file checkpoint or diffusers unet/ folder) as the SD1.5 base")
+        )
+    if groups["ip_adapter"]:
+        lines.append(
+            f"{len(groups['ip_adapter'])} IP-Adapter projections (attn2.to_k_ip/to_v_ip) are missing"
+            + ("" if ip is not None else ": give ip-adapter-plus_sd15 to fill them")
+        )
+    for g, what in (("motion_module", "motion-module"), ("dynamics_adapter", "Dynamics-Adapter (to_q_ff/to_out_ff)")):
+        if groups[g]:
+            lines.append(f"{len(groups[g])} {what} weights are missing: this is not a complete X-Dyna UNet checkpoint")
+    return "; ".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# ControlNets
+# ---------------------------------------------------------------------------------------------
+CONTROLNET_CHANNELS = {"pose": 3, "face": 6}
+
+
+def load_controlnet(path: Source, kind: str | None = None, config=None, operations=torch.nn, device="cpu",
+                    dtype=torch.float32):
+    """Pose (3-channel) or S-Face (6-channel) ControlNet from a file or a diffusers folder
+    (config.json + diffusion_pytorch_model.*) -> ``(ControlNetModel, LoadReport)``."""
+    from ..models.controlnet import ControlNetConfig, ControlNetModel
+
+    if kind is not None and kind not in CONTROLNET_CHANNELS:
+        raise ValueError(f"ControlNet kind must be one of {sorted(CONTROLNET_CHANNELS)}, got {kind!r}")
+    what = {"pose": "the X-Dyna pose ControlNet", "face": "the X-Dyna S-Face ControlNet", None: "an X-Dyna ControlNet"}[kind]
+    sd, name, meta = _source(path, "ControlNet")
+    file_kind = K.identify(sd)
+    if file_kind != "controlnet":
+        raise wrong_file_error(name, file_kind, what + " (diffusers ControlNet layout)")
+    infer = infer_controlnet_config
+    folder_cfg = None if isinstance(path, Mapping) else Path(path) / "config.json"
+    if folder_cfg is not None and folder_cfg.is_file():
+        try:
+            base = ControlNetConfig.from_diffusers_config(json.loads(folder_cfg.read_text()))
+        except (ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"{folder_cfg}: not a usable diffusers ControlNet config ({e})") from e
+        infer = lambda s: infer_controlnet_config(s, base)  # noqa: E731
+    cfg = _resolve_config(ControlNetConfig, config, meta, infer, sd)
+    w = sd.get("controlnet_cond_embedding.conv_in.weight")
+    if kind is not None and w is not None and int(w.shape[1]) != CONTROLNET_CHANNELS[kind]:
+        other = {v: k for k, v in CONTROLNET_CHANNELS.items()}.get(int(w.shape[1]), f"{int(w.shape[1])}-channel")
+        raise CheckpointError(
+            f"{name}: this ControlNet takes {int(w.shape[1])}-channel conditions ({other}), but {what} "
+            f"({CONTROLNET_CHANNELS[kind]} channels) was expected"
+        )
+    report = LoadReport(path=name, kind="controlnet", config=_config_dict(cfg))
+    model = build_and_load(ControlNetModel, cfg, sd, operations=operations, device=device, dtype=dtype, report=report)
+    return model, report
+
+
+# ---------------------------------------------------------------------------------------------
+# IP-Adapter-plus / Resampler
+# ---------------------------------------------------------------------------------------------
+def _read_ip_adapter(path: Source, layout: K.UNetLayout | None = None):
+    sd, name, _ = _source(path, "IP-Adapter")
+    kind = K.identify(sd)
+    if kind != "ip_adapter":
+        raise wrong_file_error(name, kind, "an IP-Adapter-plus SD1.5 file (ip-adapter-plus_sd15.bin/.safetensors)")
+    try:
+        proj, ip = K.split_ip_adapter(sd)
+        unet_ip = K.ip_adapter_to_unet_keys(ip, layout)
+    except ValueError as e:
+        raise CheckpointError(f"{name}: {e}") from e
+    return proj, unet_ip, name
+
+
+def load_ip_adapter(path: Source, layout: K.UNetLayout | None = None) -> tuple[dict, dict]:
+    """IP-Adapter-plus file -> ``(image_proj state dict, UNet to_k_ip/to_v_ip state dict)``; the
+    second has UNet key names (``down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k_ip.weight``)."""
+    proj, unet_ip, _ = _read_ip_adapter(path, layout)
+    return proj, unet_ip
+
+
+def load_resampler(path: Source, config=None, operations=torch.nn, device="cpu", dtype=torch.float32):
+    """Resampler (image_proj) from an IP-Adapter-plus file or a bare Resampler file."""
+    from ..models.resampler import Resampler, ResamplerConfig
+
+    sd, name, meta = _source(path, "Resampler")
+    kind = K.identify(sd)
+    if kind == "ip_adapter":
+        sd, _ = K.split_ip_adapter(sd)
+    elif kind != "resampler":
+        raise wrong_file_error(name, kind, "an IP-Adapter-plus file (its image_proj Resampler)")
+    cfg = _resolve_config(ResamplerConfig, config, meta, infer_resampler_config, sd)
+    report = LoadReport(path=name, kind=kind, config=_config_dict(cfg))
+    model = build_and_load(Resampler, cfg, sd, operations=operations, device=device, dtype=dtype, report=report)
+    return model, report

@@ -1,0 +1,481 @@
+"""SD1.5 KL autoencoder (the "VAE") in the diffusers ``AutoencoderKL`` key layout.
+
+Used by the standalone pipeline (CLI, tests); inside ComfyUI the native VAE is used instead.
+Layers come from an injectable ``operations`` namespace (``torch.nn`` by default, or one of
+ComfyUI's ``comfy.ops`` classes) so weight init / casting policy stays with the caller.
+
+Layout (diffusers names, which are also what ``state_dict()`` returns)::
+
+    encoder.conv_in, encoder.down_blocks.i.{resnets.j, downsamplers.0.conv},
+    encoder.mid_block.{resnets.0, attentions.0, resnets.1}, encoder.conv_norm_out, encoder.conv_out,
+    quant_conv, post_quant_conv,
+    decoder.conv_in, decoder.mid_block.*, decoder.up_blocks.i.{resnets.j, upsamplers.0.conv},
+    decoder.conv_norm_out, decoder.conv_out
+
+Files in the original LDM layout (``first_stage_model.encoder.down.0.block.0...``, as found in
+single-file SD1.5 checkpoints and ``vae-ft-mse-840000-ema-pruned``) go through
+:func:`convert_ldm_vae_keys` first. Old diffusers attention names (``query/key/value/proj_attn``)
+and 1x1-conv shaped attention weights are accepted directly by ``load_state_dict``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "AutoencoderKLConfig",
+    "AutoencoderKL",
+    "convert_ldm_vae_keys",
+    "decode_video",
+    "is_ldm_vae_layout",
+]
+
+_DIFFUSERS_DOWN_BLOCK = "DownEncoderBlock2D"
+_DIFFUSERS_UP_BLOCK = "UpDecoderBlock2D"
+
+
+@dataclass
+class AutoencoderKLConfig:
+    """Configuration with the diffusers ``AutoencoderKL`` field names (SD1.5 defaults)."""
+
+    in_channels: int = 3
+    out_channels: int = 3
+    block_out_channels: Tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    latent_channels: int = 4
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-6
+    scaling_factor: float = 0.18215
+
+    def __post_init__(self):
+        self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
+        if not self.block_out_channels:
+            raise ValueError("AutoencoderKLConfig.block_out_channels must not be empty")
+        for c in self.block_out_channels:
+            if c % self.norm_num_groups:
+                raise ValueError(
+                    f"AutoencoderKLConfig: every block_out_channels entry must be divisible by "
+                    f"norm_num_groups={self.norm_num_groups}, got {self.block_out_channels}"
+                )
+
+    @classmethod
+    def from_diffusers_config(cls, cfg: dict) -> "AutoencoderKLConfig":
+        """Build from a diffusers ``vae/config.json`` dict; rejects variants this module does not
+        implement (other block types, activations, no mid attention) instead of loading them wrongly."""
+        for key, allowed in (("down_block_types", _DIFFUSERS_DOWN_BLOCK), ("up_block_types", _DIFFUSERS_UP_BLOCK)):
+            types = cfg.get(key)
+            if types is not None and any(t != allowed for t in types):
+                raise ValueError(f"AutoencoderKL: only {allowed} blocks are supported, config has {key}={types}")
+        if cfg.get("act_fn", "silu") != "silu":
+            raise ValueError(f"AutoencoderKL: only act_fn='silu' is supported, got {cfg.get('act_fn')!r}")
+        if not cfg.get("mid_block_add_attention", True):
+            raise ValueError("AutoencoderKL: mid_block_add_attention=False is not supported")
+        if cfg.get("use_quant_conv", True) is False or cfg.get("use_post_quant_conv", True) is False:
+            raise ValueError("AutoencoderKL: configs without quant_conv/post_quant_conv are not supported")
+        names = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in cfg.items() if k in names}
+        if kwargs.get("scaling_factor") is None:
+            kwargs.pop("scaling_factor", None)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["block_out_channels"] = list(self.block_out_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AutoencoderKLConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+
+
+class ResnetBlock2D(nn.Module):
+    """GroupNorm-SiLU-conv x2 with a 1x1 shortcut when the width changes (no time embedding)."""
+
+    def __init__(self, in_channels, out_channels, groups, eps, operations=nn, device=None, dtype=None):
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        self.norm1 = operations.GroupNorm(groups, in_channels, eps=eps, affine=True, **kw)
+        self.conv1 = operations.Conv2d(in_channels, out_channels, 3, padding=1, **kw)
+        self.norm2 = operations.GroupNorm(groups, out_channels, eps=eps, affine=True, **kw)
+        self.conv2 = operations.Conv2d(out_channels, out_channels, 3, padding=1, **kw)
+        self.conv_shortcut = (
+            operations.Conv2d(in_channels, out_channels, 1, **kw) if in_channels != out_channels else None
+        )
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        if self.conv_shortcut is not None:
+            x = self.conv_shortcut(x)
+        return x + h
+
+
+class Downsample2D(nn.Module):
+    """Stride-2 3x3 conv after padding only right/bottom (the LDM VAE's asymmetric padding)."""
+
+    def __init__(self, channels, operations=nn, device=None, dtype=None):
+        super().__init__()
+        self.conv = operations.Conv2d(channels, channels, 3, stride=2, padding=0, device=device, dtype=dtype)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (0, 1, 0, 1), mode="constant", value=0.0))
+
+
+class Upsample2D(nn.Module):
+    """Nearest-neighbour x2 then a 3x3 conv."""
+
+    def __init__(self, channels, operations=nn, device=None, dtype=None):
+        super().__init__()
+        self.conv = operations.Conv2d(channels, channels, 3, padding=1, device=device, dtype=dtype)
+
+    def forward(self, x):
+        dtype = x.dtype
+        # nearest upsampling has no bf16 kernel on some torch builds; it is exact in fp32
+        if dtype == torch.bfloat16:
+            x = x.float()
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest").to(dtype)
+        return self.conv(x)
+
+
+# Old diffusers (< 0.14) and LDM names of the mid-block attention projections.
+_ATTN_RENAMES = {
+    "query.": "to_q.",
+    "key.": "to_k.",
+    "value.": "to_v.",
+    "proj_attn.": "to_out.0.",
+    "q.": "to_q.",
+    "k.": "to_k.",
+    "v.": "to_v.",
+    "proj_out.": "to_out.0.",
+    "norm.": "group_norm.",
+}
+
+
+class VAEAttention(nn.Module):
+    """Single-head spatial self-attention with a residual, as in the VAE mid blocks."""
+
+    def __init__(self, channels, groups, eps, operations=nn, device=None, dtype=None):
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        self.group_norm = operations.GroupNorm(groups, channels, eps=eps, affine=True, **kw)
+        self.to_q = operations.Linear(channels, channels, bias=True, **kw)
+        self.to_k = operations.Linear(channels, channels, bias=True, **kw)
+        self.to_v = operations.Linear(channels, channels, bias=True, **kw)
+        self.to_out = nn.ModuleList([operations.Linear(channels, channels, bias=True, **kw)])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Accept old diffusers / LDM names and (C, C, 1, 1) conv weights for the projections.
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix):]
+            for old, new in _ATTN_RENAMES.items():
+                if rest.startswith(old):
+                    rest = new + rest[len(old):]
+                    break
+            value = state_dict.pop(key)
+            if rest.endswith("weight") and not rest.startswith("group_norm") and value.ndim == 4:
+                value = value[:, :, 0, 0]
+            state_dict[prefix + rest] = value
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        t = self.group_norm(x).view(b, c, h * w).transpose(1, 2)  # (B, HW, C)
+        q = self.to_q(t).unsqueeze(1)  # one head: (B, 1, HW, C)
+        k = self.to_k(t).unsqueeze(1)
+        v = self.to_v(t).unsqueeze(1)
+        a = F.scaled_dot_product_attention(q, k, v).squeeze(1)
+        a = self.to_out[0](a)
+        return x + a.transpose(1, 2).reshape(b, c, h, w)
+
+
+class MidBlock2D(nn.Module):
+    def __init__(self, channels, groups, eps, operations=nn, device=None, dtype=None):
+        super().__init__()
+        kw = dict(operations=operations, device=device, dtype=dtype)
+        self.resnets = nn.ModuleList(
+            [ResnetBlock2D(channels, channels, groups, eps, **kw), ResnetBlock2D(channels, channels, groups, eps, **kw)]
+        )
+        self.attentions = nn.ModuleList([VAEAttention(channels, groups, eps, **kw)])
+
+    def forward(self, x):
+        x = self.resnets[0](x)
+        x = self.attentions[0](x)
+        return self.resnets[1](x)
+
+
+class DownEncoderBlock2D(nn.Module):
+    def __init__(self, in_ch, out_ch, num_layers, groups, eps, add_downsample, operations=nn, device=None, dtype=None):
+        super().__init__()
+        kw = dict(operations=operations, device=device, dtype=dtype)
+        self.resnets = nn.ModuleList(
+            [ResnetBlock2D(in_ch if i == 0 else out_ch, out_ch, groups, eps, **kw) for i in range(num_layers)]
+        )
+        self.downsamplers = nn.ModuleList([Downsample2D(out_ch, **kw)]) if add_downsample else None
+
+    def forward(self, x):
+        for r in self.resnets:
+            x = r(x)
+        if self.downsamplers is not None:
+            x = self.downsamplers[0](x)
+        return x
+
+
+class UpDecoderBlock2D(nn.Module):
+    def __init__(self, in_ch, out_ch, num_layers, groups, eps, add_upsample, operations=nn, device=None, dtype=None):
+        super().__init__()
+        kw = dict(operations=operations, device=device, dtype=dtype)
+        self.resnets = nn.ModuleList(
+            [ResnetBlock2D(in_ch if i == 0 else out_ch, out_ch, groups, eps, **kw) for i in range(num_layers)]
+        )
+        self.upsamplers = nn.ModuleList([Upsample2D(out_ch, **kw)]) if add_upsample else None
+
+    def forward(self, x):
+        for r in self.resnets:
+            x = r(x)
+        if self.upsamplers is not None:
+            x = self.upsamplers[0](x)
+        return x
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: AutoencoderKLConfig, operations=nn, device=None, dtype=None):
+        super().__init__()
+        kw = dict(operations=operations, device=device, dtype=dtype)
+        ch = cfg.block_out_channels
+        g, eps = cfg.norm_num_groups, cfg.norm_eps
+        self.conv_in = operations.Conv2d(cfg.in_channels, ch[0], 3, padding=1, device=device, dtype=dtype)
+        blocks = []
+        prev = ch[0]
+        for i, c in enumerate(ch):
+            last = i == len(ch) - 1
+            blocks.append(DownEncoderBlock2D(prev, c, cfg.layers_per_block, g, eps, not last, **kw))
+            prev = c
+        self.down_blocks = nn.ModuleList(blocks)
+        self.mid_block = MidBlock2D(ch[-1], g, eps, **kw)
+        self.conv_norm_out = operations.GroupNorm(g, ch[-1], eps=eps, affine=True, device=device, dtype=dtype)
+        # mean and log-variance stacked on channels
+        self.conv_out = operations.Conv2d(ch[-1], 2 * cfg.latent_channels, 3, padding=1, device=device, dtype=dtype)
+
+    def forward(self, x):
+        x = self.conv_in(x)
+        for blk in self.down_blocks:
+            x = blk(x)
+        x = self.mid_block(x)
+        return self.conv_out(F.silu(self.conv_norm_out(x)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: AutoencoderKLConfig, operations=nn, device=None, dtype=None):
+        super().__init__()
+        kw = dict(operations=operations, device=device, dtype=dtype)
+        ch = tuple(reversed(cfg.block_out_channels))
+        g, eps = cfg.norm_num_groups, cfg.norm_eps
+        self.conv_in = operations.Conv2d(cfg.latent_channels, ch[0], 3, padding=1, device=device, dtype=dtype)
+        self.mid_block = MidBlock2D(ch[0], g, eps, **kw)
+        blocks = []
+        prev = ch[0]
+        for i, c in enumerate(ch):
+            last = i == len(ch) - 1
+            # the decoder has one resnet more per level than the encoder
+            blocks.append(UpDecoderBlock2D(prev, c, cfg.layers_per_block + 1, g, eps, not last, **kw))
+            prev = c
+        self.up_blocks = nn.ModuleList(blocks)
+        self.conv_norm_out = operations.GroupNorm(g, ch[-1], eps=eps, affine=True, device=device, dtype=dtype)
+        self.conv_out = operations.Conv2d(ch[-1], cfg.out_channels, 3, padding=1, device=device, dtype=dtype)
+
+    def forward(self, z):
+        x = self.conv_in(z)
+        x = self.mid_block(x)
+        for blk in self.up_blocks:
+            x = blk(x)
+        return self.conv_out(F.silu(self.conv_norm_out(x)))
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class AutoencoderKL(nn.Module):
+    """KL autoencoder: ``encode`` gives the diagonal-Gaussian posterior, ``decode`` the image.
+
+    Images are (B, 3, H, W) in [-1, 1] with H, W multiples of 2**(levels-1) (8 for SD1.5);
+    latents are (B, latent_channels, H/8, W/8) *unscaled* (multiply by
+    ``config.scaling_factor`` for the diffusion model, divide before ``decode``).
+    """
+
+    def __init__(self, config: Optional[AutoencoderKLConfig] = None, operations=nn, device=None, dtype=None):
+        super().__init__()
+        self.config = config if config is not None else AutoencoderKLConfig()
+        cfg = self.config
+        self.encoder = Encoder(cfg, operations, device, dtype)
+        self.decoder = Decoder(cfg, operations, device, dtype)
+        self.quant_conv = operations.Conv2d(2 * cfg.latent_channels, 2 * cfg.latent_channels, 1, device=device, dtype=dtype)
+        self.post_quant_conv = operations.Conv2d(cfg.latent_channels, cfg.latent_channels, 1, device=device, dtype=dtype)
+
+    @property
+    def downscale_factor(self) -> int:
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        return self.config.scaling_factor
+
+    def _param_dtype(self):
+        return self.post_quant_conv.weight.dtype
+
+    def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C_in, H, W) in [-1, 1] -> (mean, logvar), each (B, latent_channels, H/f, W/f)."""
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"AutoencoderKL.encode expects (B, {self.config.in_channels}, H, W) images in [-1, 1], "
+                f"got shape {tuple(x.shape)}"
+            )
+        f = self.downscale_factor
+        if x.shape[-2] % f or x.shape[-1] % f:
+            raise ValueError(f"AutoencoderKL.encode: H and W must be multiples of {f}, got {tuple(x.shape[-2:])}")
+        moments = self.quant_conv(self.encoder(x.to(self._param_dtype())))
+        mean, logvar = moments.chunk(2, dim=1)
+        # same clamp as the reference posterior, keeps exp() finite
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    @staticmethod
+    def sample_posterior(mean: torch.Tensor, logvar: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """mean + std * eps with eps ~ N(0, 1) drawn from ``generator``.
+
+        eps is drawn on the generator's device (then moved), like diffusers' ``randn_tensor``, so
+        a CPU generator gives the same latent whatever device the VAE runs on.
+        """
+        std = torch.exp(0.5 * logvar)
+        rand_device = generator.device if generator is not None else mean.device
+        eps = torch.randn(mean.shape, generator=generator, device=rand_device, dtype=mean.dtype).to(mean.device)
+        return mean + std * eps
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, latent_channels, h, w), unscaled -> images (B, C_out, f*h, f*w), nominally in [-1, 1]."""
+        if z.ndim != 4 or z.shape[1] != self.config.latent_channels:
+            raise ValueError(
+                f"AutoencoderKL.decode expects (B, {self.config.latent_channels}, h, w) latents, got {tuple(z.shape)}"
+            )
+        return self.decoder(self.post_quant_conv(z.to(self._param_dtype())))
+
+    def forward(self, x, generator=None, sample_posterior: bool = False):
+        mean, logvar = self.encode(x)
+        z = self.sample_posterior(mean, logvar, generator) if sample_posterior else mean
+        return self.decode(z)
+
+
+@torch.no_grad()
+def decode_video(vae: AutoencoderKL, latents: torch.Tensor, chunk: int = 8, output_device="cpu") -> torch.Tensor:
+    """Decode *scaled* video latents (1, C, N, h, w) frame-wise into (N, H, W, 3) float in [0, 1].
+
+    Pass the generated frames only (the reference frame 0 of the X-Dyna latent video is not part of
+    the output). ``chunk`` frames are decoded per VAE call; results are moved to ``output_device``
+    chunk by chunk so long videos do not accumulate on the accelerator.
+    """
+    if latents.ndim != 5 or latents.shape[0] != 1:
+        raise ValueError(f"decode_video expects latents of shape (1, C, N, h, w), got {tuple(latents.shape)}")
+    if chunk < 1:
+        raise ValueError(f"decode_video: chunk must be >= 1, got {chunk}")
+    frames = latents[0].transpose(0, 1)  # (N, C, h, w)
+    out = []
+    device = vae.post_quant_conv.weight.device
+    for s in range(0, frames.shape[0], chunk):
+        z = frames[s:s + chunk].to(device) * (1.0 / vae.config.scaling_factor)
+        x = vae.decode(z)
+        x = (x.float() / 2 + 0.5).clamp(0, 1)
+        out.append(x.permute(0, 2, 3, 1).to(output_device))
+    return torch.cat(out, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# LDM -> diffusers key conversion
+
+_LDM_PREFIXES = ("first_stage_model.", "vae.")
+_RESNET_RENAMES = {"nin_shortcut": "conv_shortcut"}
+
+
+def _strip_vae_prefix(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    for p in _LDM_PREFIXES:
+        if any(k.startswith(p) for k in sd):
+            return {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+    return dict(sd)
+
+
+def is_ldm_vae_layout(sd: Dict[str, torch.Tensor]) -> bool:
+    """True when the (prefix-stripped) keys use the original LDM names (``encoder.down.0.block.0``)."""
+    keys = _strip_vae_prefix({k: None for k in sd}).keys()
+    return any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.", "decoder.mid.")) for k in keys)
+
+
+def _count_levels(keys, side: str) -> int:
+    pat = re.compile(rf"^{side}\.(down|up)\.(\d+)\.")
+    idx = [int(m.group(2)) for k in keys for m in [pat.match(k)] if m]
+    return max(idx) + 1 if idx else 0
+
+
+def convert_ldm_vae_keys(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Map an LDM-layout VAE state dict to the diffusers layout used by :class:`AutoencoderKL`.
+
+    Accepts a full single-file SD checkpoint (only ``first_stage_model.*`` keys are taken), a bare
+    LDM VAE file, or a file already in the diffusers layout (returned with the prefix removed).
+    Keys that belong to training only (``loss.*``, discriminator, EMA counters) are dropped. The
+    attention projections stored as 1x1 convs (C, C, 1, 1) become linear weights (C, C).
+    """
+    sd = _strip_vae_prefix(sd)
+    if not is_ldm_vae_layout(sd):
+        return {k: v for k, v in sd.items() if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
+
+    n_up = _count_levels(sd.keys(), "decoder")
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        new = _convert_ldm_vae_key(key, n_up)
+        if new is None:
+            continue
+        if ".attentions.0." in new and new.endswith(".weight") and "group_norm" not in new and value.ndim == 4:
+            value = value.reshape(value.shape[0], value.shape[1])
+        out[new] = value
+    return out
+
+
+def _convert_ldm_vae_key(key: str, n_up: int) -> Optional[str]:
+    parts = key.split(".")
+    side = parts[0]
+    if side in ("quant_conv", "post_quant_conv"):
+        return key
+    if side not in ("encoder", "decoder"):
+        return None  # loss.*, model_ema.*, ...
+    rest = parts[1:]
+    head = rest[0]
+    if head in ("conv_in", "conv_out"):
+        return key
+    if head == "norm_out":
+        return ".".join([side, "conv_norm_out"] + rest[1:])
+    if head == "mid":
+        sub = rest[1]
+        if sub in ("block_1", "block_2"):
+            tail = [_RESNET_RENAMES.get(rest[2], rest[2])] + rest[3:]
+            return ".".join([side, "mid_block", "resnets", str(int(sub[-1]) - 1)] + tail)
+        if sub == "attn_1":
+            name = rest[2] + "."
+            return ".".join([side, "mid_block", "attentions", "0", _ATTN_RENAMES[name].rstrip(".")] + rest[3:])
+        raise ValueError(f"convert_ldm_vae_keys: unexpected mid-block key {key!r}")
+    if head in ("down", "up"):
+        level = int(rest[1])
+        # LDM numbers decoder levels from the lowest resolution up; diffusers from the top
+        block = f"down_blocks.{level}" if head == "down" else f"up_blocks.{n_up - 1 - level}"
+        sub = rest[2]
+        if sub == "block":
+            tail = [_RESNET_RENAMES.get(rest[4], rest[4])] + rest[5:]
+            return ".".join([side, block, "resnets", rest[3]] + tail)
+        if sub in ("downsample", "upsample"):
+            return ".".join([side, block, sub + "rs", "0"] + rest[3:])
+        raise ValueError(f"convert_ldm_vae_keys: unexpected key {key!r}")
+    raise ValueError(f"convert_ldm_vae_keys: unexpected key {key!r}")

@@ -1,0 +1,211 @@
+"""Zero-download pose backend: MediaPipe's legacy solutions (Holistic / Pose) with bundled models.
+
+Only ``mediapipe==0.10.14`` is supported: it is the newest release that ships the legacy
+``mp.solutions`` graphs *with* their ``.tflite`` files and works with numpy 2 (spec
+PREPROCESSING.md §6). Only ``model_complexity=1`` is used: complexities 0 and 2 download their
+pose model on first use, which this project never does.
+
+Output: one :class:`PoseFrame` per image with at most one person (BlazePose tracks a single
+subject; X-Dyna drives one):
+  body   BlazePose-33 -> OpenPose-18 (table below, spec §4.1), a point is kept when its
+         visibility > ``visibility_threshold`` (0.5); the neck is the shoulder mid-point and needs
+         both shoulders; confidence = visibility.
+  hands  Holistic's hand landmarks (same 21-point order as OpenPose), confidence 1.
+  face   Holistic's 468-point face mesh (it crops the head from the pose internally, which finds
+         the ~50 px faces of full-body videos that FaceMesh on the whole frame misses), mapped to
+         iBUG-68 with :data:`face_landmarks.FACEMESH_TO_IBUG68`, confidence 1.
+With ``with_hands=False, with_face=False`` the lighter Pose graph runs instead (about 2x faster).
+
+Install (the wheel's declared deps pull jax, opencv-contrib and sounddevice, none needed)::
+
+    pip install mediapipe==0.10.14 --no-deps
+    pip install absl-py attrs matplotlib "protobuf>=4.25.3,<7"
+
+mediapipe 0.10.14 was built against protobuf 4.25; :func:`import_mediapipe` adds the one method
+(``GetPrototype``) that protobuf 5/6 removed, so it also runs next to ``onnx`` (protobuf >= 6.31).
+protobuf 7 removed more (``FieldDescriptor.label``) and is not supported.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .keypoints import NUM_BODY, Person, PoseFrame
+
+#: OpenPose-18 index -> BlazePose-33 index (None: neck, synthesised from both shoulders).
+BLAZEPOSE_TO_OPENPOSE18 = (0, None, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7)
+BLAZEPOSE_LEFT_SHOULDER, BLAZEPOSE_RIGHT_SHOULDER = 11, 12
+
+INSTALL_HINT = (
+    "pip install mediapipe==0.10.14 --no-deps && "
+    'pip install absl-py attrs matplotlib "protobuf>=4.25.3,<7"'
+)
+
+_mp = None
+
+
+def import_mediapipe():
+    """Import mediapipe 0.10.14 (legacy solutions) or raise an ImportError saying how to install it."""
+    global _mp
+    if _mp is not None:
+        return _mp
+    try:
+        from google.protobuf import message_factory, symbol_database
+    except ImportError as e:
+        raise ImportError(f"MediaPipe backend needs protobuf and mediapipe: {INSTALL_HINT}") from e
+    # mediapipe 0.10.14 (its C++ bindings at import, packet_getter at run time) calls the
+    # GetPrototype method that protobuf 5+ removed; GetMessageClass is its replacement.
+    if hasattr(message_factory, "GetMessageClass"):
+        for cls in (symbol_database.SymbolDatabase, message_factory.MessageFactory):
+            if not hasattr(cls, "GetPrototype"):
+                cls.GetPrototype = lambda self, descriptor: message_factory.GetMessageClass(descriptor)
+    try:
+        import mediapipe as mp
+    except ImportError as e:
+        raise ImportError(
+            f"The MediaPipe pose backend needs mediapipe 0.10.14 ({e}). Install it with: {INSTALL_HINT}"
+        ) from e
+    version = getattr(mp, "__version__", "?")
+    if not hasattr(mp, "solutions") or not hasattr(mp.solutions, "holistic"):
+        raise ImportError(
+            f"mediapipe {version} has no legacy solutions with bundled models "
+            f"(removed in 0.10.30+). Install the supported version: {INSTALL_HINT}"
+        )
+    _mp = mp
+    return mp
+
+
+def _as_rgb_u8(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an RGB image of shape (H, W, 3), got {img.shape}")
+    if img.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image (0-255), got dtype {img.dtype}")
+    return np.ascontiguousarray(img)
+
+
+def body_from_blazepose(landmarks, width: int, height: int, visibility_threshold: float = 0.5) -> np.ndarray:
+    """BlazePose-33 landmark list (normalised x, y, visibility) -> OpenPose-18 (18, 3) pixels."""
+    lm = landmarks.landmark if hasattr(landmarks, "landmark") else landmarks
+    body = np.zeros((NUM_BODY, 3), dtype=np.float32)
+
+    def point(i):
+        p = lm[i]
+        return p.x * width, p.y * height, float(p.visibility)
+
+    for op, bp in enumerate(BLAZEPOSE_TO_OPENPOSE18):
+        if bp is None:
+            continue
+        x, y, v = point(bp)
+        if v > visibility_threshold:
+            body[op] = (x, y, v)
+    xl, yl, vl = point(BLAZEPOSE_LEFT_SHOULDER)
+    xr, yr, vr = point(BLAZEPOSE_RIGHT_SHOULDER)
+    if vl > visibility_threshold and vr > visibility_threshold:
+        body[1] = ((xl + xr) / 2, (yl + yr) / 2, min(vl, vr))
+    return body
+
+
+def _points(landmarks, width: int, height: int) -> Optional[np.ndarray]:
+    if landmarks is None:
+        return None
+    pts = np.array([(p.x * width, p.y * height, 1.0) for p in landmarks.landmark], dtype=np.float32)
+    return pts
+
+
+class MediaPipePoseDetector:
+    """``detector(image uint8 HxWx3 RGB) -> PoseFrame``.
+
+    ``static_image_mode=False`` (default) tracks the subject from frame to frame, which is right
+    for consecutive video frames; call :meth:`reset` before a new video. Use ``True`` for
+    unrelated images or sparsely sampled frames (every 5th frame etc.): each image is then
+    detected from scratch (about 1.5x slower).
+    """
+
+    MODEL_COMPLEXITY = 1  # the only bundled pose model; 0 and 2 would be downloaded
+
+    def __init__(
+        self,
+        static_image_mode: bool = False,
+        with_hands: bool = True,
+        with_face: bool = True,
+        visibility_threshold: float = 0.5,
+        min_detection_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+    ):
+        self.mp = import_mediapipe()
+        self.static_image_mode = bool(static_image_mode)
+        self.with_hands = bool(with_hands)
+        self.with_face = bool(with_face)
+        self.visibility_threshold = float(visibility_threshold)
+        self.min_detection_confidence = float(min_detection_confidence)
+        self.min_tracking_confidence = float(min_tracking_confidence)
+        self._graph = None
+
+    @property
+    def uses_holistic(self) -> bool:
+        return self.with_hands or self.with_face
+
+    def _make_graph(self):
+        kw = dict(
+            static_image_mode=self.static_image_mode,
+            model_complexity=self.MODEL_COMPLEXITY,
+            min_detection_confidence=self.min_detection_confidence,
+            min_tracking_confidence=self.min_tracking_confidence,
+        )
+        if self.uses_holistic:
+            return self.mp.solutions.holistic.Holistic(refine_face_landmarks=False, **kw)
+        return self.mp.solutions.pose.Pose(**kw)
+
+    def reset(self) -> None:
+        """Forget the tracked subject (start of a new video)."""
+        self.close()
+
+    def close(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __call__(self, image: np.ndarray) -> PoseFrame:
+        img = _as_rgb_u8(image)
+        h, w = img.shape[:2]
+        if self._graph is None:
+            self._graph = self._make_graph()
+        res = self._graph.process(img)
+        if res.pose_landmarks is None:
+            return PoseFrame(w, h, [])
+        body = body_from_blazepose(res.pose_landmarks, w, h, self.visibility_threshold)
+        person = Person(body)
+        if self.uses_holistic:
+            if self.with_hands:
+                person.left_hand = _points(res.left_hand_landmarks, w, h)
+                person.right_hand = _points(res.right_hand_landmarks, w, h)
+            if self.with_face and res.face_landmarks is not None:
+                from .face_landmarks import facemesh_to_ibug68
+
+                mesh = np.array([(p.x * w, p.y * h) for p in res.face_landmarks.landmark], dtype=np.float32)
+                face = np.ones((68, 3), dtype=np.float32)
+                face[:, :2] = facemesh_to_ibug68(mesh)
+                person.face = face
+        return PoseFrame(w, h, [person])
+
+    def detect_sequence(self, frames) -> list:
+        """Run on consecutive frames of one video (resets tracking first)."""
+        self.reset()
+        return [self(f) for f in frames]
+
+
+__all__ = ["MediaPipePoseDetector", "import_mediapipe", "body_from_blazepose", "BLAZEPOSE_TO_OPENPOSE18", "INSTALL_HINT"]

@@ -1,0 +1,385 @@
+"""The X-Dyna temporal sampler: DDIM with CFG, ControlNets and closed-loop context windows.
+
+Reproduces the official ``XDynaPipeline.__call__`` path used by ``inference_xdyna.py`` (spec §2-§4):
+
+* the latent video has ``N + 1`` frames; frame 0 is the clean reference latent in every UNet call, is
+  never noised and never stepped (the returned latents are frames 1..N only);
+* initial latents = blur-mixed repeated reference noised to the first timestep (``init_latents``);
+* every step: windows of ``context_frames`` driving frames (closed loop, random offset per step), each
+  run as one UNet call on ``[reference, window frames]`` with the window's ControlNet residuals (pose +
+  face summed, zero at frame 0); predictions are averaged per frame, then classifier-free guidance,
+  then a DDIM step on frames 1..N.
+
+Plain tensors and callables in, latents out. The networks are only called, never modified: no hooks,
+no ``.eval()``/``.train()``, no parameter changes (the caller puts them in eval mode).
+
+Model call conventions (the ``xdyna_core.models`` classes follow them):
+
+* ``unet(sample (B,4,1+F,h,w), t, context (B,T+K,D), down_block_additional_residuals=[12 x (B,C,1+F,.,.)]
+  | None, mid_block_additional_residual=(B,C,1+F,.,.) | None) -> (B,4,1+F,h,w)``
+* ``controlnet(sample (n,4,h,w), t, text (n,T,D), controlnet_cond (n,C,8h,8w) in [0,1])
+  -> (list of down residuals (n,C_i,.,.), mid residual)``
+
+``t`` is passed as a Python ``int``.
+
+Memory is flat in video length: only ``window_batch_size`` windows (default 1) go through the networks
+at a time, the ControlNets run on that window's frames only, and control images stay where the caller
+keeps them (CPU, uint8) and are normalised per window on the compute device.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .context_windows import (DEFAULT_CONTEXT_FRAMES, DEFAULT_CONTEXT_OVERLAP, context_windows,
+                              num_context_windows, validate_context)
+from .controls import ControlClip, face_clip, pose_clip
+from .init_latents import (blurred_repeated_latents, draw_blur_keep_mask, noised_initial_latents)
+from .scheduler import DDIMScheduler
+
+VAE_SCALING_FACTOR = 0.18215
+
+
+class SamplingCancelled(RuntimeError):
+    """Raised when ``hooks.should_cancel()`` returns True; the run stops between two windows."""
+
+
+@dataclass
+class SamplerHooks:
+    """Optional callbacks, all called from the sampling thread.
+
+    progress(step, num_steps, window, num_windows): after each window (0-based ``step``/``window``).
+    preview(step, num_steps, x0, latents): after each step; ``x0`` is the DDIM clean-latent estimate and
+        ``latents`` the new latents, both (1, 4, N, h, w) float32 of frames 1..N (do not modify them).
+    should_cancel() -> bool: checked before every window (batch); True raises :class:`SamplingCancelled`.
+    """
+    progress: Optional[Callable[[int, int, int, int], None]] = None
+    preview: Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]] = None
+    should_cancel: Optional[Callable[[], bool]] = None
+
+
+@dataclass
+class InjectedRandomness:
+    """Parity mode: replace the sampler's random draws by recorded ones (e.g. the official goldens).
+
+    blur_keep_mask: (1, 4, N+1, h, w) bool/0-1, 1 = keep the un-blurred reference.
+    init_noise: (1, 4, N+1, h, w) float; frame 0 is ignored (reset to the reference).
+    window_offsets: one context-window offset per executed step.
+    Anything left ``None`` is drawn from the run's generator as usual.
+    """
+    blur_keep_mask: Optional[torch.Tensor] = None
+    init_noise: Optional[torch.Tensor] = None
+    window_offsets: Optional[Sequence[int]] = None
+
+
+@dataclass
+class Conditioning:
+    """Everything constant over a run, validated and laid out for the window calls."""
+    ref_latent: torch.Tensor            # (1, 4, 1, h, w) float32 on device
+    unet_context: torch.Tensor          # (B, T+K, D): [uncond; cond] (B=2) or [cond] (B=1)
+    control_text: torch.Tensor          # (B', T, D): text per ControlNet half; B'=1 when halves are shared
+    num_frames: int
+    do_cfg: bool
+    guidance_scale: float
+    controls: list = field(default_factory=list)  # [(controlnet, ControlClip, strength)]
+    dtype: torch.dtype = torch.float32
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def batch(self) -> int:
+        return self.unet_context.shape[0]
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def _warn_if_training(name: str, model) -> None:
+    if isinstance(model, torch.nn.Module) and model.training:
+        warnings.warn(f"{name} is in training mode (dropout active); call .eval() before sampling. "
+                      "The sampler never changes a model's mode.", UserWarning, stacklevel=4)
+
+
+class XDynaSampler:
+    """Runs the official X-Dyna denoising loop with the given networks (see module docstring)."""
+
+    def __init__(self, unet: Callable, pose_controlnet: Optional[Callable] = None,
+                 face_controlnet: Optional[Callable] = None, scheduler: Optional[DDIMScheduler] = None):
+        self.unet = unet
+        self.pose_controlnet = pose_controlnet
+        self.face_controlnet = face_controlnet
+        self.scheduler = scheduler or DDIMScheduler()
+
+    # ------------------------------------------------------------------ conditions
+    def prepare(self, ref_latent: torch.Tensor, text_cond: torch.Tensor, text_uncond: torch.Tensor,
+                image_tokens_cond: torch.Tensor, image_tokens_uncond: torch.Tensor, *,
+                pose_cond=None, face_cond=None, num_frames: Optional[int] = None,
+                guidance_scale: float = 7.5, pose_strength: float = 1.0, face_strength: float = 1.0,
+                device=None, dtype: torch.dtype = torch.float32) -> Conditioning:
+        """Validate the inputs and build the run's constant conditioning.
+
+        ``pose_cond`` (N,3,H,W) / ``face_cond`` (N,6,H,W = local then global): raw frames, uint8 or
+        float in [0,1], or :class:`ControlClip` objects; ``H, W`` must be 8x the latent size.
+        ``num_frames`` is needed only when no control clip is given.
+        """
+        device = torch.device(device) if device is not None else ref_latent.device
+        _check(isinstance(ref_latent, torch.Tensor) and ref_latent.ndim == 5 and ref_latent.shape[0] == 1
+               and ref_latent.shape[2] == 1,
+               f"ref_latent must have shape (1, C, 1, h, w), got {tuple(getattr(ref_latent, 'shape', ()))}")
+        h, w = ref_latent.shape[-2:]
+        for name, t in (("text_cond", text_cond), ("text_uncond", text_uncond),
+                        ("image_tokens_cond", image_tokens_cond), ("image_tokens_uncond", image_tokens_uncond)):
+            _check(isinstance(t, torch.Tensor) and t.ndim == 3 and t.shape[0] == 1,
+                   f"{name} must have shape (1, tokens, dim), got {tuple(getattr(t, 'shape', ()))}")
+        _check(text_cond.shape == text_uncond.shape,
+               f"text_cond {tuple(text_cond.shape)} and text_uncond {tuple(text_uncond.shape)} must match")
+        _check(image_tokens_cond.shape == image_tokens_uncond.shape,
+               f"image_tokens_cond {tuple(image_tokens_cond.shape)} and image_tokens_uncond "
+               f"{tuple(image_tokens_uncond.shape)} must match")
+        _check(image_tokens_cond.shape[-1] == text_cond.shape[-1],
+               f"image tokens dim {image_tokens_cond.shape[-1]} != text dim {text_cond.shape[-1]}")
+        gs = float(guidance_scale)
+        _check(gs == gs and abs(gs) != float("inf"), f"guidance_scale must be finite, got {guidance_scale}")
+
+        controls = []
+        for name, net, clip, make, strength in (
+                ("pose", self.pose_controlnet, pose_cond, pose_clip, pose_strength),
+                ("face", self.face_controlnet, face_cond, face_clip, face_strength)):
+            if clip is None and net is None:
+                continue
+            _check(clip is not None, f"a {name} ControlNet was given but no {name}_cond frames")
+            _check(net is not None, f"{name}_cond frames were given but no {name} ControlNet")
+            clip = clip if isinstance(clip, ControlClip) else make(clip)
+            _check(clip.size == (8 * h, 8 * w),
+                   f"{name} control frames are {clip.size[0]}x{clip.size[1]} px but the latents "
+                   f"({h}x{w}) need {8 * h}x{8 * w} px")
+            strength = float(strength)
+            _check(strength == strength and abs(strength) != float("inf"),
+                   f"{name}_strength must be finite, got {strength}")
+            if strength != 0.0:  # a zero-strength control adds exactly zero: skip its network
+                _warn_if_training(f"{name} ControlNet", net)
+                controls.append((net, clip, strength))
+            if num_frames is None:
+                num_frames = clip.num_frames
+            _check(clip.num_frames == num_frames,
+                   f"{name} control clip has {clip.num_frames} frames, expected {num_frames}")
+        _check(num_frames is not None and int(num_frames) == num_frames and num_frames >= 1,
+               f"num_frames must be a positive integer (or give a control clip), got {num_frames!r}")
+        _warn_if_training("unet", self.unet)
+
+        do_cfg = gs > 1.0
+        f32 = dict(device=device, dtype=dtype)
+        ctx_c = torch.cat([text_cond, image_tokens_cond], dim=1).to(**f32)
+        if do_cfg:
+            ctx_u = torch.cat([text_uncond, image_tokens_uncond], dim=1).to(**f32)
+            unet_context = torch.cat([ctx_u, ctx_c])
+            # equal text contexts => identical ControlNet inputs for both halves: run once, reuse (exact)
+            shared = torch.equal(text_cond, text_uncond)
+            control_text = text_cond.to(**f32) if shared else torch.cat([text_uncond, text_cond]).to(**f32)
+        else:
+            unet_context = ctx_c
+            control_text = text_cond.to(**f32)
+        return Conditioning(ref_latent=ref_latent.to(device=device, dtype=torch.float32),
+                            unet_context=unet_context, control_text=control_text, num_frames=int(num_frames),
+                            do_cfg=do_cfg, guidance_scale=gs, controls=controls, dtype=dtype, device=device)
+
+    # ------------------------------------------------------------------ one step
+    def _control_residuals(self, cond: Conditioning, frames: torch.Tensor, windows, t: int):
+        """Summed ControlNet residuals for a batch of windows, laid out like the UNet batch.
+
+        ``frames``: (k, 4, F, h, w) noisy window latents (model dtype). Returns (down list, mid), each
+        (B*k, C, 1+F, ., .) with a zero frame 0, or (None, None) without controls.
+        """
+        if not cond.controls:
+            return None, None
+        k, c, f, h, w = frames.shape
+        flat = frames.permute(0, 2, 1, 3, 4).reshape(k * f, c, h, w)
+        halves = cond.control_text.shape[0]          # 1 (shared/no CFG) or 2 (uncond, cond)
+        sample = flat.repeat(halves, 1, 1, 1)
+        text = cond.control_text.repeat_interleave(k * f, dim=0)
+        flat_idx = [i for win in windows for i in win]
+        down_sum, mid_sum = None, None
+        for net, clip, strength in cond.controls:
+            image = clip.window(flat_idx, device=cond.device, dtype=cond.dtype).repeat(halves, 1, 1, 1)
+            down, mid = net(sample, t, text, controlnet_cond=image)
+            res = list(down) + [mid]
+            if strength != 1.0:
+                res = [r * strength for r in res]
+            if down_sum is None:
+                down_sum = res
+            else:
+                down_sum = [a + b for a, b in zip(down_sum, res)]
+        # (halves*k*F, C, ., .) -> (halves*k, C, 1+F, ., .) with a zero reference frame prepended
+        out = []
+        for r in down_sum:
+            r = r.reshape(halves * k, f, *r.shape[1:]).permute(0, 2, 1, 3, 4)
+            r = torch.cat([torch.zeros_like(r[:, :, :1]), r], dim=2)
+            if cond.do_cfg and halves == 1:
+                r = torch.cat([r, r])                    # the same residuals for uncond and cond
+            out.append(r)
+        return out[:-1], out[-1]
+
+    def _window_eps(self, cond: Conditioning, latents: torch.Tensor, windows, t: int) -> torch.Tensor:
+        """UNet eps for a batch of equally long windows: (B, k, 4, F, h, w) float32."""
+        k, f = len(windows), len(windows[0])
+        idx = torch.tensor([i for win in windows for i in win], device=latents.device)
+        frames = latents[0].index_select(1, idx).reshape(latents.shape[1], k, f, *latents.shape[-2:])
+        frames = frames.permute(1, 0, 2, 3, 4).to(cond.dtype)                      # (k, 4, F, h, w)
+        ref = cond.ref_latent.to(cond.dtype).expand(k, -1, -1, -1, -1)
+        sample = torch.cat([ref, frames], dim=2).repeat(cond.batch, 1, 1, 1, 1)    # (B*k, 4, 1+F, h, w)
+        context = cond.unet_context.repeat_interleave(k, dim=0)
+        down, mid = self._control_residuals(cond, frames, windows, t)
+        eps = self.unet(sample, t, context, down_block_additional_residuals=down,
+                        mid_block_additional_residual=mid)
+        if tuple(eps.shape) != tuple(sample.shape):
+            raise RuntimeError(f"unet returned shape {tuple(eps.shape)}, expected {tuple(sample.shape)}")
+        return eps[:, :, 1:].float().reshape(cond.batch, k, *eps.shape[1:2], f, *eps.shape[-2:])
+
+    def predict_noise(self, cond: Conditioning, latents: torch.Tensor, t: int, windows,
+                      window_batch_size: int = 1, hooks: Optional[SamplerHooks] = None,
+                      step: int = 0, num_steps: int = 1) -> torch.Tensor:
+        """Window-averaged, guided eps for latents (1, 4, N, h, w) at timestep ``t``."""
+        hooks = hooks or SamplerHooks()
+        n = cond.num_frames
+        acc = torch.zeros((cond.batch,) + tuple(latents.shape[1:]), device=latents.device, dtype=torch.float32)
+        count = torch.zeros(n, device=latents.device, dtype=torch.float32)
+        for start in range(0, len(windows), window_batch_size):
+            if hooks.should_cancel is not None and hooks.should_cancel():
+                raise SamplingCancelled(
+                    f"sampling cancelled at step {step + 1}/{num_steps}, window {start + 1}/{len(windows)}")
+            batch = windows[start:start + window_batch_size]
+            eps = self._window_eps(cond, latents, batch, t)
+            for j, win in enumerate(batch):
+                # indices inside one window are distinct, so this is a plain (deterministic) add
+                idx = torch.tensor(win, device=latents.device)
+                acc[:, :, idx] += eps[:, j]
+                count[idx] += 1
+                if hooks.progress is not None:
+                    hooks.progress(step, num_steps, start + j, len(windows))
+        if not bool((count > 0).all()):
+            missing = torch.nonzero(count == 0).flatten().tolist()
+            raise RuntimeError(f"context windows do not cover frames {missing}")
+        eps = acc / count.view(1, 1, n, 1, 1)
+        if not cond.do_cfg:
+            return eps
+        eps_u, eps_c = eps.chunk(2)
+        return eps_u + cond.guidance_scale * (eps_c - eps_u)
+
+    # ------------------------------------------------------------------ full run
+    def sample(self, cond: Conditioning, *, steps: int = 25, strength: float = 1.0,
+               seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
+               context_frames: int = DEFAULT_CONTEXT_FRAMES, context_overlap: int = DEFAULT_CONTEXT_OVERLAP,
+               window_batch_size: int = 1, hooks: Optional[SamplerHooks] = None,
+               injected: Optional[InjectedRandomness] = None) -> torch.Tensor:
+        """Denoise and return the latents of frames 1..N, (1, 4, N, h, w) float32 on the cond device."""
+        hooks = hooks or SamplerHooks()
+        injected = injected or InjectedRandomness()
+        validate_context(context_frames, context_overlap)
+        _check(int(window_batch_size) == window_batch_size and window_batch_size >= 1,
+               f"window_batch_size must be a positive integer, got {window_batch_size!r}")
+        timesteps = self.scheduler.timesteps(steps, strength)
+        if generator is None:
+            _check(seed is not None, "give a seed or a torch.Generator (every random draw comes from it)")
+            generator = torch.Generator("cpu").manual_seed(int(seed))
+        n, ref = cond.num_frames, cond.ref_latent
+        shape = (1, ref.shape[1], n + 1) + tuple(ref.shape[-2:])
+        dev = cond.device
+
+        # random draws, in a fixed order: blur keep-mask, initial noise, window offsets
+        keep = injected.blur_keep_mask
+        keep = draw_blur_keep_mask(shape, generator) if keep is None else keep
+        noise = injected.init_noise
+        if noise is None:
+            noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+        offsets = injected.window_offsets
+        if offsets is None:
+            offsets = torch.randint(0, context_frames, (len(timesteps),), generator=generator,
+                                    device=generator.device).tolist()
+        offsets = [int(o) for o in offsets]
+        _check(len(offsets) == len(timesteps),
+               f"window_offsets must have one value per step ({len(timesteps)}), got {len(offsets)}")
+
+        mixed = blurred_repeated_latents(ref, n, keep.to(dev))
+        latents = noised_initial_latents(self.scheduler, mixed, noise.to(dev), timesteps[0])[:, :, 1:]
+        del keep, noise, mixed
+
+        num_steps = len(timesteps)
+        with torch.no_grad():
+            for s, t in enumerate(timesteps):
+                windows = context_windows(n, context_frames, context_overlap, offsets[s])
+                eps = self.predict_noise(cond, latents, t, windows, window_batch_size, hooks, s, num_steps)
+                latents, x0 = self.scheduler.step(eps, t, latents, steps)
+                if hooks.preview is not None:
+                    hooks.preview(s, num_steps, x0, latents)
+        return latents
+
+
+def sample_video(unet: Callable, ref_latent: torch.Tensor, text_cond: torch.Tensor,
+                 text_uncond: torch.Tensor, image_tokens_cond: torch.Tensor,
+                 image_tokens_uncond: torch.Tensor, *, pose_controlnet: Optional[Callable] = None,
+                 face_controlnet: Optional[Callable] = None, pose_cond=None, face_cond=None,
+                 num_frames: Optional[int] = None, steps: int = 25, guidance_scale: float = 7.5,
+                 strength: float = 1.0, seed: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None,
+                 context_frames: int = DEFAULT_CONTEXT_FRAMES, context_overlap: int = DEFAULT_CONTEXT_OVERLAP,
+                 window_batch_size: int = 1, pose_strength: float = 1.0, face_strength: float = 1.0,
+                 device=None, dtype: torch.dtype = torch.float32, scheduler: Optional[DDIMScheduler] = None,
+                 hooks: Optional[SamplerHooks] = None,
+                 injected: Optional[InjectedRandomness] = None) -> torch.Tensor:
+    """One-call X-Dyna sampling; returns latents (1, 4, N, h, w) of frames 1..N (float32).
+
+    ``guidance_scale <= 1`` runs without classifier-free guidance (cond only, batch of 1); the official
+    code crashes below 1 and at exactly 1.0 computes ``u + 1*(c - u)``, equal up to rounding.
+    """
+    sampler = XDynaSampler(unet, pose_controlnet, face_controlnet, scheduler)
+    cond = sampler.prepare(ref_latent, text_cond, text_uncond, image_tokens_cond, image_tokens_uncond,
+                           pose_cond=pose_cond, face_cond=face_cond, num_frames=num_frames,
+                           guidance_scale=guidance_scale, pose_strength=pose_strength,
+                           face_strength=face_strength, device=device, dtype=dtype)
+    return sampler.sample(cond, steps=steps, strength=strength, seed=seed, generator=generator,
+                          context_frames=context_frames, context_overlap=context_overlap,
+                          window_batch_size=window_batch_size, hooks=hooks, injected=injected)
+
+
+def decode_latents(vae_decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, *,
+                   chunk: int = 1, scaling_factor: float = VAE_SCALING_FACTOR, device=None,
+                   dtype: Optional[torch.dtype] = None, output_device="cpu", layout: str = "bcfhw",
+                   should_cancel: Optional[Callable[[], bool]] = None) -> torch.Tensor:
+    """Decode latents (1, 4, N, h, w) a few frames at a time into a float32 video in [0, 1].
+
+    ``vae_decode(z (n, 4, h, w)) -> (n, 3, H, W)`` in [-1, 1] gets ``latents * (1 / scaling_factor)``
+    (the official order). ``layout``: ``"bcfhw"`` -> (1, 3, N, H, W) (official), ``"nhwc"`` ->
+    (N, H, W, 3) (ComfyUI IMAGE). Only ``chunk`` frames are on the decode device at a time.
+    """
+    _check(latents.ndim == 5 and latents.shape[0] == 1,
+           f"latents must have shape (1, C, N, h, w), got {tuple(latents.shape)}")
+    _check(int(chunk) == chunk and chunk >= 1, f"chunk must be a positive integer, got {chunk!r}")
+    _check(layout in ("bcfhw", "nhwc"), f"layout must be 'bcfhw' or 'nhwc', got {layout!r}")
+    device = torch.device(device) if device is not None else latents.device
+    n = latents.shape[2]
+    out = None
+    with torch.no_grad():
+        for a in range(0, n, chunk):
+            if should_cancel is not None and should_cancel():
+                raise SamplingCancelled(f"decoding cancelled at frame {a + 1}/{n}")
+            z = latents[0, :, a:a + chunk].permute(1, 0, 2, 3).to(device)
+            z = (1 / scaling_factor) * z
+            if dtype is not None:
+                z = z.to(dtype)
+            img = vae_decode(z)
+            _check(img.ndim == 4 and img.shape[0] == z.shape[0] and img.shape[1] == 3,
+                   f"vae_decode must return (n, 3, H, W), got {tuple(img.shape)}")
+            img = (img.float() / 2 + 0.5).clamp(0, 1).to(output_device)
+            if out is None:
+                hh, ww = img.shape[-2:]
+                shape = (1, 3, n, hh, ww) if layout == "bcfhw" else (n, hh, ww, 3)
+                out = torch.empty(shape, dtype=torch.float32, device=output_device)
+            if layout == "bcfhw":
+                out[0, :, a:a + chunk] = img.permute(1, 0, 2, 3)
+            else:
+                out[a:a + chunk] = img.permute(0, 2, 3, 1)
+    return out
