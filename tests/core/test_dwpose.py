@@ -28,7 +28,6 @@ from xdyna_core.preprocess.dwpose import (  # noqa: E402
     DWPoseDetector,
     DWPoseModelsNotFound,
     decode_simcc,
-    face_landmarks,
     find_dwpose_models,
     letterbox,
     nms,
@@ -260,9 +259,6 @@ def test_whole_path_lands_on_the_dot(models):
     assert np.all(np.abs(pts[:, 0] - DOT_CENTRE[0]) < 2.0), pts[:, 0]
     assert np.all(np.abs(pts[:, 1] - DOT_CENTRE[1]) < 2.0), pts[:, 1]
     assert np.all(pts[:, 2] > 0.3)
-    # The dot is in A's box only; person B's crop sees no dot and must not be returned first.
-    lm = face_landmarks(frame)
-    assert lm.shape == (68, 2) and np.all(np.abs(lm - DOT_CENTRE) < 2.0)
 
 
 def test_people_ordered_by_detector_score(models):
@@ -281,7 +277,7 @@ def test_no_person_gives_empty_frame_and_fallback_option(models):
     black = np.zeros((H, W, 3), np.uint8)
     frame = DWPoseDetector(*models)(black)
     assert (frame.width, frame.height, frame.people) == (W, H, [])
-    assert frame.main is None and face_landmarks(frame) is None
+    assert frame.main is None
     fb = DWPoseDetector(*models, config=DWPoseConfig(whole_image_fallback=True))(black)
     assert len(fb.people) == 1  # the whole image was posed as one box
 

@@ -123,3 +123,15 @@ def test_resampler_forward(golden):
 
 def test_golden_dir_is_configurable():
     assert (golden_dir() / "INDEX.json").exists()
+
+
+@torch.no_grad()
+def test_controlnet_precomputed_condition_embedding_is_exact(golden):
+    cfg, sd = _weights(golden, "tiny_controlnet_pose")
+    model = ControlNetModel(ControlNetConfig.from_diffusers_config(cfg))
+    model.load_state_dict(sd, strict=True)
+    t = golden("controlnets")[1]
+    downs, mid = model(t["latents"], t["timestep"], t["encoder_hidden_states"], t["cond_pose"])
+    emb = model.embed_condition(t["cond_pose"])
+    downs2, mid2 = model(t["latents"], t["timestep"], t["encoder_hidden_states"], cond_embedding=emb)
+    assert torch.equal(mid, mid2) and all(torch.equal(a, b) for a, b in zip(downs, downs2))

@@ -386,13 +386,16 @@ def infer_resampler_config(sd: Mapping, base=None):
     return _replace(base, **kw)
 
 
-def _resolve_config(cls, explicit, meta: dict | None, infer, sd):
+def _resolve_config(cls, explicit, meta: dict | None, infer, sd, name: str):
     """Explicit config > config in the file's metadata > inferred from shapes on the defaults."""
-    if explicit is not None:
-        return explicit if not isinstance(explicit, Mapping) else cls.from_dict(dict(explicit))
-    if meta is not None:
-        return cls.from_dict(meta)
-    return infer(sd)
+    try:
+        if explicit is not None:
+            return explicit if not isinstance(explicit, Mapping) else cls.from_dict(dict(explicit))
+        if meta is not None:
+            return cls.from_dict(meta)
+        return infer(sd)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{name}: cannot build the {cls.__name__}: {e}") from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,7 +466,7 @@ def load_xdyna_unet(path: Source, sd15_unet: Source | None = None, ip_adapter: S
         _, ip_unet, ip_name = _read_ip_adapter(ip_adapter)
         fill(ip_unet, "ip_adapter", ip_name)
 
-    cfg = _resolve_config(UNet3DConfig, config, meta, infer_unet_config, merged)
+    cfg = _resolve_config(UNet3DConfig, config, meta, infer_unet_config, merged, name)
     report.config = _config_dict(cfg)
     try:
         model = build_and_load(UNet3DConditionModel, cfg, merged, operations=operations, device=device, dtype=dtype,
@@ -527,7 +530,7 @@ def load_controlnet(path: Source, kind: str | None = None, config=None, operatio
         except (ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{folder_cfg}: not a usable diffusers ControlNet config ({e})") from e
         infer = lambda s: infer_controlnet_config(s, base)  # noqa: E731
-    cfg = _resolve_config(ControlNetConfig, config, meta, infer, sd)
+    cfg = _resolve_config(ControlNetConfig, config, meta, infer, sd, name)
     w = sd.get("controlnet_cond_embedding.conv_in.weight")
     if kind is not None and w is not None and int(w.shape[1]) != CONTROLNET_CHANNELS[kind]:
         other = {v: k for k, v in CONTROLNET_CHANNELS.items()}.get(int(w.shape[1]), f"{int(w.shape[1])}-channel")
@@ -573,7 +576,7 @@ def load_resampler(path: Source, config=None, operations=torch.nn, device="cpu",
         sd, _ = K.split_ip_adapter(sd)
     elif kind != "resampler":
         raise wrong_file_error(name, kind, "an IP-Adapter-plus file (its image_proj Resampler)")
-    cfg = _resolve_config(ResamplerConfig, config, meta, infer_resampler_config, sd)
+    cfg = _resolve_config(ResamplerConfig, config, meta, infer_resampler_config, sd, name)
     report = LoadReport(path=name, kind=kind, config=_config_dict(cfg))
     model = build_and_load(Resampler, cfg, sd, operations=operations, device=device, dtype=dtype, report=report)
     return model, report

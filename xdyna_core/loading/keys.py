@@ -561,9 +561,9 @@ def identify(sd: Mapping) -> str:
 
 # Advice on where a recognised-but-wrong file belongs (used in error messages).
 KIND_HINTS = {
-    "sd_checkpoint": "pass it as the SD1.5 base (it belongs in models/checkpoints)",
-    "sd_unet": "pass it as the SD1.5 base",
-    "sd_unet_ldm": "pass it as the SD1.5 base",
+    "sd_checkpoint": "it serves as the SD1.5 base model and belongs in models/checkpoints",
+    "sd_unet": "it can serve as the SD1.5 base model",
+    "sd_unet_ldm": "it can serve as the SD1.5 base model",
     "controlnet": "it belongs to the pose/face ControlNet input",
     "ip_adapter": "it belongs in models/ipadapter (IP-Adapter input)",
     "resampler": "it belongs to the IP-Adapter input",

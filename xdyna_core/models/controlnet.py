@@ -153,10 +153,23 @@ class ControlNetModel(nn.Module):
         self.controlnet_mid_block = operations.Conv2d(ch[-1], ch[-1], 1, **kw)
         self.compute_dtype = dtype
 
+    def embed_condition(self, controlnet_cond: torch.Tensor) -> torch.Tensor:
+        """The control image's features. They do not depend on the timestep or the latents, so a
+        sampler may compute them once per frame and pass them back as `cond_embedding`."""
+        dtype = self.compute_dtype or self.conv_in.weight.dtype
+        return self.controlnet_cond_embedding(controlnet_cond.to(dtype))
+
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
-                controlnet_cond: torch.Tensor, conditioning_scale: float = 1.0
-                ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+                controlnet_cond: Optional[torch.Tensor] = None, conditioning_scale: float = 1.0,
+                cond_embedding: Optional[torch.Tensor] = None) -> Tuple[List[torch.Tensor], torch.Tensor]:
         cfg = self.config
+        if cond_embedding is not None:
+            if cond_embedding.shape[0] != sample.shape[0] or cond_embedding.shape[-2:] != sample.shape[-2:]:
+                raise ValueError(f"cond_embedding {tuple(cond_embedding.shape)} does not match the latents "
+                                 f"{tuple(sample.shape)}")
+            return self._run(sample, timestep, encoder_hidden_states, cond_embedding, conditioning_scale)
+        if controlnet_cond is None:
+            raise ValueError("ControlNet needs a control image (controlnet_cond) or its cond_embedding")
         if sample.ndim != 4 or controlnet_cond.ndim != 4 or controlnet_cond.shape[1] != cfg.conditioning_channels:
             raise ValueError(f"ControlNet expects sample (N, {cfg.in_channels}, h, w) and a control image "
                              f"(N, {cfg.conditioning_channels}, 8h, 8w); got {tuple(sample.shape)} and "
@@ -165,13 +178,17 @@ class ControlNetModel(nn.Module):
                 [sample.shape[-2] * 8, sample.shape[-1] * 8]):
             raise ValueError(f"control image {tuple(controlnet_cond.shape)} must match the latents "
                              f"{tuple(sample.shape)}: same count, 8× their height and width")
+        return self._run(sample, timestep, encoder_hidden_states, self.embed_condition(controlnet_cond),
+                         conditioning_scale)
+
+    def _run(self, sample, timestep, encoder_hidden_states, cond_embedding, conditioning_scale):
         dtype = self.compute_dtype or self.conv_in.weight.dtype
         n = sample.shape[0]
         t = broadcast_timesteps(timestep, n, sample.device)
-        temb = self.time_embedding(timestep_sinusoid(t, cfg.block_out_channels[0]).to(dtype))
+        temb = self.time_embedding(timestep_sinusoid(t, self.config.block_out_channels[0]).to(dtype))
         context = encoder_hidden_states.to(dtype)
 
-        x = self.conv_in(sample.to(dtype)) + self.controlnet_cond_embedding(controlnet_cond.to(dtype))
+        x = self.conv_in(sample.to(dtype)) + cond_embedding.to(dtype)
         states = [x]
         for block in self.down_blocks:
             x, s = block(x, temb, context)

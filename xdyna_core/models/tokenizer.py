@@ -202,7 +202,9 @@ def tokenize(prompt: Union[str, Sequence[str]], vocab_dir: Optional[Union[str, o
         raise ValueError("tokenize: no prompt given")
     found = find_tokenizer_dir(vocab_dir)
     if found is None and (vocab_dir is not None or any(p.strip() for p in prompts)):
-        looked = [str(d) for d in _candidate_dirs(vocab_dir)] or ["(none configured)"]
+        looked = [str(d) for d in _candidate_dirs(vocab_dir)]
+        if vocab_dir is None:
+            looked += [f"${v} (unset)" for v in (ENV_VAR, "COMFYUI_DIR") if not os.environ.get(v)]
         raise FileNotFoundError(
             "CLIP tokenizer files vocab.json + merges.txt not found; looked in: " + ", ".join(looked)
             + f". Pass the SD1.5 'tokenizer' folder (or the SD1.5 diffusers folder) as vocab_dir, or set "

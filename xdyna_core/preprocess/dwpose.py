@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .keypoints import NUM_BODY, NUM_FACE, Person, PoseFrame
+from .keypoints import NUM_BODY, Person, PoseFrame
 
 PathLike = Union[str, os.PathLike]
 
@@ -376,15 +376,3 @@ def load_dwpose(search_dirs: Optional[Sequence[PathLike]] = None, providers: Opt
     det, pose = find_dwpose_models(search_dirs)
     return DWPoseDetector(det, pose, providers=providers, config=config)
 
-
-def face_landmarks(frame: PoseFrame, min_visible: float = 0.5) -> Optional[np.ndarray]:
-    """The main person's 68 face points (68, 2) for S-Face patches, or None when there is no
-    person or fewer than `min_visible` of the points pass the confidence threshold. Points below
-    it keep the model's best-guess position (the face box needs all 68)."""
-    person = frame.main
-    if person is None or person.face is None:
-        return None
-    face = np.asarray(person.face)
-    if face.shape != (NUM_FACE, 3) or (face[:, 2] > 0).mean() < min_visible:
-        return None
-    return face[:, :2].astype(np.float32).copy()

@@ -252,6 +252,76 @@ def _pad_even(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+class VideoWriter:
+    """Incremental h264 yuv420p mp4 writer: `with VideoWriter(path, fps) as w: w.write(frame)`.
+
+    Frames are uint8 RGB (H, W, 3), all of the first frame's size; odd widths/heights get one
+    repeated edge row/column (yuv420p needs even sizes). crf: x264 quality (0 lossless .. 51 worst;
+    18 is visually lossless). The file appears under its name only when closed without error
+    (it is written to a temporary name first); on error or without any frame nothing is left.
+    """
+
+    def __init__(self, path: PathLike, fps: float, crf: int = 18, preset: str = "medium"):
+        if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction, np.number)) \
+                or not math.isfinite(float(fps)) or fps <= 0:
+            raise ValueError(f"write_video: fps must be a positive number, got {fps!r}")
+        if not isinstance(crf, int) or not 0 <= crf <= 51:
+            raise ValueError(f"write_video: crf must be an integer in 0..51, got {crf!r}")
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.crf, self.preset = crf, preset
+        self.count = 0
+        self._tmp = self.path.with_name(f".{self.path.stem}.partial{os.getpid()}.mp4")
+        self._container = None
+        self._stream = None
+        self._shape = None
+
+    def write(self, frame: np.ndarray) -> None:
+        import av
+
+        a = _check_frame(frame, self.count, self._shape)
+        if self._stream is None:
+            self._shape = a.shape
+            a = _pad_even(a)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._container = av.open(str(self._tmp), mode="w", format="mp4")
+            stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            stream.width, stream.height = a.shape[1], a.shape[0]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(self.crf), "preset": self.preset}
+            self._stream = stream
+        else:
+            a = _pad_even(a)
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+            self._container.mux(packet)
+        self.count += 1
+
+    def close(self, ok: bool = True) -> None:
+        """Flush and move the file into place (ok=False: discard it)."""
+        try:
+            if self._container is not None:
+                try:
+                    if ok:
+                        for packet in self._stream.encode():
+                            self._container.mux(packet)
+                finally:
+                    self._container.close()
+                    self._container = None
+                if ok:
+                    os.replace(self._tmp, self.path)
+            elif ok:
+                raise ValueError(f"write_video: no frames given for {self.path}")
+        finally:
+            if self._tmp.exists():
+                self._tmp.unlink()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(ok=exc_type is None)
+
+
 def write_video(
     path: PathLike,
     frames: Union[np.ndarray, Iterable[np.ndarray]],
@@ -260,47 +330,10 @@ def write_video(
     preset: str = "medium",
 ) -> int:
     """Encode uint8 RGB frames (an (N, H, W, 3) array or any iterable of (H, W, 3) arrays, consumed
-    lazily) to an h264 yuv420p mp4. Odd widths/heights get one repeated edge row/column.
-    crf: x264 quality (0 lossless .. 51 worst; 18 is visually lossless). Returns the frame count.
-    The file appears only when complete (written to a temporary name first)."""
-    import av
-
-    if not isinstance(fps, (int, float, Fraction)) or not math.isfinite(float(fps)) or fps <= 0:
-        raise ValueError(f"write_video: fps must be a positive number, got {fps!r}")
-    if not isinstance(crf, int) or not 0 <= crf <= 51:
-        raise ValueError(f"write_video: crf must be an integer in 0..51, got {crf!r}")
+    lazily) to an h264 yuv420p mp4 (see VideoWriter). Returns the number of frames written."""
     if isinstance(frames, np.ndarray) and frames.ndim != 4:
         raise ValueError(f"write_video: expected frames (N, H, W, 3), got shape {frames.shape}")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.partial{os.getpid()}.mp4")
-    rate = Fraction(fps).limit_denominator(1001)
-    count = 0
-    try:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = None
-            first_shape = None
-            for frame in frames:
-                a = _check_frame(frame, count, first_shape)
-                if stream is None:
-                    first_shape = a.shape
-                    a = _pad_even(a)
-                    stream = container.add_stream("libx264", rate=rate)
-                    stream.width, stream.height = a.shape[1], a.shape[0]
-                    stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": str(crf), "preset": preset}
-                else:
-                    a = _pad_even(a)
-                vf = av.VideoFrame.from_ndarray(a, format="rgb24")
-                for packet in stream.encode(vf):
-                    container.mux(packet)
-                count += 1
-            if stream is None:
-                raise ValueError(f"write_video: no frames given for {out}")
-            for packet in stream.encode():
-                container.mux(packet)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return count
+    with VideoWriter(path, fps, crf=crf, preset=preset) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return writer.count

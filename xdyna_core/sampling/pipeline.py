@@ -243,8 +243,15 @@ class XDynaSampler:
                       window_batch_size: int = 1, hooks: Optional[SamplerHooks] = None,
                       step: int = 0, num_steps: int = 1) -> torch.Tensor:
         """Window-averaged, guided eps for latents (1, 4, N, h, w) at timestep ``t``."""
-        hooks = hooks or SamplerHooks()
+        with torch.no_grad():
+            return self._predict_noise(cond, latents, t, windows, window_batch_size,
+                                       hooks or SamplerHooks(), step, num_steps)
+
+    def _predict_noise(self, cond, latents, t, windows, window_batch_size, hooks, step, num_steps):
         n = cond.num_frames
+        _check(tuple(latents.shape) == (1, cond.ref_latent.shape[1], n) + tuple(cond.ref_latent.shape[-2:]),
+               f"latents must have shape (1, C, N={n}, h, w) matching the reference latent, "
+               f"got {tuple(latents.shape)}")
         acc = torch.zeros((cond.batch,) + tuple(latents.shape[1:]), device=latents.device, dtype=torch.float32)
         count = torch.zeros(n, device=latents.device, dtype=torch.float32)
         for start in range(0, len(windows), window_batch_size):
