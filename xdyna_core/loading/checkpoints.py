@@ -17,16 +17,17 @@ import os
 import pickle
 import struct
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
 
 import torch
 
 from . import keys as K
 
-PathLike = Union[str, os.PathLike]
-Source = Union[PathLike, Mapping[str, torch.Tensor]]
+PathLike = str | os.PathLike
+Source = PathLike | Mapping[str, torch.Tensor]
 
 # weights file names inside a diffusers model folder, in order of preference
 DIFFUSERS_WEIGHT_NAMES = (
@@ -60,15 +61,16 @@ def detect_format(path: PathLike) -> str:
         raise CheckpointError(f"{p}: file is too short ({size} bytes) to be a checkpoint (truncated or empty download?)")
     if head[:4] == b"PK\x03\x04":
         return "torch_zip"
+    # safetensors: u64 little-endian header length, then the JSON header
+    (n,) = struct.unpack("<Q", head[:8])
+    if len(head) > 8 and head[8:9] == b"{":
+        if 8 + n > size:
+            raise CheckpointError(
+                f"{p}: safetensors header claims {n} bytes but the file has only {size} (truncated download?)"
+            )
+        return "safetensors"
     if head[0] == 0x80:  # pickle protocol opcode: legacy torch.save
         return "torch_legacy"
-    (n,) = struct.unpack("<Q", head[:8])
-    if len(head) > 8 and head[8:9] == b"{" and 8 + n <= size:
-        return "safetensors"
-    if len(head) > 8 and head[8:9] == b"{":
-        raise CheckpointError(
-            f"{p}: safetensors header claims {n} bytes but the file has only {size} (truncated download?)"
-        )
     raise CheckpointError(f"{p}: not a .safetensors or PyTorch checkpoint (unrecognised first bytes {head[:8]!r})")
 
 
@@ -186,7 +188,7 @@ def _source(src: Source, what: str) -> tuple[dict, str, dict | None]:
 def wrong_file_error(name: str, kind: str, expected: str) -> CheckpointError:
     hint = K.KIND_HINTS.get(kind)
     msg = f"{name}: this file is {K.describe(kind)}, but {expected} was expected"
-    return CheckpointError(msg + (f" ({hint})" if hint else ""))
+    return CheckpointError(msg + (f"; {hint}" if hint else ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +201,8 @@ class LoadReport:
     path: str
     kind: str
     config: dict = field(default_factory=dict)
-    num_loaded: int = 0
+    num_loaded: int = 0  # model tensors found with the right shape
+    num_expected: int = 0  # tensors in the model's state dict
     missing: list = field(default_factory=list)
     unexpected: list = field(default_factory=list)
     mismatched: list = field(default_factory=list)  # (key, file shape, model shape, source)
@@ -210,8 +213,9 @@ class LoadReport:
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
-    def summary(self) -> str:
-        parts = [f"{self.path}: {K.describe(self.kind)}; {self.num_loaded} tensors"]
+    def summary(self, with_path: bool = True) -> str:
+        head = f"{K.describe(self.kind)}; {self.num_loaded} of {self.num_expected} model tensors found"
+        parts = [f"{self.path}: {head}" if with_path else head]
         for src, n in self.filled.items():
             parts.append(f"{n} filled from {src}")
         if self.missing:
@@ -238,9 +242,12 @@ def _check_against(model_sd: Mapping, sd: Mapping, origin: Mapping[str, str], re
     ]
 
 
-def _cast(sd: Mapping, device, dtype) -> dict:
+def _cast(sd: dict, keys, device, dtype) -> dict:
+    """Cast ``sd[k]`` for k in keys, removing each from ``sd`` as it goes so the source copy can
+    be freed tensor by tensor (peak memory ~ one model, not two)."""
     out = {}
-    for k, v in sd.items():
+    for k in keys:
+        v = sd.pop(k)
         if v.is_floating_point() and dtype is not None:
             v = v.to(device=device, dtype=dtype)
         else:
@@ -249,9 +256,10 @@ def _cast(sd: Mapping, device, dtype) -> dict:
     return out
 
 
-def build_and_load(model_cls, config, sd: Mapping, *, operations=torch.nn, device="cpu", dtype=torch.float32,
+def build_and_load(model_cls, config, sd: dict, *, operations=torch.nn, device="cpu", dtype=torch.float32,
                    origin: Mapping[str, str] | None = None, report: LoadReport, strict: bool = True):
     """Build ``model_cls(config)`` on the meta device, check keys/shapes into ``report``, load.
+    The loaded tensors are taken out of ``sd`` (pass a dict you own).
 
     Raises CheckpointError when ``strict`` and the report is not ok. Non-strict loading leaves
     missing entries at the model's own initialisation (the model is then built on ``device``)."""
@@ -259,12 +267,13 @@ def build_and_load(model_cls, config, sd: Mapping, *, operations=torch.nn, devic
     meta_model = model_cls(config, operations=operations, device="meta", dtype=dtype)
     model_sd = meta_model.state_dict()
     _check_against(model_sd, sd, origin or {}, report)
+    report.num_expected = len(model_sd)
+    report.num_loaded = len(model_sd) - len(report.missing) - len(report.mismatched)
     if report.mismatched or (strict and not report.ok):
         raise CheckpointError(report.summary())
-    tensors = _cast({k: v for k, v in sd.items() if k in model_sd}, device, dtype)
-    report.num_loaded = len(tensors)
+    tensors = _cast(sd, [k for k in list(sd) if k in model_sd], device, dtype)
     model = meta_model
-    if report.missing or _has_unsaved_state(meta_model, model_sd):
+    if device.type != "meta" and (report.missing or _has_unsaved_state(meta_model, model_sd)):
         # something must keep the model's own values (non-strict load, or non-persistent
         # buffers the meta device cannot hold): build for real instead
         model = model_cls(config, operations=operations, device=device, dtype=dtype)
@@ -272,7 +281,7 @@ def build_and_load(model_cls, config, sd: Mapping, *, operations=torch.nn, devic
     else:
         model.load_state_dict(tensors, strict=True, assign=True)
     leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if leftover:
+    if leftover and device.type != "meta":  # device="meta": structural checks of full-size files
         raise RuntimeError(f"model tensors left on the meta device after loading: {leftover[:5]}")
     model.eval().requires_grad_(False)
     return model
@@ -317,7 +326,7 @@ def infer_unet_config(sd: Mapping, base=None):
     if layers > 0:
         kw["layers_per_block"] = layers
     for k, v in sd.items():
-        if k.endswith(".attn2.to_k.weight") or k.endswith(".attn2.to_k_ip.weight"):
+        if k.endswith((".attn2.to_k.weight", ".attn2.to_k_ip.weight")):
             kw["cross_attention_dim"] = int(v.shape[1])
             break
     for k, v in sd.items():
@@ -410,10 +419,12 @@ def load_sd15_unet_state_dict(src: Source) -> tuple[dict, str]:
         if p.is_dir() and (p / "unet").is_dir():
             src = p / "unet"
     sd, name, _ = _source(src, "SD1.5 UNet")
+    if sd and all(k.startswith("diffusion_model.") for k in sd):  # ComfyUI's in-memory model
+        sd = {k[len("diffusion_model."):]: v for k, v in sd.items()}
     kind = K.identify(sd)
     try:
         if kind == "sd_checkpoint":
-            sd = K.split_ldm_checkpoint(sd)["unet"]
+            sd = K.split_ldm_checkpoint(sd, parts=("unet",))["unet"]
         elif kind == "sd_unet_ldm":
             sd, unmapped = K.convert_ldm_unet_to_diffusers(sd)
             if unmapped:
@@ -444,7 +455,7 @@ def load_xdyna_unet(path: Source, sd15_unet: Source | None = None, ip_adapter: S
         raise wrong_file_error(name, kind, "the X-Dyna UNet (unet-checkpoint-epoch-5.ckpt / xdyna_unet.safetensors)")
     report = LoadReport(path=name, kind=kind)
     origin: dict[str, str] = {}
-    merged = dict(sd)
+    merged = sd  # our own dict: filled in place, emptied while loading
 
     def fill(extra: Mapping, group: str, src_name: str) -> None:
         n = 0
@@ -484,7 +495,7 @@ def _base_complete(base_keys: list) -> bool:
 
 
 def _explain_unet_failure(report: LoadReport, name: str, sd15, ip) -> str:
-    lines = [f"{name}: the X-Dyna UNet cannot be loaded: {report.summary()}"]
+    lines = [f"{name}: the X-Dyna UNet cannot be loaded ({report.summary(with_path=False)})"]
     groups = K.split_unet_groups(report.missing)
     if groups["sd15_unet"]:
         lines.append(
@@ -529,7 +540,7 @@ def load_controlnet(path: Source, kind: str | None = None, config=None, operatio
             base = ControlNetConfig.from_diffusers_config(json.loads(folder_cfg.read_text()))
         except (ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{folder_cfg}: not a usable diffusers ControlNet config ({e})") from e
-        infer = lambda s: infer_controlnet_config(s, base)  # noqa: E731
+        infer = lambda s: infer_controlnet_config(s, base)
     cfg = _resolve_config(ControlNetConfig, config, meta, infer, sd, name)
     w = sd.get("controlnet_cond_embedding.conv_in.weight")
     if kind is not None and w is not None and int(w.shape[1]) != CONTROLNET_CHANNELS[kind]:

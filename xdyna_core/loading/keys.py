@@ -16,8 +16,8 @@ Everything here is pure key/shape logic: no model classes, no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 # ---------------------------------------------------------------------------------------------
 # Prefixes of the LDM single-file SD1.5 checkpoint
@@ -57,10 +57,6 @@ def normalize_keys(sd: Mapping[str, object]) -> dict:
             raise ValueError(f"two tensors map to the same key {nk!r} after removing 'module.' prefixes")
         out[nk] = v
     return out
-
-
-def _shape(v) -> tuple:
-    return tuple(v.shape) if hasattr(v, "shape") else tuple(v)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,11 +101,11 @@ class UNetLayout:
     mid_attn: bool = True
 
     @classmethod
-    def sd15(cls) -> "UNetLayout":
+    def sd15(cls) -> UNetLayout:
         return cls()
 
     @classmethod
-    def from_diffusers_keys(cls, keys: Iterable[str]) -> "UNetLayout":
+    def from_diffusers_keys(cls, keys: Iterable[str]) -> UNetLayout:
         keys = list(keys)
         levels = _max_index(keys, r"^down_blocks\.(\d+)\.") + 1
         if levels <= 0:
@@ -125,7 +121,7 @@ class UNetLayout:
         return cls(levels, layers, down, up, mid)
 
     @classmethod
-    def from_ldm_keys(cls, keys: Iterable[str]) -> "UNetLayout":
+    def from_ldm_keys(cls, keys: Iterable[str]) -> UNetLayout:
         """Structure of an LDM UNet (keys without ``model.diffusion_model.``)."""
         keys = list(keys)
         n_in = _max_index(keys, r"^input_blocks\.(\d+)\.") + 1
@@ -388,30 +384,32 @@ def convert_ldm_clip_to_hf(sd: Mapping):
     return out, []
 
 
-def split_ldm_checkpoint(sd: Mapping) -> dict[str, dict]:
-    """Single-file SD checkpoint -> {"unet", "vae", "clip_text"} in diffusers/HF names, plus
-    "other" (schedule buffers, EMA copies...) untouched. Raises if a part has unmapped keys."""
-    parts = {"unet": {}, "vae": {}, "clip_text": {}, "other": {}}
-    for k, v in sd.items():
-        if k.startswith(LDM_UNET_PREFIX):
-            parts["unet"][k[len(LDM_UNET_PREFIX):]] = v
-        elif k.startswith(LDM_VAE_PREFIX):
-            parts["vae"][k[len(LDM_VAE_PREFIX):]] = v
-        elif k.startswith(LDM_CLIP_PREFIX):
-            parts["clip_text"][k[len(LDM_CLIP_PREFIX):]] = v
-        else:
-            parts["other"][k] = v
+def split_ldm_checkpoint(sd: Mapping, parts: Iterable[str] = ("unet", "vae", "clip_text")) -> dict[str, dict]:
+    """Single-file SD checkpoint -> {"unet", "vae", "clip_text"} in diffusers/HF names (only the
+    requested ``parts`` are converted), plus "other" (schedule buffers, EMA copies...) untouched.
+    Raises ValueError if a requested part has keys without a known mapping."""
+    prefixes = {"unet": LDM_UNET_PREFIX, "vae": LDM_VAE_PREFIX, "clip_text": LDM_CLIP_PREFIX}
     converters = {
         "unet": convert_ldm_unet_to_diffusers,
         "vae": convert_ldm_vae_to_diffusers,
         "clip_text": convert_ldm_clip_to_hf,
     }
-    for name, conv in converters.items():
-        if parts[name]:
-            parts[name], unmapped = conv(parts[name])
+    parts = tuple(parts)
+    out: dict[str, dict] = {name: {} for name in parts}
+    out["other"] = {}
+    for k, v in sd.items():
+        for name in parts:
+            if k.startswith(prefixes[name]):
+                out[name][k[len(prefixes[name]):]] = v
+                break
+        else:
+            out["other"][k] = v
+    for name in parts:
+        if out[name]:
+            out[name], unmapped = converters[name](out[name])
             if unmapped:
                 raise ValueError(f"{len(unmapped)} {name} keys of the LDM checkpoint have no known mapping, e.g. {unmapped[:3]}")
-    return parts
+    return out
 
 
 def join_ldm_checkpoint(unet: Mapping | None = None, vae: Mapping | None = None, clip_text: Mapping | None = None) -> dict:
@@ -491,6 +489,7 @@ KIND_DESCRIPTIONS = {
     "xdyna_unet": "an X-Dyna UNet (SD1.5 base + motion modules + Dynamics-Adapter + IP attention)",
     "xdyna_unet_adapters": "an X-Dyna UNet without the SD1.5 base weights (motion modules + Dynamics-Adapter only)",
     "motion_module": "an AnimateDiff motion-module file (no Dynamics-Adapter)",
+    "animatediff_unet": "an AnimateDiff video UNet (SD UNet + motion modules, no X-Dyna Dynamics-Adapter)",
     "sd_unet": "a diffusers SD UNet (UNet2DConditionModel, no X-Dyna parts)",
     "sd_checkpoint": "a single-file Stable Diffusion checkpoint (LDM layout: model.diffusion_model.*)",
     "sd_unet_ldm": "a bare Stable Diffusion UNet in LDM layout (input_blocks.*)",
@@ -523,7 +522,7 @@ def identify(sd: Mapping) -> str:
     if not keys:
         return "empty"
     ks = set(keys)
-    starts = lambda p: any(k.startswith(p) for k in keys)  # noqa: E731
+    starts = lambda p: any(k.startswith(p) for k in keys)
     if starts(IP_IMAGE_PROJ + ".") and starts(IP_ADAPTER + "."):
         return "ip_adapter" if f"{IP_IMAGE_PROJ}.latents" in ks else "ip_adapter_plain"
     if starts(LDM_UNET_PREFIX):
@@ -539,7 +538,7 @@ def identify(sd: Mapping) -> str:
             return "xdyna_unet"
         if has_ff:
             return "xdyna_unet_adapters"
-        return "motion_module"
+        return "animatediff_unet" if "conv_in.weight" in ks else "motion_module"
     if "conv_in.weight" in ks and starts("down_blocks.") and starts("mid_block."):
         return "sd_unet"
     if starts("input_blocks.") and starts("time_embed."):
@@ -572,5 +571,6 @@ KIND_HINTS = {
     "clip_vision": "it belongs in models/clip_vision",
     "clip_vision_openclip": "it belongs in models/clip_vision",
     "clip_text": "the text encoder comes from the SD1.5 checkpoint",
-    "motion_module": "X-Dyna needs its own UNet checkpoint (unet-checkpoint-epoch-5.ckpt), not a bare AnimateDiff module",
+    "motion_module": "X-Dyna needs its own UNet checkpoint, not a bare AnimateDiff module",
+    "animatediff_unet": "X-Dyna needs its own UNet checkpoint, whose attention layers carry to_q_ff/to_out_ff",
 }

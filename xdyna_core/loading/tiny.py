@@ -20,9 +20,9 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
@@ -205,7 +205,6 @@ def write_tiny_set(out_dir, seed: int = 0, dtype: str | torch.dtype = "fp16",
             "description": TINY_LAYOUT[role].description,
             "num_tensors": len(sd),
             "bytes": paths[role].stat().st_size,
-            "sha256": hashlib.sha256(paths[role].read_bytes()).hexdigest(),
             "config": cfg,
         }
     (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True))

@@ -185,25 +185,23 @@ class CLIPEncoder(nn.Module):
         return states
 
 
-def _drop_position_ids(module: nn.Module):
-    """transformers < 4.31 saved ``position_ids`` as a persistent buffer; we recompute it."""
+class _IgnoresPositionIds(nn.Module):
+    """transformers < 4.31 saved ``position_ids`` as a persistent buffer; it is recomputed here."""
 
-    def hook(state_dict, prefix, *args):
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         state_dict.pop(prefix + "position_ids", None)
-
-    module._register_load_state_dict_pre_hook(hook)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
 # text
 
 
-class CLIPTextEmbeddings(nn.Module):
+class CLIPTextEmbeddings(_IgnoresPositionIds):
     def __init__(self, cfg: CLIPTextConfig, operations=nn, device=None, dtype=None):
         super().__init__()
         self.token_embedding = operations.Embedding(cfg.vocab_size, cfg.hidden_size, device=device, dtype=dtype)
         self.position_embedding = operations.Embedding(cfg.max_position_embeddings, cfg.hidden_size, device=device, dtype=dtype)
-        _drop_position_ids(self)
 
     def forward(self, input_ids):
         pos = torch.arange(input_ids.shape[1], device=input_ids.device)
@@ -250,7 +248,7 @@ class CLIPTextModel(nn.Module):
 # vision
 
 
-class CLIPVisionEmbeddings(nn.Module):
+class CLIPVisionEmbeddings(_IgnoresPositionIds):
     def __init__(self, cfg: CLIPVisionConfig, operations=nn, device=None, dtype=None):
         super().__init__()
         self.class_embedding = nn.Parameter(torch.empty(cfg.hidden_size, device=device, dtype=dtype))
@@ -258,7 +256,6 @@ class CLIPVisionEmbeddings(nn.Module):
             cfg.num_channels, cfg.hidden_size, cfg.patch_size, stride=cfg.patch_size, bias=False, device=device, dtype=dtype
         )
         self.position_embedding = operations.Embedding(cfg.num_positions, cfg.hidden_size, device=device, dtype=dtype)
-        _drop_position_ids(self)
 
     def forward(self, pixel_values):
         w = self.patch_embedding.weight
@@ -296,7 +293,8 @@ class CLIPVisionModelWithProjection(nn.Module):
         self.vision_model = CLIPVisionTransformer(cfg, operations, device, dtype)
         self.visual_projection = operations.Linear(cfg.hidden_size, cfg.projection_dim, bias=False, device=device, dtype=dtype)
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = True, num_layers: Optional[int] = None) -> CLIPVisionOutput:
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = True,
+                num_layers: Optional[int] = None) -> CLIPVisionOutput:
         """pixel_values (B, C, image_size, image_size), CLIP-normalised.
 
         ``num_layers`` stops after that many encoder layers (e.g. ``num_hidden_layers - 1`` when
@@ -304,7 +302,8 @@ class CLIPVisionModelWithProjection(nn.Module):
         ``output_hidden_states`` is accepted for HF call compatibility; the states are always kept.
         """
         cfg = self.config
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != cfg.num_channels or pixel_values.shape[-2:] != (cfg.image_size, cfg.image_size):
+        expected = (cfg.num_channels, cfg.image_size, cfg.image_size)
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
             raise ValueError(
                 f"CLIPVisionModelWithProjection expects pixel_values (B, {cfg.num_channels}, {cfg.image_size}, "
                 f"{cfg.image_size}), got {tuple(pixel_values.shape)}"
@@ -357,7 +356,8 @@ def convert_text_encoder_keys(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Te
 
 
 def _split_in_proj(out, prefix, w, b):
-    for name, wi, bi in zip(("q_proj", "k_proj", "v_proj"), w.chunk(3, 0), b.chunk(3, 0) if b is not None else (None,) * 3):
+    biases = b.chunk(3, 0) if b is not None else (None,) * 3
+    for name, wi, bi in zip(("q_proj", "k_proj", "v_proj"), w.chunk(3, 0), biases, strict=True):
         out[f"{prefix}.{name}.weight"] = wi
         if bi is not None:
             out[f"{prefix}.{name}.bias"] = bi
@@ -394,7 +394,8 @@ def convert_vision_encoder_keys(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.
         out["visual_projection.weight"] = sd[p + "proj"].t().contiguous()
     rb = p + "transformer.resblocks."
     layers = sorted({int(k[len(rb):].split(".")[0]) for k in sd if k.startswith(rb)})
-    names = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2", "attn.out_proj": "self_attn.out_proj"}
+    names = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
+             "attn.out_proj": "self_attn.out_proj"}
     for i in layers:
         src, dst = f"{rb}{i}.", f"{vm}encoder.layers.{i}."
         if any(k.startswith(src + "ls_") for k in sd):

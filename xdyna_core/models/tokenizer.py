@@ -115,7 +115,7 @@ class CLIPTokenizer:
         # the last symbol carries the end-of-word marker
         word = list(token[:-1]) + [token[-1] + "</w>"]
         while len(word) > 1:
-            ranked = [(self.bpe_ranks.get(p, None), i) for i, p in enumerate(zip(word, word[1:]))]
+            ranked = [(self.bpe_ranks.get(p, None), i) for i, p in enumerate(zip(word[:-1], word[1:], strict=True))]
             ranked = [(r, i) for r, i in ranked if r is not None]
             if not ranked:
                 break

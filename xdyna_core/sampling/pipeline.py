@@ -289,7 +289,9 @@ class XDynaSampler:
         _check(int(window_batch_size) == window_batch_size and window_batch_size >= 1,
                f"window_batch_size must be a positive integer, got {window_batch_size!r}")
         timesteps = self.scheduler.timesteps(steps, strength)
-        if generator is None:
+        fully_injected = (injected.blur_keep_mask is not None and injected.init_noise is not None
+                          and injected.window_offsets is not None)
+        if generator is None and not fully_injected:
             _check(seed is not None, "give a seed or a torch.Generator (every random draw comes from it)")
             generator = torch.Generator("cpu").manual_seed(int(seed))
         n, ref = cond.num_frames, cond.ref_latent

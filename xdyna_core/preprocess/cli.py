@@ -1,0 +1,492 @@
+"""Batch preprocessing of driving videos: `python -m xdyna_core.preprocess pose|face|render ...`.
+
+  pose VIDEO --out DIR    rendered X-Dyna pose video <name>_pose.mp4 + <name>_keypoints.json
+                          (POSE_KEYPOINT JSON, in the pixels of the rendered video)
+  face VIDEO --out DIR    S-Face patch videos <name>_face_local.mp4 and <name>_face_global.mp4
+  render JSON --out DIR   re-render (edited / foreign) POSE_KEYPOINT JSON to <name>_pose.mp4
+
+Geometry, the same for pose and face so that their outputs line up frame for frame:
+  * no --size, no alignment: the video's own size;
+  * --size WxH: --fit crop (default) crops each frame to the W:H aspect the way X-Dyna's S-Face
+    path does (crop2ratio: centred horizontally, top-biased vertically) and resizes;
+    --fit stretch resizes without cropping (X-Dyna's plain pose path);
+  * --align-reference IMG: the driving pose is fitted onto the reference picture's pose
+    (align.fit_alignment on driving frame --align-frame, default: the first frame showing
+    neck, shoulders and hips) and every frame is mapped into the reference picture, which is
+    first centre-cropped/resized to --size if given (as the sampler prepares it).
+Detection always runs on the full-resolution decoded frames; points are mapped afterwards.
+Frames are taken every --stride frames from --start, at most --max-frames; outputs play at
+fps / stride. (X-Dyna's S-Face reference re-reads consecutive frames; here pose and face use the
+same frames.)
+
+Documented results: a frame without a person renders black and has "people": [] in the JSON;
+a frame without a face gets the last good face geometry (pixels of the current frame), or black
+patches with --no-carry (the reference) or when the clip has no face at all; a still image is a
+one-frame video. User errors (unreadable video, missing model files, bad JSON) print one
+"error:" message on stderr and exit with status 2 (--debug shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .keypoints import KeypointFormatError, Person, PoseFrame, load_keypoints, save_keypoints
+from .video import VideoReadError, VideoWriter, expected_frame_count, iter_frames, probe_video, read_video
+
+PROG = "python -m xdyna_core.preprocess"
+EXIT_USAGE = 2
+DEFAULT_RENDER_FPS = 8.0  # X-Dyna's pose videos; JSON carries no frame rate
+
+
+class CliError(Exception):
+    """A user-facing problem: printed as one error message, exit status 2."""
+
+
+# --------------------------------------------------------------------------- progress bar
+
+class Progress:
+    """Minimal stderr progress bar (no dependency): a redrawn line on a terminal, a line every
+    10 % otherwise (logs, CI)."""
+
+    def __init__(self, total: Optional[int], desc: str, stream=None, enabled: bool = True, width: int = 24):
+        self.total = total if total and total > 0 else None
+        self.desc = desc
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.width = width
+        self.n = 0
+        self.start = time.perf_counter()
+        self._last_draw = 0.0
+        self._last_decile = -1
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def _line(self) -> str:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        rate = self.n / elapsed
+        if self.total:
+            done = min(self.n / self.total, 1.0)
+            bar = "#" * int(done * self.width) + "-" * (self.width - int(done * self.width))
+            eta = (self.total - self.n) / rate if rate > 0 else 0.0
+            return f"{self.desc} [{bar}] {self.n}/{self.total} {rate:.1f} fps ETA {eta:.0f}s"
+        return f"{self.desc} {self.n} frames {rate:.1f} fps"
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self._tty:
+            if now - self._last_draw >= 0.1 or (self.total and self.n >= self.total):
+                self.stream.write("\r" + self._line())
+                self.stream.flush()
+                self._last_draw = now
+        elif self.total:
+            decile = int(10 * self.n / self.total)
+            if decile > self._last_decile:
+                self._last_decile = decile
+                self.stream.write(self._line() + "\n")
+                self.stream.flush()
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self._tty:
+            self.stream.write("\r" + self._line() + "\n")
+        elif not self.total or self._last_decile < 10:
+            self.stream.write(self._line() + "\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------------- backends
+
+def make_pose_detector(backend: str, model_dirs: Sequence[str] = (), max_people: Optional[int] = 1,
+                       static_images: bool = False) -> Tuple[str, Callable[[np.ndarray], PoseFrame]]:
+    """(backend name, detector image -> PoseFrame). 'auto' = DWPose when its ONNX files are
+    found, else MediaPipe when installed; the error then gives both reasons."""
+    from .dwpose import DWPoseConfig, DWPoseDetector, DWPoseModelsNotFound, find_dwpose_models
+
+    def dwpose():
+        det, pose = find_dwpose_models(model_dirs)
+        return "dwpose", DWPoseDetector(det, pose, config=DWPoseConfig(max_people=max_people))
+
+    def mediapipe():
+        from .mediapipe_backend import MediaPipePoseDetector
+
+        return "mediapipe", MediaPipePoseDetector(static_image_mode=static_images)
+
+    if backend == "dwpose":
+        return dwpose()
+    if backend == "mediapipe":
+        return mediapipe()
+    if backend != "auto":
+        raise CliError(f"unknown pose backend {backend!r} (dwpose, mediapipe or auto)")
+    try:
+        return dwpose()
+    except DWPoseModelsNotFound as e_dw:
+        try:
+            return mediapipe()
+        except ImportError as e_mp:
+            raise CliError(f"no pose backend available.\nDWPose: {e_dw}\nMediaPipe: {e_mp}") from None
+
+
+LandmarkSource = Callable[[np.ndarray, PoseFrame], Optional[np.ndarray]]
+
+
+def make_landmark_source(kind: str, pose_backend: str, insightface_dirs: Sequence[str] = ()) -> Tuple[str, LandmarkSource]:
+    """(name, source(image, pose of that image) -> (68, 2) landmarks or None)."""
+    from . import face_landmarks as fl
+
+    if kind == "auto":
+        kind = "dwpose" if pose_backend == "dwpose" else "mediapipe"
+    if kind == "dwpose":
+        if pose_backend != "dwpose":
+            raise CliError("--landmarks dwpose uses DWPose's own face points: it needs --backend dwpose")
+        return "dwpose", lambda image, pose: fl.landmarks_from_pose(pose)
+    if kind == "insightface":
+        model = fl.InsightFaceLandmarks(fl.find_insightface_landmark_model(insightface_dirs))
+        return "insightface", model.from_pose
+    if kind == "mediapipe":
+        return "mediapipe", fl.MediaPipeFaceLandmarks().from_pose
+    raise CliError(f"unknown landmark source {kind!r} (dwpose, insightface, mediapipe or auto)")
+
+
+# --------------------------------------------------------------------------- geometry
+
+def _map_part(a: Optional[np.ndarray], fn) -> Optional[np.ndarray]:
+    if a is None:
+        return None
+    out = np.array(a, dtype=np.float32, copy=True)
+    out[:, :2] = fn(out[:, :2])
+    return out
+
+
+def map_pose_frame(frame: PoseFrame, fn, size: Tuple[int, int]) -> PoseFrame:
+    """Apply a point mapping (N, 2) -> (N, 2) to every part; the result has canvas `size`."""
+    people = [Person(_map_part(p.body, fn), _map_part(p.left_hand, fn), _map_part(p.right_hand, fn),
+                     _map_part(p.face, fn)) for p in frame.people]
+    return PoseFrame(int(size[0]), int(size[1]), people)
+
+
+@dataclass
+class Geometry:
+    """How a decoded frame (src_size) becomes an output frame (size): 'none', 'stretch', 'crop'
+    or 'align' (then `alignment` is set)."""
+
+    mode: str
+    src_size: Tuple[int, int]  # (width, height)
+    size: Tuple[int, int]
+    alignment: object = None
+
+    def points(self, xy: np.ndarray) -> np.ndarray:
+        w, h = self.src_size
+        W, H = self.size
+        if self.mode == "none":
+            return xy
+        if self.mode == "stretch":
+            return xy * np.array([W / w, H / h], np.float32)
+        if self.mode == "crop":
+            from .face_patches import crop_resize_points
+
+            return crop_resize_points(xy, (h, w), H, W)
+        s, (tx, ty) = self.alignment.scale, self.alignment.translation
+        return xy * s + np.array([tx, ty], np.float32)
+
+    def pose(self, frame: PoseFrame) -> PoseFrame:
+        if self.mode == "none":
+            return frame
+        if self.mode == "align":
+            from .align import apply_alignment
+
+            return apply_alignment([frame], self.alignment, self.size)[0]
+        return map_pose_frame(frame, self.points, self.size)
+
+    def image(self, img: np.ndarray) -> np.ndarray:
+        import cv2
+
+        W, H = self.size
+        if self.mode == "none":
+            return img
+        if self.mode == "stretch":
+            return cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)
+        if self.mode == "crop":
+            from .face_patches import crop_resize
+
+            return crop_resize(img, H, W, "linear")
+        from .align import warp_frame
+
+        return warp_frame(img, self.alignment, self.size)
+
+
+def fit_geometry(args, src_size, poses: List[PoseFrame], detector) -> Geometry:
+    """Geometry from the flags; with --align-reference the reference pose is detected here."""
+    size = args.size
+    if args.align_reference is None:
+        if size is None or tuple(size) == tuple(src_size):
+            return Geometry("none", src_size, tuple(src_size))
+        return Geometry(args.fit, src_size, size)
+
+    from .align import choose_driving_frame, fit_alignment
+
+    ref_img = read_video(args.align_reference, max_frames=1)[0][0]
+    if size is not None:
+        from ..reference import prepare_reference_image
+
+        ref_img = prepare_reference_image(ref_img, size[1], size[0])
+    if hasattr(detector, "reset"):
+        detector.reset()  # a tracking backend must not carry the reference into the video
+    ref_pose = detector(ref_img)
+    if hasattr(detector, "reset"):
+        detector.reset()
+    if ref_pose.main is None:
+        raise CliError(f"no person found in the reference image {args.align_reference}")
+    k = args.align_frame if args.align_frame is not None else choose_driving_frame(poses)
+    if not 0 <= k < len(poses):
+        raise CliError(f"--align-frame {k} is outside the {len(poses)} extracted frames")
+    alignment = fit_alignment(ref_pose, poses[k])
+    note = f"alignment on driving frame {k}: {alignment.description}"
+    print(("warning: " if alignment.is_fallback else "") + note, file=sys.stderr)
+    return Geometry("align", src_size, (ref_pose.width, ref_pose.height), alignment)
+
+
+# --------------------------------------------------------------------------- steps
+
+def _frames(args):
+    return iter_frames(args.video, stride=args.stride, start=args.start, max_frames=args.max_frames)
+
+
+def detect_poses(args, detector, quiet: bool, landmark_source: Optional[LandmarkSource] = None):
+    """Pass 1: poses (and face landmarks) of every selected frame, in decoded-frame pixels."""
+    info = probe_video(args.video)
+    total = expected_frame_count(info.frame_count, args.stride, args.start, args.max_frames)
+    frames = _frames(args)
+    poses: List[PoseFrame] = []
+    landmarks: List[Optional[np.ndarray]] = []
+    bar = Progress(total, "detect", enabled=not quiet)
+    if hasattr(detector, "reset"):
+        detector.reset()
+    for img in frames:
+        pose = detector(img)
+        poses.append(pose)
+        if landmark_source is not None:
+            landmarks.append(landmark_source(img, pose))
+        bar.update()
+    bar.close()
+    if not poses:
+        raise CliError(f"no frames read from {args.video} (start={args.start}, stride={args.stride}, "
+                       f"the video has {info.frame_count} frames)")
+    return info, poses, landmarks
+
+
+def _out_name(args, suffix: str) -> Path:
+    stem = args.name or Path(args.video).stem
+    return Path(args.out) / f"{stem}{suffix}"
+
+
+def render_to_video(poses: Sequence[PoseFrame], size: Tuple[int, int], path: Path, fps: float, crf: int,
+                    quiet: bool) -> int:
+    from .render import render_pose
+
+    bar = Progress(len(poses), "render", enabled=not quiet)
+    with VideoWriter(path, fps, crf=crf) as writer:
+        for pose in poses:
+            writer.write(render_pose(pose, size[0], size[1]))
+            bar.update()
+    bar.close()
+    return writer.count
+
+
+def run_pose(args) -> dict:
+    name, detector = make_pose_detector(args.backend, args.models, args.max_people, args.stride > 2)
+    info, poses, _ = detect_poses(args, detector, args.quiet)
+    geom = fit_geometry(args, (poses[0].width, poses[0].height), poses, detector)
+    poses = [geom.pose(p) for p in poses]
+    fps = info.fps / args.stride
+    video_path, json_path = _out_name(args, "_pose.mp4"), _out_name(args, "_keypoints.json")
+    save_keypoints(json_path, poses)
+    n = render_to_video(poses, geom.size, video_path, fps, args.crf, args.quiet)
+    empty = sum(1 for p in poses if not p.people)
+    print(f"pose: {n} frames at {fps:g} fps, {geom.size[0]}x{geom.size[1]}, backend {name}, "
+          f"{empty} without a person")
+    print(f"wrote {video_path}\nwrote {json_path}")
+    return {"video": video_path, "keypoints": json_path, "frames": n, "no_person": empty, "backend": name}
+
+
+def carry_landmarks(landmarks: Sequence[Optional[np.ndarray]]) -> List[Optional[np.ndarray]]:
+    """Fill frames without a face with the last good face (the first good one for leading
+    misses); the rule of face_patches.face_patch_sequence(fix_failures=True), applied to the
+    landmarks so the patches can be produced one frame at a time."""
+    first = next((lm for lm in landmarks if lm is not None), None)
+    out, last = [], None
+    for lm in landmarks:
+        if lm is not None:
+            last = lm
+        out.append(lm if lm is not None else (last if last is not None else first))
+    return out
+
+
+def run_face(args) -> dict:
+    from .face_patches import face_patches
+
+    if args.landmarks == "dwpose" and args.backend == "auto":
+        args.backend = "dwpose"
+    name, detector = make_pose_detector(args.backend, args.models, 1, args.stride > 2)
+    lm_name, source = make_landmark_source(args.landmarks, name, args.insightface_dir)
+    info, poses, landmarks = detect_poses(args, detector, args.quiet, source)
+    geom = fit_geometry(args, (poses[0].width, poses[0].height), poses, detector)
+    landmarks = [None if lm is None else geom.points(np.asarray(lm, np.float32)) for lm in landmarks]
+    found = sum(lm is not None for lm in landmarks)
+    use = landmarks if args.no_carry else carry_landmarks(landmarks)
+
+    fps = info.fps / args.stride
+    local_path, global_path = _out_name(args, "_face_local.mp4"), _out_name(args, "_face_global.mp4")
+    frames = _frames(args)  # pass 2: decode again, nothing held in memory
+    bar = Progress(len(poses), "patches", enabled=not args.quiet)
+    with VideoWriter(local_path, fps, crf=args.crf) as wl, VideoWriter(global_path, fps, crf=args.crf) as wg:
+        for img, lm in zip(frames, use):
+            local, glob, _ = face_patches(geom.image(img), lm, clamp_windows=not args.no_carry)
+            wl.write(local)
+            wg.write(glob)
+            bar.update()
+    bar.close()
+    n = wl.count
+    print(f"face: {n} frames at {fps:g} fps, {geom.size[0]}x{geom.size[1]}, backend {name}, "
+          f"landmarks {lm_name}, face found in {found}/{n} frames")
+    if found == 0:
+        print("warning: no face in any frame: the patches are black; switch the S-Face ControlNet off "
+              "for this clip", file=sys.stderr)
+    print(f"wrote {local_path}\nwrote {global_path}")
+    return {"local": local_path, "global": global_path, "frames": n, "faces": found}
+
+
+def run_render(args) -> dict:
+    poses = load_keypoints(args.keypoints)
+    if not poses:
+        raise CliError(f"{args.keypoints} holds no frames")
+    size = tuple(args.size) if args.size else (poses[0].width, poses[0].height)
+    stem = args.name or Path(args.keypoints).stem.removesuffix("_keypoints")
+    path = Path(args.out) / f"{stem}_pose.mp4"
+    n = render_to_video(poses, size, path, args.fps, args.crf, args.quiet)
+    print(f"render: {n} frames at {args.fps:g} fps, {size[0]}x{size[1]}\nwrote {path}")
+    return {"video": path, "frames": n}
+
+
+# --------------------------------------------------------------------------- argument parsing
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """'512x896' -> (512, 896) (width x height)."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        w, h = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 512x896 (width x height), got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return w, h
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="X-Dyna driving-video preprocessing.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, video=True):
+        if video:
+            p.add_argument("video", help="driving video (or a still image)")
+        p.add_argument("--out", required=True, help="output folder")
+        p.add_argument("--name", help="output file prefix (default: the input file's stem)")
+        p.add_argument("--size", type=parse_size, help="output size WxH, e.g. 512x896")
+        p.add_argument("--crf", type=int, default=18, help="x264 quality of the output videos (default 18)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        if not video:
+            return
+        p.add_argument("--backend", choices=("dwpose", "mediapipe", "auto"), default="auto",
+                       help="pose detector (auto: DWPose if its ONNX files are found, else MediaPipe)")
+        p.add_argument("--models", action="append", default=[], metavar="DIR",
+                       help="folder with yolox_l.onnx / dw-ll_ucoco_384.onnx (repeatable; searched first)")
+        p.add_argument("--stride", type=_positive_int, default=1, help="take every N-th frame (default 1)")
+        p.add_argument("--start", type=_non_negative_int, default=0, help="first frame index (default 0)")
+        p.add_argument("--max-frames", type=_positive_int, help="at most this many frames")
+        p.add_argument("--fit", choices=("crop", "stretch"), default="crop",
+                       help="with --size: crop to the aspect first (X-Dyna crop2ratio, default) or stretch")
+        p.add_argument("--align-reference", metavar="IMG",
+                       help="map the driving pose onto the person in this reference image")
+        p.add_argument("--align-frame", type=_non_negative_int, metavar="K",
+                       help="extracted frame to fit the alignment on (default: first full-torso frame)")
+
+    p = sub.add_parser("pose", help="render the X-Dyna pose video and save POSE_KEYPOINT JSON")
+    common(p)
+    p.add_argument("--max-people", type=_non_negative_int, default=1,
+                   help="people per frame for DWPose, best first (0 = all; default 1, X-Dyna drives one)")
+    p.set_defaults(func=run_pose)
+
+    p = sub.add_parser("face", help="S-Face local/global patch videos")
+    common(p)
+    p.add_argument("--landmarks", choices=("dwpose", "insightface", "mediapipe", "auto"), default="auto",
+                   help="68-point face landmark source (auto: DWPose's own face points with the DWPose "
+                        "backend, else MediaPipe FaceMesh)")
+    p.add_argument("--insightface-dir", action="append", default=[], metavar="DIR",
+                   help="insightface root holding models/<pack>/1k3d68.onnx (repeatable)")
+    p.add_argument("--no-carry", action="store_true",
+                   help="reference behaviour: black patches on frames without a face (default: reuse "
+                        "the last good face geometry)")
+    p.set_defaults(func=run_face)
+
+    p = sub.add_parser("render", help="render POSE_KEYPOINT JSON to a pose video")
+    p.add_argument("keypoints", help="POSE_KEYPOINT JSON file")
+    common(p, video=False)
+    p.add_argument("--fps", type=_positive_float, default=DEFAULT_RENDER_FPS,
+                   help=f"frame rate of the video (default {DEFAULT_RENDER_FPS:g})")
+    p.set_defaults(func=run_render)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "max_people", None) == 0:
+        args.max_people = None
+    try:
+        args.func(args)
+    except (CliError, VideoReadError, KeypointFormatError, FileNotFoundError, ImportError, ValueError) as e:
+        if args.debug:
+            raise
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
