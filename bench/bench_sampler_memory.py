@@ -8,6 +8,11 @@ and the per-frame inputs (printed alongside for comparison).
 
     python bench/bench_sampler_memory.py                     # 24 vs 96 frames, 32x32 latents
     python bench/bench_sampler_memory.py --frames 24 96 192 --latent 32 --steps 2
+
+Every length is measured twice: with glibc's default allocator settings, whose *dynamic* mmap
+threshold lets freed window buffers fragment the heap (RSS creeps up with the number of windows
+although no tensor outlives its window), and with a fixed threshold (``MALLOC_MMAP_THRESHOLD_``), which
+shows the sampler's own footprint.
 """
 from __future__ import annotations
 
@@ -97,7 +102,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, nargs="+", default=[24, 96])
     p.add_argument("--latent", type=int, default=32, help="latent side (pixels = 8x)")
-    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--steps", type=int, default=1, help="denoising steps (memory is the same every step)")
     p.add_argument("--context", type=int, default=16)
     p.add_argument("--overlap", type=int, default=4)
     p.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)))
@@ -106,28 +111,33 @@ def main(argv=None) -> int:
     if a.child:
         print(json.dumps(child(a.frames[0], a.latent, a.steps, a.context, a.overlap, a.threads)))
         return 0
-    rows = []
-    for n in a.frames:
-        cmd = [sys.executable, __file__, "--child", "--frames", str(n), "--latent", str(a.latent), "--steps",
-               str(a.steps), "--context", str(a.context), "--overlap", str(a.overlap), "--threads", str(a.threads)]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            print(res.stderr, file=sys.stderr)
-            return res.returncode
-        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     print(f"X-Dyna sampler host memory, tiny models, {a.latent}x{a.latent} latents "
-          f"({8 * a.latent}x{8 * a.latent} px), {a.steps} steps, context {a.context}/{a.overlap}, CPU, "
+          f"({8 * a.latent}x{8 * a.latent} px), {a.steps} step(s), context {a.context}/{a.overlap}, CPU, "
           f"{a.threads} threads")
-    print(f"{'frames':>6} {'windows':>7} {'before MB':>9} {'peak MB':>8} {'run +MB':>8} {'latents MB':>10} "
-          f"{'controls MB':>11} {'s':>6}")
-    for r in rows:
-        print(f"{r['frames']:>6} {r['windows_per_step']:>7} {r['rss_before_mb']:>9.1f} {r['peak_mb']:>8.1f} "
-              f"{r['run_delta_mb']:>8.1f} {r['latents_mb']:>10.2f} {r['control_inputs_mb']:>11.1f} {r['seconds']:>6.1f}")
-    if len(rows) > 1:
-        lo, hi = rows[0], rows[-1]
-        print(f"run memory {hi['frames']} vs {lo['frames']} frames: {hi['run_delta_mb']:.1f} MB vs "
-              f"{lo['run_delta_mb']:.1f} MB (x{hi['run_delta_mb'] / max(lo['run_delta_mb'], 1e-9):.2f}); "
-              f"frames x{hi['frames'] / lo['frames']:.1f}")
+    for label, extra_env in (("glibc default malloc", {}),
+                             ("fixed mmap threshold (MALLOC_MMAP_THRESHOLD_=131072)",
+                              {"MALLOC_MMAP_THRESHOLD_": "131072"})):
+        rows = []
+        for n in a.frames:
+            cmd = [sys.executable, __file__, "--child", "--frames", str(n), "--latent", str(a.latent), "--steps",
+                   str(a.steps), "--context", str(a.context), "--overlap", str(a.overlap), "--threads", str(a.threads)]
+            res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **extra_env})
+            if res.returncode != 0:
+                print(res.stderr, file=sys.stderr)
+                return res.returncode
+            rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(f"\n[{label}]")
+        print(f"{'frames':>6} {'windows':>7} {'before MB':>9} {'peak MB':>8} {'run +MB':>8} {'latents MB':>10} "
+              f"{'controls MB':>11} {'s':>6}")
+        for r in rows:
+            print(f"{r['frames']:>6} {r['windows_per_step']:>7} {r['rss_before_mb']:>9.1f} {r['peak_mb']:>8.1f} "
+                  f"{r['run_delta_mb']:>8.1f} {r['latents_mb']:>10.2f} {r['control_inputs_mb']:>11.1f} "
+                  f"{r['seconds']:>6.1f}")
+        if len(rows) > 1:
+            lo, hi = rows[0], rows[-1]
+            print(f"run memory {hi['frames']} vs {lo['frames']} frames: {hi['run_delta_mb']:.1f} MB vs "
+                  f"{lo['run_delta_mb']:.1f} MB (x{hi['run_delta_mb'] / max(lo['run_delta_mb'], 1e-9):.2f}, "
+                  f"+{hi['run_delta_mb'] - lo['run_delta_mb']:.1f} MB) for x{hi['frames'] / lo['frames']:.1f} frames")
     return 0
 
 

@@ -83,7 +83,7 @@ def golden_sampler(meta, t, models):
 
 
 # ---------------------------------------------------------------------------------- preprocessing
-@pytest.mark.parametrize("case", PIPELINE_CASES)
+@pytest.mark.parametrize("case", ["pipeline_3steps", "pipeline_25steps"])   # the cases that record them
 def test_control_normalisation_exact(golden, case):
     _, t = golden(case)
     if "pose_cond_normalized" not in t and "face_cond_normalized" not in t:
@@ -252,9 +252,12 @@ def test_different_text_contexts_use_both_halves(golden, models):
         seen.append(text)
         return orig(sample, timestep, text, controlnet_cond=controlnet_cond)
 
-    cond.controls[0] = (rec,) + cond.controls[0][1:]
     n = cond.num_frames
-    sampler.predict_noise(cond, t["latents_before_each_step"][0], int(t["timesteps"][0]), [list(range(n))])
+    lat, ts = t["latents_before_each_step"][0], int(t["timesteps"][0])
+    via_embedding = sampler.predict_noise(cond, lat, ts, [list(range(n))])   # model: image embedded once
+    cond.controls[0] = (rec,) + cond.controls[0][1:]                          # plain callable: image per half
+    via_images = sampler.predict_noise(cond, lat, ts, [list(range(n))])
+    assert max_err(via_embedding, via_images) <= 1e-5 * max(1.0, via_images.abs().max().item())
     text = seen[0]
     assert text.shape[0] == 2 * n
     assert torch.equal(text[:n], other.expand(n, -1, -1)) and torch.equal(text[n:], t["text_cond"].expand(n, -1, -1))

@@ -156,6 +156,20 @@ def test_progress_and_preview_hooks(nets, inputs):
     assert torch.equal(previews[-1][3], out)
 
 
+@pytest.mark.parametrize("frames", [1, 2])
+def test_very_short_videos(nets, inputs, frames):
+    short = dict(inputs, pose_cond=inputs["pose_cond"][:frames], face_cond=inputs["face_cond"][:frames])
+    calls = []
+
+    def unet(sample, timestep, context, **kw):
+        calls.append(sample.shape[2])
+        return nets["unet"](sample, timestep, context, **kw)
+
+    out = run(dict(nets, unet=unet), short, seed=1, steps=1)
+    assert calls == [1 + frames], "one window: the reference frame + every frame"
+    assert out.shape[2] == frames and torch.isfinite(out).all()
+
+
 def test_decode_cancel():
     with pytest.raises(SamplingCancelled):
         decode_latents(lambda z: z[:, :3], torch.zeros(1, 4, 3, 2, 2), should_cancel=lambda: True)

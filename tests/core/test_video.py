@@ -176,3 +176,19 @@ def test_decoding_a_long_video_holds_only_the_frames_asked_for():
     assert peak_iter < 3 * frame_bytes, peak_iter  # streaming: one frame at a time
     assert frames.shape == (10, 896, 512, 3)
     assert peak_read < 13 * frame_bytes, peak_read  # the 10 frames asked for (+ a working frame)
+
+
+def test_video_writer_incremental_and_discard_on_error(tmp_path):
+    from xdyna_core.preprocess.video import VideoWriter
+
+    with VideoWriter(tmp_path / "a.mp4", 8) as wa, VideoWriter(tmp_path / "b.mp4", 8) as wb:
+        for i in range(3):
+            wa.write(np.full((16, 16, 3), level(i), np.uint8))
+            wb.write(np.full((16, 16, 3), level(5 - i), np.uint8))
+    assert frame_ids(read_video(tmp_path / "a.mp4")[0]) == [0, 1, 2]
+    assert frame_ids(read_video(tmp_path / "b.mp4")[0]) == [5, 4, 3]
+    with pytest.raises(RuntimeError, match="boom"):
+        with VideoWriter(tmp_path / "c.mp4", 8) as wc:
+            wc.write(np.zeros((16, 16, 3), np.uint8))
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]  # nothing half-written

@@ -61,7 +61,7 @@ class Alignment:
 
 
 def _valid(body: np.ndarray, i: int) -> bool:
-    return bool(body[i, 2] > CONF and np.isfinite(body[i, :2]).all())
+    return bool(np.float32(body[i, 2]) > np.float32(CONF) and np.isfinite(body[i, :2]).all())
 
 
 def _anchor(body: np.ndarray, kind: str) -> np.ndarray:

@@ -38,7 +38,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .keypoints import KeypointFormatError, Person, PoseFrame, load_keypoints, save_keypoints
-from .video import VideoReadError, VideoWriter, expected_frame_count, iter_frames, probe_video, read_video
+from .video import (VideoReadError, VideoWriteError, VideoWriter, expected_frame_count, iter_frames,
+                    probe_video, read_video)
 
 PROG = "python -m xdyna_core.preprocess"
 EXIT_USAGE = 2
@@ -261,9 +262,8 @@ def _frames(args):
     return iter_frames(args.video, stride=args.stride, start=args.start, max_frames=args.max_frames)
 
 
-def detect_poses(args, detector, quiet: bool, landmark_source: Optional[LandmarkSource] = None):
+def detect_poses(args, info, detector, quiet: bool, landmark_source: Optional[LandmarkSource] = None):
     """Pass 1: poses (and face landmarks) of every selected frame, in decoded-frame pixels."""
-    info = probe_video(args.video)
     total = expected_frame_count(info.frame_count, args.stride, args.start, args.max_frames)
     frames = _frames(args)
     poses: List[PoseFrame] = []
@@ -281,7 +281,7 @@ def detect_poses(args, detector, quiet: bool, landmark_source: Optional[Landmark
     if not poses:
         raise CliError(f"no frames read from {args.video} (start={args.start}, stride={args.stride}, "
                        f"the video has {info.frame_count} frames)")
-    return info, poses, landmarks
+    return poses, landmarks
 
 
 def _out_name(args, suffix: str) -> Path:
@@ -302,10 +302,20 @@ def render_to_video(poses: Sequence[PoseFrame], size: Tuple[int, int], path: Pat
     return writer.count
 
 
+def _close(obj) -> None:
+    close = getattr(obj, "close", None)
+    if callable(close):
+        close()  # MediaPipe graphs hold native threads
+
+
 def run_pose(args) -> dict:
+    info = probe_video(args.video)  # the input first: its error is the one that matters
     name, detector = make_pose_detector(args.backend, args.models, args.max_people, args.stride > 2)
-    info, poses, _ = detect_poses(args, detector, args.quiet)
-    geom = fit_geometry(args, (poses[0].width, poses[0].height), poses, detector)
+    try:
+        poses, _ = detect_poses(args, info, detector, args.quiet)
+        geom = fit_geometry(args, (poses[0].width, poses[0].height), poses, detector)
+    finally:
+        _close(detector)
     poses = [geom.pose(p) for p in poses]
     fps = info.fps / args.stride
     video_path, json_path = _out_name(args, "_pose.mp4"), _out_name(args, "_keypoints.json")
@@ -334,12 +344,19 @@ def carry_landmarks(landmarks: Sequence[Optional[np.ndarray]]) -> List[Optional[
 def run_face(args) -> dict:
     from .face_patches import face_patches
 
+    info = probe_video(args.video)
     if args.landmarks == "dwpose" and args.backend == "auto":
         args.backend = "dwpose"
     name, detector = make_pose_detector(args.backend, args.models, 1, args.stride > 2)
-    lm_name, source = make_landmark_source(args.landmarks, name, args.insightface_dir)
-    info, poses, landmarks = detect_poses(args, detector, args.quiet, source)
-    geom = fit_geometry(args, (poses[0].width, poses[0].height), poses, detector)
+    try:
+        lm_name, source = make_landmark_source(args.landmarks, name, args.insightface_dir)
+        try:
+            poses, landmarks = detect_poses(args, info, detector, args.quiet, source)
+            geom = fit_geometry(args, (poses[0].width, poses[0].height), poses, detector)
+        finally:
+            _close(getattr(source, "__self__", None))
+    finally:
+        _close(detector)
     landmarks = [None if lm is None else geom.points(np.asarray(lm, np.float32)) for lm in landmarks]
     found = sum(lm is not None for lm in landmarks)
     use = landmarks if args.no_carry else carry_landmarks(landmarks)
@@ -484,7 +501,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.max_people = None
     try:
         args.func(args)
-    except (CliError, VideoReadError, KeypointFormatError, FileNotFoundError, ImportError, ValueError) as e:
+    except (CliError, VideoReadError, VideoWriteError, KeypointFormatError, FileNotFoundError, ImportError,
+            ValueError) as e:
         if args.debug:
             raise
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)

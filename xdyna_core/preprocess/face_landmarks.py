@@ -70,7 +70,8 @@ def landmarks_from_pose(
     None when the frame has no person, the person has no face part, fewer than
     ``min_valid_fraction`` of the points have confidence > ``min_conf``, or a whole eye or the
     mouth is missing. The few missing points otherwise take the mean of the valid points of their
-    group (jaw, brows, nose, each eye, mouth), so box and centres stay meaningful.
+    group (jaw, brows, nose, each eye, mouth; a jaw/brow/nose group with none valid: the mean of
+    all valid points), so the S-Face box and centres stay meaningful.
     """
     person = frame.main
     if person is None or person.face is None:
@@ -90,8 +91,7 @@ def landmarks_from_pose(
         if not ok.any():
             if name in ("right_eye", "left_eye", "mouth"):
                 return None
-            ok_all = valid
-            pts[idx[~ok]] = pts[ok_all].mean(axis=0)
+            pts[idx] = pts[valid].mean(axis=0)
             continue
         pts[idx[~ok]] = pts[idx[ok]].mean(axis=0)
     return pts
@@ -101,19 +101,19 @@ def face_box_from_pose(person: Optional[Person], conf: float = 0.3) -> Optional[
     """Square box (x0, y0, x1, y1) around the face estimated from the body keypoints, or None.
 
     Centre: mean of the valid nose/eye/ear points. Side: the largest available of
-    1.2 x ear span, 2.2 x eye span, 1.0 x nose-neck distance and 0.45 x shoulder width (rough
+    1.2 x ear span, 2.2 x eye span, 0.6 x nose-neck distance and 0.35 x shoulder width (rough
     head proportions; the largest guards against foreshortened spans of turned heads).
     """
     if person is None:
         return None
     b = np.asarray(person.body, dtype=np.float64)
-    ok = lambda i: b[i, 2] > conf and np.isfinite(b[i, :2]).all()
+    ok = lambda i: np.float32(b[i, 2]) > np.float32(conf) and np.isfinite(b[i, :2]).all()
     head = [i for i in (0, 14, 15, 16, 17) if ok(i)]
     if not head:
         return None
     centre = b[head, :2].mean(axis=0)
     dist = lambda i, j: float(np.hypot(*(b[i, :2] - b[j, :2]))) if ok(i) and ok(j) else 0.0
-    side = max(1.2 * dist(16, 17), 2.2 * dist(14, 15), 1.0 * dist(0, 1), 0.45 * dist(2, 5))
+    side = max(1.2 * dist(16, 17), 2.2 * dist(14, 15), 0.6 * dist(0, 1), 0.35 * dist(2, 5))
     if side < 4.0:
         return None
     h = side / 2
@@ -123,8 +123,8 @@ def face_box_from_pose(person: Optional[Person], conf: float = 0.3) -> Optional[
 # --------------------------------------------------------------------------- insightface 1k3d68
 
 INSIGHTFACE_LANDMARK_FILE = "1k3d68.onnx"
-#: Packs known to contain 1k3d68.onnx, tried first (any other pack folder is tried after them).
-INSIGHTFACE_PACKS = ("buffalo_l", "antelopev2", "buffalo_m", "buffalo_s", "buffalo_sc")
+#: Common packs with a 1k3d68.onnx, tried first (any other pack folder is tried after them).
+INSIGHTFACE_PACKS = ("buffalo_l", "antelopev2", "buffalo_m", "buffalo_s")
 
 
 def find_insightface_landmark_model(
@@ -204,13 +204,15 @@ def onnx_first_node_names(path: PathLike, count: int = 8) -> List[str]:
             if key >> 3 != 7 or key & 7 != 2:
                 _skip_field(f, key & 7)
                 continue
-            graph_end = f.tell() + _read_varint(f)
+            length = _read_varint(f)
+            graph_end = f.tell() + length
             while f.tell() < graph_end and len(names) < count:
                 gkey = _read_varint(f)
                 if gkey >> 3 != 1 or gkey & 7 != 2:
                     _skip_field(f, gkey & 7)
                     continue
-                node_end = f.tell() + _read_varint(f)
+                length = _read_varint(f)
+                node_end = f.tell() + length
                 name = ""
                 while f.tell() < node_end:
                     nkey = _read_varint(f)
@@ -265,7 +267,9 @@ class InsightFaceLandmarks:
         if len(out) != 1:
             raise ValueError(f"{path}: expected one output, got {len(out)}")
         n_out = out[0].shape[-1]
-        if isinstance(n_out, int) and (n_out < NUM_FACE * 3 or n_out % 3):
+        # insightface's rule: outputs of >= 3000 values are 3-D (1k3d68: 3309 = 1103 x 3, the last
+        # 68 points are iBUG-68); smaller ones are 2-D models such as 2d106det (212 = 106 x 2).
+        if isinstance(n_out, int) and (n_out < 3000 or n_out % 3):
             raise ValueError(
                 f"{path}: output of size {n_out} is not a 3-D 68-point landmark model (1k3d68 has 3309); "
                 "2d106det.onnx (106 points) is not supported"
@@ -321,16 +325,25 @@ class MediaPipeFaceLandmarks:
     Needs mediapipe 0.10.14 (see :mod:`mediapipe_backend` for the install line).
     """
 
-    def __init__(self, crop_size: int = 256, crop_scale: float = 2.0, min_detection_confidence: float = 0.5):
-        from .mediapipe_backend import import_mediapipe
+    def __init__(
+        self,
+        crop_size: int = 256,
+        crop_scale: float = 2.0,
+        min_detection_confidence: float = 0.5,
+        min_presence_confidence: float = 0.5,
+    ):
+        from .mediapipe_backend import import_mediapipe, quiet_protobuf_deprecations
 
         mp = import_mediapipe()
         self.crop_size = int(crop_size)
         self.crop_scale = float(crop_scale)
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-            min_detection_confidence=min_detection_confidence,
-        )
+        with quiet_protobuf_deprecations():
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                min_detection_confidence=min_detection_confidence,
+                # In static mode this is the landmark model's face-presence threshold.
+                min_tracking_confidence=min_presence_confidence,
+            )
 
     def close(self) -> None:
         if self._mesh is not None:

@@ -19,14 +19,19 @@ With ``with_hands=False, with_face=False`` the lighter Pose graph runs instead (
 Install (the wheel's declared deps pull jax, opencv-contrib and sounddevice, none needed)::
 
     pip install mediapipe==0.10.14 --no-deps
-    pip install absl-py attrs matplotlib "protobuf>=4.25.3,<7"
+    pip install absl-py attrs matplotlib "protobuf>=6.31.1,<7"
 
-mediapipe 0.10.14 was built against protobuf 4.25; :func:`import_mediapipe` adds the one method
-(``GetPrototype``) that protobuf 5/6 removed, so it also runs next to ``onnx`` (protobuf >= 6.31).
-protobuf 7 removed more (``FieldDescriptor.label``) and is not supported.
+mediapipe 0.10.14 was built against protobuf 4.25 (``protobuf<5`` in its metadata, so pip
+reports a conflict that is harmless here). :func:`import_mediapipe` adds back the one method
+(``GetPrototype``) that newer protobuf removed, so it runs with protobuf 6.31-6.33 (tested 6.31.1
+and 6.33.6), which onnx also accepts (onnx 1.23 needs protobuf >= 6.31.1). protobuf 5.x breaks
+FaceMesh (graph text parse error) and 7.x removed ``FieldDescriptor.label``: both are refused
+with an ImportError. protobuf 4.25.x works too (without onnx >= 1.23).
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -39,7 +44,7 @@ BLAZEPOSE_LEFT_SHOULDER, BLAZEPOSE_RIGHT_SHOULDER = 11, 12
 
 INSTALL_HINT = (
     "pip install mediapipe==0.10.14 --no-deps && "
-    'pip install absl-py attrs matplotlib "protobuf>=4.25.3,<7"'
+    'pip install absl-py attrs matplotlib "protobuf>=6.31.1,<7"'
 )
 
 _mp = None
@@ -51,9 +56,17 @@ def import_mediapipe():
     if _mp is not None:
         return _mp
     try:
+        import google.protobuf
         from google.protobuf import message_factory, symbol_database
     except ImportError as e:
         raise ImportError(f"MediaPipe backend needs protobuf and mediapipe: {INSTALL_HINT}") from e
+    pb_major = int(str(google.protobuf.__version__).split(".")[0])
+    if pb_major not in (4, 6):
+        # 5.x fails to parse FaceMesh's graph text; 7.x removed FieldDescriptor.label.
+        raise ImportError(
+            f"mediapipe 0.10.14 works with protobuf 4.25.x or 6.31-6.33, not {google.protobuf.__version__}. "
+            f"Install: {INSTALL_HINT}"
+        )
     # mediapipe 0.10.14 (its C++ bindings at import, packet_getter at run time) calls the
     # GetPrototype method that protobuf 5+ removed; GetMessageClass is its replacement.
     if hasattr(message_factory, "GetMessageClass"):
@@ -74,6 +87,15 @@ def import_mediapipe():
         )
     _mp = mp
     return mp
+
+
+@contextlib.contextmanager
+def quiet_protobuf_deprecations():
+    """Hide protobuf 6's "label() is deprecated" warnings raised while mediapipe 0.10.14 builds a
+    graph (harmless; the replacement API does not exist in the protobuf 4 it was built for)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"label\(\) is deprecated", category=DeprecationWarning)
+        yield
 
 
 def _as_rgb_u8(image: np.ndarray) -> np.ndarray:
@@ -154,9 +176,10 @@ class MediaPipePoseDetector:
             min_detection_confidence=self.min_detection_confidence,
             min_tracking_confidence=self.min_tracking_confidence,
         )
-        if self.uses_holistic:
-            return self.mp.solutions.holistic.Holistic(refine_face_landmarks=False, **kw)
-        return self.mp.solutions.pose.Pose(**kw)
+        with quiet_protobuf_deprecations():
+            if self.uses_holistic:
+                return self.mp.solutions.holistic.Holistic(refine_face_landmarks=False, **kw)
+            return self.mp.solutions.pose.Pose(**kw)
 
     def reset(self) -> None:
         """Forget the tracked subject (start of a new video)."""
@@ -172,12 +195,6 @@ class MediaPipePoseDetector:
 
     def __exit__(self, *exc):
         self.close()
-
-    def __del__(self):  # pragma: no cover - best effort
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __call__(self, image: np.ndarray) -> PoseFrame:
         img = _as_rgb_u8(image)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import colorsys
 import math
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -70,6 +70,9 @@ HAND_LINE_WIDTH = 2
 HAND_POINT_RADIUS = 4
 FACE_POINT_RADIUS = 3
 
+#: Coordinates are clipped to +-this before drawing (OpenCV works in int32).
+COORD_LIMIT = 1e5
+
 #: A point is drawn only above this confidence (DWPose / ControlNet rule).
 CONF_THRESHOLD = 0.3
 
@@ -113,12 +116,15 @@ def _points_scaled(arr: Optional[np.ndarray], sx: float, sy: float, n: int, what
     out = a.copy()
     out[:, 0] *= sx
     out[:, 1] *= sy
+    # Far-away points (e.g. pushed out by an alignment) must not overflow OpenCV's int32 maths.
+    np.clip(out[:, :2], -COORD_LIMIT, COORD_LIMIT, out=out[:, :2])
     return out
 
 
 def _valid(pts: np.ndarray, i: int, thr: float) -> bool:
     x, y, c = pts[i]
-    return bool(c > thr and np.isfinite(x) and np.isfinite(y))
+    # Compare in float32, the storage type of keypoints (0.3 stored is not "> 0.3").
+    return bool(np.float32(c) > np.float32(thr) and np.isfinite(x) and np.isfinite(y))
 
 
 def _draw_limb(cv2, canvas, a, b, half_width: int, color):
@@ -253,7 +259,7 @@ def skeleton_coverage(
         raise ValueError(f"frame counts differ: ours {len(ours)}, target {len(target)}")
     if len(ours) == 0:
         raise ValueError("skeleton_coverage needs at least one frame")
-    cov = hit_t = hit_o = tot_t = tot_o = 0
+    hit_t = hit_o = tot_t = tot_o = 0
     for a, b in zip(ours, target):
         if np.shape(a) != np.shape(b):
             raise ValueError(f"frame shapes differ: ours {np.shape(a)}, target {np.shape(b)}")

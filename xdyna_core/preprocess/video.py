@@ -30,6 +30,10 @@ class VideoReadError(ValueError):
     """A video (or image) file that is missing, unreadable, or has no usable frames."""
 
 
+class VideoWriteError(RuntimeError):
+    """The output video cannot be encoded here (e.g. PyAV without an h264 encoder)."""
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     path: str
@@ -283,6 +287,8 @@ class VideoWriter:
         if self._stream is None:
             self._shape = a.shape
             a = _pad_even(a)
+            if "libx264" not in av.codecs_available:
+                raise VideoWriteError(f"cannot write {self.path}: this PyAV build has no libx264 (h264) encoder")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._container = av.open(str(self._tmp), mode="w", format="mp4")
             stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))

@@ -18,7 +18,10 @@ Model call conventions (the ``xdyna_core.models`` classes follow them):
 * ``unet(sample (B,4,1+F,h,w), t, context (B,T+K,D), down_block_additional_residuals=[12 x (B,C,1+F,.,.)]
   | None, mid_block_additional_residual=(B,C,1+F,.,.) | None) -> (B,4,1+F,h,w)``
 * ``controlnet(sample (n,4,h,w), t, text (n,T,D), controlnet_cond (n,C,8h,8w) in [0,1])
-  -> (list of down residuals (n,C_i,.,.), mid residual)``
+  -> (list of down residuals (n,C_i,.,.), mid residual)``; if it also has
+  ``embed_condition(image) -> features`` and accepts ``cond_embedding=features`` instead of the image
+  (``xdyna_core.models.ControlNetModel`` does), the image features are computed once for both CFG
+  halves.
 
 ``t`` is passed as a Python ``int``.
 
@@ -35,7 +38,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .context_windows import (DEFAULT_CONTEXT_FRAMES, DEFAULT_CONTEXT_OVERLAP, context_windows,
-                              num_context_windows, validate_context)
+                              validate_context)
 from .controls import ControlClip, face_clip, pose_clip
 from .init_latents import (blurred_repeated_latents, draw_blur_keep_mask, noised_initial_latents)
 from .scheduler import DDIMScheduler
@@ -172,17 +175,17 @@ class XDynaSampler:
         _warn_if_training("unet", self.unet)
 
         do_cfg = gs > 1.0
-        f32 = dict(device=device, dtype=dtype)
-        ctx_c = torch.cat([text_cond, image_tokens_cond], dim=1).to(**f32)
+        kw = dict(device=device, dtype=dtype)
+        ctx_c = torch.cat([text_cond, image_tokens_cond], dim=1).to(**kw)
         if do_cfg:
-            ctx_u = torch.cat([text_uncond, image_tokens_uncond], dim=1).to(**f32)
+            ctx_u = torch.cat([text_uncond, image_tokens_uncond], dim=1).to(**kw)
             unet_context = torch.cat([ctx_u, ctx_c])
             # equal text contexts => identical ControlNet inputs for both halves: run once, reuse (exact)
             shared = torch.equal(text_cond, text_uncond)
-            control_text = text_cond.to(**f32) if shared else torch.cat([text_uncond, text_cond]).to(**f32)
+            control_text = text_cond.to(**kw) if shared else torch.cat([text_uncond, text_cond]).to(**kw)
         else:
             unet_context = ctx_c
-            control_text = text_cond.to(**f32)
+            control_text = text_cond.to(**kw)
         return Conditioning(ref_latent=ref_latent.to(device=device, dtype=torch.float32),
                             unet_context=unet_context, control_text=control_text, num_frames=int(num_frames),
                             do_cfg=do_cfg, guidance_scale=gs, controls=controls, dtype=dtype, device=device)
@@ -202,20 +205,22 @@ class XDynaSampler:
         sample = flat.repeat(halves, 1, 1, 1)
         text = cond.control_text.repeat_interleave(k * f, dim=0)
         flat_idx = [i for win in windows for i in win]
-        down_sum, mid_sum = None, None
+        total = None                                 # 12 down residuals + mid, summed over controls
         for net, clip, strength in cond.controls:
-            image = clip.window(flat_idx, device=cond.device, dtype=cond.dtype).repeat(halves, 1, 1, 1)
-            down, mid = net(sample, t, text, controlnet_cond=image)
+            image = clip.window(flat_idx, device=cond.device, dtype=cond.dtype)
+            if halves == 2 and hasattr(net, "embed_condition"):
+                # both halves see the same images: embed them once (the embedding ignores t and text)
+                emb = net.embed_condition(image)
+                down, mid = net(sample, t, text, cond_embedding=torch.cat([emb, emb]))
+            else:
+                down, mid = net(sample, t, text, controlnet_cond=image.repeat(halves, 1, 1, 1))
             res = list(down) + [mid]
             if strength != 1.0:
                 res = [r * strength for r in res]
-            if down_sum is None:
-                down_sum = res
-            else:
-                down_sum = [a + b for a, b in zip(down_sum, res)]
+            total = res if total is None else [a + b for a, b in zip(total, res)]
         # (halves*k*F, C, ., .) -> (halves*k, C, 1+F, ., .) with a zero reference frame prepended
         out = []
-        for r in down_sum:
+        for r in total:
             r = r.reshape(halves * k, f, *r.shape[1:]).permute(0, 2, 1, 3, 4)
             r = torch.cat([torch.zeros_like(r[:, :, :1]), r], dim=2)
             if cond.do_cfg and halves == 1:
