@@ -1,0 +1,95 @@
+"""The headless job (`python -m xdyna_core animate|demo`) on the tiny model set and a shared video."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, assets_dir
+from xdyna_core.loading.tiny import write_tiny_set
+from xdyna_core.preprocess.video import probe_video, read_video
+
+pytest.importorskip("mediapipe")  # the zero-download pose/face default
+
+FAST = ["--steps", "2", "--size", "192x320", "--quiet"]
+
+
+def run(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "xdyna_core", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    write_tiny_set(root, seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def driving():
+    return assets_dir() / "driving_video" / "example_2_driving_2.mp4"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return assets_dir() / "reference_image" / "example_2.jpg"
+
+
+def test_animate_writes_requested_frames_and_fps(tiny_models, driving, reference, tmp_path):
+    out = tmp_path / "out.mp4"
+    r = run("animate", "--reference", reference, "--driving", driving, "--models", tiny_models, "--out", out,
+            "--length", 5, "--stride", 2, "--fps", 6, *FAST)
+    assert r.returncode == 0, r.stderr
+    info = probe_video(out)
+    frames, fps = read_video(out)
+    assert len(frames) == 5 and abs(fps - 6) < 1e-6 and (info.width, info.height) == (192, 320)
+    assert frames.std() > 1.0  # not a black or constant video
+
+
+def one_error_line(r):
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert lines[-1].startswith("error: ")
+    return lines[-1]
+
+
+def test_wrong_models_folder(driving, reference, tmp_path):
+    (tmp_path / "models" / "xdyna").mkdir(parents=True)
+    line = one_error_line(run("animate", "--reference", reference, "--driving", driving,
+                              "--models", tmp_path / "models", "--out", tmp_path / "o.mp4", *FAST))
+    assert "X-Dyna UNet" in line and str(tmp_path / "models" / "xdyna") in line
+
+
+def test_unreadable_video(tiny_models, reference, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is not a video")
+    line = one_error_line(run("animate", "--reference", reference, "--driving", bad, "--models", tiny_models,
+                              "--out", tmp_path / "o.mp4", *FAST))
+    assert "broken.mp4" in line
+
+
+def test_reference_without_a_person(tiny_models, driving, tmp_path):
+    import cv2
+
+    img = np.full((896, 512, 3), 90, np.uint8)
+    cv2.rectangle(img, (100, 200), (400, 500), (30, 160, 200), -1)
+    ref = tmp_path / "wall.png"
+    cv2.imwrite(str(ref), img)
+    line = one_error_line(run("animate", "--reference", ref, "--driving", driving, "--models", tiny_models,
+                              "--out", tmp_path / "o.mp4", "--length", 2, *FAST))
+    assert "no person" in line and "wall.png" in line
+
+
+def test_demo_runs_on_tiny_models_and_says_so(tmp_path):
+    out = tmp_path / "demo.mp4"
+    r = run("demo", "--models", tmp_path / "no_models", "--work", tmp_path / "work", "--out", out,
+            "--length", 3, "--steps", 2, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "PIPELINE CHECK" in r.stderr and "NOT AN ANIMATION" in r.stderr
+    frames, _ = read_video(out)
+    # five panels side by side: reference | driving | pose | face | result
+    assert frames.shape == (3, 448, 5 * 256, 3)
+    assert str(out) in r.stdout

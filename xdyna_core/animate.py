@@ -1,0 +1,302 @@
+"""The whole X-Dyna job outside ComfyUI: reference + driving video -> animated video.
+
+preprocess (pose + S-Face from the driving video, or a given pose video / keypoints) ->
+reference encoding (VAE latent, CLIP image tokens) -> text encoding -> temporal sampler ->
+chunked VAE decode -> mp4. The same core functions back the ComfyUI nodes.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import types
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+
+from .preprocess.cli import Geometry, Progress, fit_geometry, make_landmark_source, make_pose_detector
+from .preprocess.keypoints import PoseFrame, load_keypoints
+from .preprocess.video import VideoReadError, iter_frames, probe_video, read_video, write_video
+
+
+class AnimateError(Exception):
+    """A problem the user can fix; the CLI prints it as one line."""
+
+
+@dataclass
+class AnimateOptions:
+    width: int = 512
+    height: int = 896
+    steps: int = 25
+    cfg: float = 7.5
+    seed: int = 42
+    length: Optional[int] = None        # frames to animate (after stride); None = whole video
+    stride: int = 1
+    start: int = 0
+    fps: Optional[float] = None         # output fps; default: driving fps / stride
+    face: bool = True                   # S-Face ControlNet on/off
+    align: bool = False                 # fit the driving skeleton to the reference person
+    backend: str = "auto"               # pose extractor: auto | dwpose | mediapipe
+    landmarks: str = "auto"             # face landmarks: auto | dwpose | insightface | mediapipe
+    pose_video: Optional[str] = None    # pre-rendered pose video (skips extraction)
+    keypoints: Optional[str] = None     # POSE_KEYPOINT JSON (rendered with the X-Dyna rules)
+    prompt: str = ""
+    negative_prompt: str = ""
+    pose_strength: float = 1.0
+    face_strength: float = 1.0
+    context_frames: int = 16
+    context_overlap: int = 4
+    device: str = "auto"
+    precision: str = "auto"             # auto | fp32 | fp16 | bf16
+    detector_dirs: List[str] = field(default_factory=list)
+    quiet: bool = False
+
+
+@dataclass
+class DrivingControls:
+    pose: np.ndarray                     # (N, H, W, 3) uint8 rendered skeletons
+    face_local: Optional[np.ndarray]     # (N, H, W, 3) uint8 or None
+    face_global: Optional[np.ndarray]
+    driving: np.ndarray                  # (N, H, W, 3) uint8 driving frames in output geometry
+    fps: float
+    notes: List[str]
+
+
+def resolve_device(device: str, precision: str):
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision == "auto":
+        dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    elif precision in table:
+        dtype = table[precision]
+    else:
+        raise AnimateError(f"precision must be auto, fp32, fp16 or bf16, not {precision!r}")
+    return dev, dtype
+
+
+def read_reference(path) -> np.ndarray:
+    try:
+        frames, _ = read_video(path, max_frames=1)
+    except VideoReadError as e:
+        raise AnimateError(f"cannot read the reference image: {e}") from None
+    return frames[0]
+
+
+def _check_size(opts: AnimateOptions):
+    if opts.width % 64 or opts.height % 64 or opts.width <= 0 or opts.height <= 0:
+        raise AnimateError(f"--size {opts.width}x{opts.height}: width and height must be positive multiples "
+                           f"of 64 (the UNet halves the latent three times); X-Dyna was trained at 512x896")
+
+
+def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptions,
+                    reference_path: Optional[str] = None) -> DrivingControls:
+    """Pose frames (and S-Face patches) for the driving video, in the output geometry W×H."""
+    from .preprocess.face_patches import face_patch_sequence
+    from .preprocess.render import render_pose
+    from .reference import prepare_reference_image
+
+    W, H = opts.width, opts.height
+    try:
+        info = probe_video(driving_path)
+    except VideoReadError as e:
+        raise AnimateError(f"cannot read the driving video: {e}") from None
+    notes: List[str] = []
+    frames = list(iter_frames(driving_path, stride=opts.stride, start=opts.start, max_frames=opts.length))
+    if not frames:
+        raise AnimateError(f"no frames read from {driving_path} (start {opts.start}, stride {opts.stride})")
+    fps = opts.fps or info.fps / opts.stride
+
+    need_detector = opts.pose_video is None and opts.keypoints is None or opts.face or opts.align
+    name, detector = make_pose_detector(opts.backend, opts.detector_dirs, 1, opts.stride > 2) if need_detector else ("", None)
+    try:
+        # The reference must show a person: X-Dyna animates a human, and alignment needs its pose.
+        if detector is not None:
+            prepared = prepare_reference_image(reference, H, W)
+            if hasattr(detector, "reset"):
+                detector.reset()
+            if detector(prepared).main is None:
+                raise AnimateError(f"no person found in the reference image{' ' + str(reference_path) if reference_path else ''}: "
+                                   f"X-Dyna needs a photo of a person (body visible)")
+            if hasattr(detector, "reset"):
+                detector.reset()
+        lm_source = None
+        if opts.face:
+            lm_name, lm_source = make_landmark_source(opts.landmarks, name, opts.detector_dirs)
+        poses: List[PoseFrame] = []
+        landmarks = []
+        bar = Progress(len(frames), "extract", enabled=not opts.quiet)
+        if detector is not None:
+            for img in frames:
+                pose = detector(img)
+                poses.append(pose)
+                if lm_source is not None:
+                    landmarks.append(lm_source(img, pose))
+                bar.update()
+        bar.close()
+        src = (frames[0].shape[1], frames[0].shape[0])
+        if opts.align:
+            ref_tmp = Path(_tempdir()) / "reference.png"
+            _write_png(ref_tmp, reference)
+            geom = fit_geometry(types.SimpleNamespace(size=(W, H), align_reference=str(ref_tmp), align_frame=None,
+                                                      fit="crop"), src, poses, detector)
+            notes.append(f"alignment: {geom.alignment.description}")
+        else:
+            geom = Geometry("crop", src, (W, H))
+    finally:
+        close = getattr(detector, "close", None)
+        if callable(close):
+            close()
+
+    driving = np.stack([geom.image(f) for f in frames])
+    n = len(frames)
+    if opts.pose_video is not None:
+        try:
+            pose_frames, _ = read_video(opts.pose_video, stride=opts.stride, start=opts.start, max_frames=n)
+        except VideoReadError as e:
+            raise AnimateError(f"cannot read the pose video: {e}") from None
+        if len(pose_frames) < n:
+            raise AnimateError(f"the pose video gives {len(pose_frames)} frames, the driving video {n}")
+        pose = np.stack([Geometry("stretch", (p.shape[1], p.shape[0]), (W, H)).image(p) for p in pose_frames])
+    elif opts.keypoints is not None:
+        kp = load_keypoints(opts.keypoints)
+        if len(kp) < n:
+            raise AnimateError(f"{opts.keypoints} holds {len(kp)} frames, the driving video gives {n}")
+        pose = np.stack([render_pose(p, W, H) for p in kp[:n]])
+    else:
+        pose = np.stack([render_pose(geom.pose(p), W, H) for p in poses])
+        missing = sum(1 for p in poses if not p.people)
+        if missing == n:
+            raise AnimateError(f"no person found in any frame of {driving_path}")
+        if missing:
+            notes.append(f"{missing}/{n} driving frames without a person (black pose frames)")
+
+    local = glob = None
+    if opts.face:
+        pts = [None if lm is None else geom.points(np.asarray(lm, np.float32)) for lm in landmarks]
+        seq = face_patch_sequence(list(driving), pts, fix_failures=True)
+        if not seq.clip_has_face:
+            notes.append("no face found in the driving video: S-Face ControlNet switched off")
+        else:
+            local, glob = seq.local_images, seq.global_images
+            found = sum(lm is not None for lm in pts)
+            notes.append(f"face landmarks ({lm_name}) in {found}/{n} frames")
+    return DrivingControls(pose, local, glob, driving, fps, notes)
+
+
+_TMP = None
+
+
+def _tempdir():
+    global _TMP
+    if _TMP is None:
+        import tempfile
+        _TMP = tempfile.mkdtemp(prefix="xdyna_")
+    return _TMP
+
+
+def _write_png(path: Path, img: np.ndarray):
+    import cv2
+    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+
+
+def _chw(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def encode_text(bundle, prompt: str, device, dtype) -> torch.Tensor:
+    from .models.tokenizer import tokenize
+
+    ids = tokenize(prompt, bundle.tokenizer_dir).to(device)
+    return bundle.text_encoder(ids).to(dtype)
+
+
+@dataclass
+class AnimateResult:
+    video: np.ndarray            # (N, H, W, 3) uint8
+    fps: float
+    controls: DrivingControls
+    reference: np.ndarray        # prepared W×H reference
+    seconds: dict
+
+
+def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
+            should_cancel: Optional[Callable[[], bool]] = None) -> AnimateResult:
+    """Run the whole job with loaded networks (see loading.bundle.load_bundle)."""
+    from .reference import encode_reference_all
+    from .sampling.pipeline import SamplerHooks, decode_latents, sample_video
+
+    _check_size(opts)
+    device, dtype = resolve_device(opts.device, opts.precision)
+    times = {}
+    t0 = time.perf_counter()
+    reference = read_reference(reference_path)
+    controls = prepare_driving(reference, str(driving_path), opts, str(reference_path))
+    times["preprocess"] = time.perf_counter() - t0
+    for note in controls.notes:
+        print(f"note: {note}", file=sys.stderr)
+
+    t0 = time.perf_counter()
+    gen = torch.Generator(device="cpu").manual_seed(int(opts.seed))
+    with torch.no_grad():
+        enc = encode_reference_all(reference, opts.height, opts.width, bundle.vae, bundle.clip_vision,
+                                   bundle.resampler, generator=gen)
+        text_c = encode_text(bundle, opts.prompt, device, dtype)
+        text_u = encode_text(bundle, opts.negative_prompt, device, dtype)
+    times["encode"] = time.perf_counter() - t0
+
+    n = len(controls.pose)
+    use_face = opts.face and controls.face_local is not None and bundle.face_controlnet is not None
+    face_cond = torch.cat([_chw(controls.face_local), _chw(controls.face_global)], dim=1) if use_face else None
+    windows_per_step = max(1, -(-n // max(1, opts.context_frames - opts.context_overlap))) if n > opts.context_frames else 1
+    bar = Progress(opts.steps * windows_per_step, "sample", enabled=not opts.quiet)
+    hooks = SamplerHooks(progress=lambda *a: bar.update(), should_cancel=should_cancel)
+    t0 = time.perf_counter()
+    latents = sample_video(bundle.unet, enc.latent.to(device), text_c, text_u, enc.image_tokens_cond.to(device),
+                           enc.image_tokens_uncond.to(device), pose_controlnet=bundle.pose_controlnet,
+                           face_controlnet=bundle.face_controlnet if use_face else None,
+                           pose_cond=_chw(controls.pose), face_cond=face_cond, steps=opts.steps,
+                           guidance_scale=opts.cfg, generator=gen, context_frames=opts.context_frames,
+                           context_overlap=opts.context_overlap, pose_strength=opts.pose_strength,
+                           face_strength=opts.face_strength, device=device, dtype=dtype, hooks=hooks)
+    bar.close()
+    times["sample"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    dbar = Progress(n, "decode", enabled=not opts.quiet)
+
+    def decode(z):
+        out = bundle.vae.decode(z.to(device=device, dtype=dtype))
+        dbar.update(z.shape[0])
+        return out
+
+    frames = decode_latents(decode, latents, chunk=4, layout="nhwc", should_cancel=should_cancel)
+    dbar.close()
+    times["decode"] = time.perf_counter() - t0
+    video = (frames.numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    if not np.isfinite(frames.numpy()).all():
+        raise AnimateError("the result contains non-finite values (NaN/inf): try --precision fp32")
+    return AnimateResult(video, controls.fps, controls, enc.image, times)
+
+
+def side_by_side(result: AnimateResult) -> np.ndarray:
+    """reference | driving | pose | face patches | result, one row per frame."""
+    c = result.controls
+    n = len(result.video)
+    ref = np.repeat(result.reference[None], n, axis=0)
+    if c.face_local is not None:
+        face = np.maximum(c.face_local, c.face_global // 2)
+    else:
+        face = np.zeros_like(c.pose)
+    return np.concatenate([ref, c.driving, c.pose, face, result.video], axis=2)
+
+
+def save(result: AnimateResult, out: Path, panels: bool = False) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_video(out, side_by_side(result) if panels else result.video, result.fps)
+    return out

@@ -1,0 +1,214 @@
+"""Find and load every network of a standalone X-Dyna run from a ComfyUI-style `models/` folder.
+
+    models/xdyna/        X-Dyna UNet (adapters + motion modules [+ SD1.5 base]), pose and S-Face ControlNets
+    models/ipadapter/    ip-adapter-plus_sd15.(safetensors|bin)
+    models/clip_vision/  the IP-Adapter image encoder (CLIP ViT-H/14)
+    models/checkpoints/  SD1.5: a single file (UNet base, VAE, text encoder) or a diffusers folder
+    models/vae/          optional: a separate SD1.5 VAE
+
+Everything is offline: configs come from the files' own metadata (tiny sets), from their shapes, or
+from the released models' defaults; nothing is fetched from a hub.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from . import keys as K
+from .checkpoints import (CheckpointError, load_controlnet, load_resampler, load_state_dict, load_xdyna_unet,
+                          read_config_metadata)
+
+WEIGHT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
+
+
+@dataclass
+class ModelFiles:
+    unet: Path
+    pose_controlnet: Path
+    face_controlnet: Optional[Path]
+    ip_adapter: Path
+    clip_vision: Path
+    sd15: Path                      # single file or diffusers folder
+    vae: Optional[Path] = None      # overrides the SD1.5 VAE when given
+    tokenizer_dir: Optional[Path] = None
+
+
+def _weights_in(folder: Path) -> List[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_EXTS)
+
+
+def _pick(candidates: List[Path], patterns, what: str, searched: List[Path]) -> Path:
+    for pat in patterns:
+        hits = [p for p in candidates if re.search(pat, p.name, re.IGNORECASE)]
+        if hits:
+            return hits[0]
+    raise FileNotFoundError(f"no {what} found; searched {', '.join(str(s) for s in searched)} "
+                            f"for files matching {' or '.join(patterns)}")
+
+
+def _is_diffusers_sd(folder: Path) -> bool:
+    return (folder / "model_index.json").exists() or (folder / "vae" / "config.json").exists()
+
+
+def find_model_files(models_dir, face: bool = True) -> ModelFiles:
+    """Locate the files of one run; a miss names the folders searched and the file expected."""
+    root = Path(models_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"models folder not found: {root} (expected ComfyUI's models/ layout: "
+                                f"xdyna/, ipadapter/, clip_vision/, checkpoints/)")
+    xd = root / "xdyna"
+    xfiles = [p for p in _weights_in(xd) if "detectors" not in p.parts]
+    unet = _pick(xfiles, [r"xdyna_unet\.", r"unet-checkpoint", r"unet"], "X-Dyna UNet (e.g. unet-checkpoint-epoch-5.ckpt)", [xd])
+    pose = _pick(xfiles, [r"pose"], "pose ControlNet (e.g. xdyna_pose_controlnet.safetensors)", [xd])
+    face_cn = _pick(xfiles, [r"face"], "S-Face ControlNet (e.g. xdyna_face_controlnet.safetensors)", [xd]) if face else None
+    ipd = root / "ipadapter"
+    ip = _pick(_weights_in(ipd), [r"ip-adapter-plus_sd15", r"plus.*sd15", r"ip.?adapter"],
+               "IP-Adapter-plus file (ip-adapter-plus_sd15.safetensors or .bin)", [ipd])
+    cvd = root / "clip_vision"
+    cv = _pick(_weights_in(cvd), [r"vit-h", r"clip", r"."], "CLIP ViT-H/14 image encoder", [cvd])
+    ckd = root / "checkpoints"
+    sd_dirs = [d for d in sorted(ckd.iterdir()) if d.is_dir() and _is_diffusers_sd(d)] if ckd.is_dir() else []
+    sd15 = sd_dirs[0] if sd_dirs else _pick(_weights_in(ckd), [r"v1-5|sd15|sd-v1|v1_5", r"."],
+                                            "SD1.5 checkpoint (VAE and text encoder)", [ckd])
+    vae_files = _weights_in(root / "vae")
+    vae = next((p for p in vae_files if re.search(r"sd|ft-mse|vae", p.name, re.I)), None)
+    tok = None
+    for cand in ([sd15 / "tokenizer"] if sd15.is_dir() else []) + [root / "xdyna" / "tokenizer"]:
+        if (cand / "vocab.json").exists():
+            tok = cand
+            break
+    return ModelFiles(unet, pose, face_cn, ip, cv, sd15, vae, tok)
+
+
+# --------------------------------------------------------------------------------------------- configs
+
+def _count(keys, pattern: str) -> int:
+    idx = {int(m.group(1)) for k in keys for m in [re.match(pattern, k)] if m}
+    return max(idx) + 1 if idx else 0
+
+
+def _vae_config(sd: Dict[str, torch.Tensor], meta: Optional[dict]):
+    from ..models.vae import AutoencoderKLConfig
+
+    if meta:
+        return AutoencoderKLConfig.from_dict(meta)
+    levels = _count(sd, r"encoder\.down_blocks\.(\d+)\.")
+    chans = tuple(sd[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"].shape[0] for i in range(levels))
+    layers = _count(sd, r"encoder\.down_blocks\.0\.resnets\.(\d+)\.")
+    return AutoencoderKLConfig(block_out_channels=chans, layers_per_block=layers,
+                               latent_channels=sd["decoder.conv_in.weight"].shape[1])
+
+
+def _text_config(sd, meta):
+    from ..models.clip import CLIPTextConfig
+
+    if meta:
+        return CLIPTextConfig.from_dict(meta)
+    hidden = sd["text_model.embeddings.token_embedding.weight"].shape[1]
+    return CLIPTextConfig(
+        vocab_size=sd["text_model.embeddings.token_embedding.weight"].shape[0], hidden_size=hidden,
+        intermediate_size=sd["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
+        num_hidden_layers=_count(sd, r"text_model\.encoder\.layers\.(\d+)\."),
+        num_attention_heads=max(1, hidden // 64),
+        max_position_embeddings=sd["text_model.embeddings.position_embedding.weight"].shape[0])
+
+
+def _vision_config(sd, meta):
+    from ..models.clip import CLIPVisionConfig
+
+    if meta:
+        return CLIPVisionConfig.from_dict(meta)
+    hidden = sd["vision_model.embeddings.class_embedding"].shape[0]
+    patch = sd["vision_model.embeddings.patch_embedding.weight"].shape[-1]
+    positions = sd["vision_model.embeddings.position_embedding.weight"].shape[0]
+    return CLIPVisionConfig(
+        hidden_size=hidden, intermediate_size=sd["vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
+        num_hidden_layers=_count(sd, r"vision_model\.encoder\.layers\.(\d+)\."),
+        num_attention_heads=16 if hidden in (1024, 1280) else max(1, hidden // 64),
+        patch_size=patch, image_size=int(round((positions - 1) ** 0.5)) * patch,
+        projection_dim=sd["visual_projection.weight"].shape[0] if "visual_projection.weight" in sd else 1024)
+
+
+def _load_module(model, sd, name, device, dtype):
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise CheckpointError(f"{name}: {len(missing)} missing keys (e.g. {missing[:3]}), "
+                              f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_sd15_parts(sd15: Path, vae_file: Optional[Path] = None, device="cpu", dtype=torch.float32):
+    """(vae, text_encoder) from an SD1.5 single file or diffusers folder (+ an optional separate VAE)."""
+    from ..models.clip import CLIPTextModel, convert_text_encoder_keys
+    from ..models.vae import AutoencoderKL, convert_ldm_vae_keys
+
+    sd15 = Path(sd15)
+    meta = None if sd15.is_dir() else read_config_metadata(sd15)
+    if sd15.is_dir():
+        vae_sd = load_state_dict(sd15 / "vae")
+        text_sd = convert_text_encoder_keys(load_state_dict(sd15 / "text_encoder"))
+    else:
+        parts = K.split_ldm_checkpoint(load_state_dict(sd15), parts=("vae", "clip_text"))
+        vae_sd, text_sd = parts["vae"], parts["clip_text"]
+        if not vae_sd or not text_sd:
+            raise CheckpointError(f"{sd15}: not a full SD1.5 checkpoint (it has no "
+                                  f"{'VAE' if not vae_sd else 'text encoder'} weights)")
+    vae_meta = (meta or {}).get("vae")
+    if vae_file is not None:
+        vae_sd = convert_ldm_vae_keys(load_state_dict(vae_file))
+        vae_meta = read_config_metadata(vae_file)
+    vae = _load_module(AutoencoderKL(_vae_config(vae_sd, vae_meta)), vae_sd, f"VAE of {vae_file or sd15}", device, dtype)
+    text = _load_module(CLIPTextModel(_text_config(text_sd, (meta or {}).get("clip_text"))), text_sd,
+                        f"text encoder of {sd15}", device, dtype)
+    return vae, text
+
+
+def load_clip_vision(path: Path, device="cpu", dtype=torch.float32):
+    from ..models.clip import CLIPVisionModelWithProjection, convert_vision_encoder_keys
+
+    sd = convert_vision_encoder_keys(load_state_dict(path))
+    if "vision_model.embeddings.class_embedding" not in sd:
+        raise CheckpointError(f"{path}: not a CLIP vision encoder (kind: {K.describe(K.identify(sd))})")
+    return _load_module(CLIPVisionModelWithProjection(_vision_config(sd, read_config_metadata(path))), sd,
+                        str(path), device, dtype)
+
+
+@dataclass
+class XDynaBundle:
+    unet: torch.nn.Module
+    pose_controlnet: torch.nn.Module
+    face_controlnet: Optional[torch.nn.Module]
+    resampler: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    clip_vision: torch.nn.Module
+    tokenizer_dir: Optional[Path]
+    files: ModelFiles
+
+
+def load_bundle(files: ModelFiles, device="cpu", dtype=torch.float32, log=None) -> XDynaBundle:
+    say = log or (lambda s: None)
+    say(f"UNet: {files.unet}")
+    unet, report = load_xdyna_unet(files.unet, sd15_unet=files.sd15, ip_adapter=files.ip_adapter,
+                                   device=device, dtype=dtype)
+    unet.eval()
+    say(f"pose ControlNet: {files.pose_controlnet}")
+    pose, _ = load_controlnet(files.pose_controlnet, kind="pose", device=device, dtype=dtype)
+    face = None
+    if files.face_controlnet is not None:
+        say(f"S-Face ControlNet: {files.face_controlnet}")
+        face, _ = load_controlnet(files.face_controlnet, kind="face", device=device, dtype=dtype)
+        face.eval()
+    resampler, _ = load_resampler(files.ip_adapter, device=device, dtype=dtype)
+    say(f"SD1.5 VAE + text encoder: {files.vae or files.sd15}")
+    vae, text = load_sd15_parts(files.sd15, files.vae, device, dtype)
+    say(f"CLIP vision: {files.clip_vision}")
+    clip_vision = load_clip_vision(files.clip_vision, device, dtype)
+    return XDynaBundle(unet, pose.eval(), face, resampler.eval(), vae, text, clip_vision, files.tokenizer_dir, files)
