@@ -6,12 +6,20 @@ only its own nodes.
 """
 import importlib
 import logging
+import os
+import sys
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
 WEB_DIRECTORY = "./web"
 
 _log = logging.getLogger("ComfyUI-XDyna")
+
+# The nodes import the pure-PyTorch core as the top-level package `xdyna_core` (it is also used
+# standalone), so the extension folder must be importable.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.append(_HERE)
 
 # Node modules are added here as they are written; each exports its own mappings.
 _NODE_MODULES = ()

@@ -1,0 +1,203 @@
+"""The only module that touches ComfyUI (`comfy.*`, `folder_paths`).
+
+Everything here is imported lazily so node modules stay importable (and testable with a small
+fake) outside a ComfyUI process. Device/dtype policy, model folders, ModelPatcher wrapping,
+progress bars, previews and interrupts live here and nowhere else.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterable, List, Optional, Sequence
+
+import torch
+
+log = logging.getLogger("ComfyUI-XDyna")
+
+XDYNA_FOLDER = "xdyna"
+# Shared folders the X-Dyna files sit in next to other packs' files.
+SHARED_FOLDERS = ("ipadapter", "clip_vision", "insightface", "checkpoints")
+
+
+def _fp():
+    import folder_paths
+
+    return folder_paths
+
+
+def _mm():
+    import comfy.model_management as mm
+
+    return mm
+
+
+# ------------------------------------------------------------------------------ model folders
+
+def register_model_folders() -> None:
+    """Register `models/xdyna` and the shared folders, keeping paths that extra_model_paths.yaml
+    added before custom nodes were imported. `xdyna` and `insightface` also list .onnx detectors."""
+    fp = _fp()
+    for name in (XDYNA_FOLDER,) + SHARED_FOLDERS:
+        default = os.path.join(fp.models_dir, name)
+        paths, exts = fp.folder_names_and_paths.get(name, ([], set(fp.supported_pt_extensions)))
+        exts = set(exts) or set(fp.supported_pt_extensions)
+        if name in (XDYNA_FOLDER, "insightface"):
+            exts |= {".onnx"}
+        fp.folder_names_and_paths[name] = ([default] + [p for p in paths if p != default], exts)
+
+
+def list_files(folder: str, exclude: Sequence[str] = ()) -> List[str]:
+    try:
+        names = _fp().get_filename_list(folder)
+    except Exception:  # an unknown folder lists nothing rather than breaking /object_info
+        return []
+    return [n for n in names if not any(x in n.replace("\\", "/") for x in exclude)]
+
+
+def full_path(folder: str, name: str) -> str:
+    path = _fp().get_full_path(folder, name)
+    if path is None:
+        searched = ", ".join(_fp().get_folder_paths(folder)) or f"models/{folder}"
+        raise FileNotFoundError(f"'{name}' not found in the '{folder}' model folder(s): {searched}")
+    return path
+
+
+def folder_paths_of(folder: str) -> List[str]:
+    try:
+        return list(_fp().get_folder_paths(folder))
+    except Exception:
+        return []
+
+
+def detector_dirs() -> List[str]:
+    """Where pose/face detector files are looked up: models/xdyna/detectors, the insightface
+    folder, and comfyui_controlnet_aux's checkpoint folder when that pack is installed."""
+    dirs = [os.path.join(p, "detectors") for p in folder_paths_of(XDYNA_FOLDER)]
+    dirs += folder_paths_of("insightface")
+    try:
+        base = os.path.dirname(_fp().models_dir)
+        for pack in ("comfyui_controlnet_aux", "comfyui-controlnet-aux"):
+            ck = os.path.join(base, "custom_nodes", pack, "ckpts")
+            if os.path.isdir(ck):
+                dirs.append(ck)
+    except Exception:
+        pass
+    env = os.environ.get("AUX_ANNOTATOR_CKPTS_PATH")
+    if env:
+        dirs.append(env)
+    return dirs
+
+
+# ------------------------------------------------------------------------------ devices / dtypes
+
+def torch_device() -> torch.device:
+    return _mm().get_torch_device()
+
+
+def offload_device() -> torch.device:
+    return _mm().unet_offload_device()
+
+
+def intermediate_device() -> torch.device:
+    return _mm().intermediate_device()
+
+
+PRECISIONS = ["auto", "fp16", "bf16", "fp32"]
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def pick_dtypes(precision: str, params: int):
+    """(storage dtype, compute dtype or None) following ComfyUI's policy unless the user chose."""
+    mm = _mm()
+    device = mm.get_torch_device()
+    if precision in _DTYPES:
+        dtype = _DTYPES[precision]
+        if device.type == "cpu" and dtype != torch.float32:
+            log.warning("X-Dyna: %s on CPU is slow; fp32 is the CPU default", precision)
+        return dtype, None
+    dtype = mm.unet_dtype(device=device, model_params=params,
+                          supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+    return dtype, mm.unet_manual_cast(dtype, device, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+
+
+def operations(manual_cast: Optional[torch.dtype]):
+    """comfy.ops layers: weights are not initialised (they come from the file) and low-VRAM
+    partial loading can stream them; manual_cast when storage and compute dtypes differ."""
+    import comfy.ops
+
+    return comfy.ops.manual_cast if manual_cast is not None else comfy.ops.disable_weight_init
+
+
+def wrap(module: torch.nn.Module):
+    import comfy.model_patcher
+
+    mm = _mm()
+    return comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+
+
+def load_on_device(patchers: Iterable, memory_required: int = 0) -> None:
+    _mm().load_models_gpu([p for p in patchers if p is not None], memory_required=memory_required)
+
+
+def free_models(patchers: Iterable) -> None:
+    """Evict our models (after an interrupt, or when the user asks not to keep them loaded)."""
+    mm = _mm()
+    try:
+        mm.free_memory(1e30, mm.get_torch_device(), keep_loaded=[])
+    except Exception as e:  # never mask the original error
+        log.warning("X-Dyna: freeing models failed: %s", e)
+    mm.soft_empty_cache()
+
+
+def attention_backend():
+    """ComfyUI's selected attention kernel (sage/xformers/pytorch/split...) in our signature."""
+    try:
+        from comfy.ldm.modules import attention as ca
+
+        fn = ca.optimized_attention
+    except Exception:
+        return None
+
+    def backend(q, k, v, heads):
+        return fn(q, k, v, heads)
+    return backend
+
+
+# ------------------------------------------------------------------------------ progress / cancel
+
+def interrupted() -> bool:
+    return bool(_mm().processing_interrupted())
+
+
+def raise_if_interrupted() -> None:
+    _mm().throw_exception_if_processing_interrupted()
+
+
+class Progress:
+    """ComfyUI progress bar (websocket `progress` events) with optional latent previews."""
+
+    def __init__(self, total: int, preview_device=None):
+        import comfy.utils
+
+        self.total = max(1, int(total))
+        self.bar = comfy.utils.ProgressBar(self.total)
+        self.count = 0
+        self.previewer = None
+        try:
+            import comfy.latent_formats
+            import latent_preview
+
+            self.previewer = latent_preview.get_previewer(preview_device or torch_device(), comfy.latent_formats.SD15())
+        except Exception:
+            self.previewer = None
+
+    def update(self, n: int = 1, x0: Optional[torch.Tensor] = None):
+        self.count = min(self.total, self.count + n)
+        preview = None
+        if x0 is not None and self.previewer is not None:
+            try:
+                preview = self.previewer.decode_latent_to_preview_image("JPEG", x0)
+            except Exception:
+                preview = None
+        self.bar.update_absolute(self.count, self.total, preview)
