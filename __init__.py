@@ -22,7 +22,7 @@ if _HERE not in sys.path:
     sys.path.append(_HERE)
 
 # Node modules are added here as they are written; each exports its own mappings.
-_NODE_MODULES = ()
+_NODE_MODULES = ("loaders", "reference", "pose", "expression", "sampler")
 
 for _name in _NODE_MODULES:
     try:

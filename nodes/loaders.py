@@ -1,0 +1,140 @@
+"""Loader nodes: build X-Dyna networks from `models/xdyna` / `models/ipadapter` files, wrapped in
+ModelPatchers on the offload device. No compute happens here; the sampler loads them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from . import comfy_bridge as bridge
+
+NONE = "none"
+CATEGORY = "X-Dyna/loaders"
+
+
+@dataclass
+class XDynaModel:
+    """XDYNA_MODEL: the UNet3D (Dynamics-Adapter, motion modules, IP attention) in a ModelPatcher."""
+    patcher: object
+    compute_dtype: torch.dtype
+    report: str
+
+
+@dataclass
+class XDynaControlNets:
+    """XDYNA_CONTROLNETS: pose ControlNet patcher and optional S-Face ControlNet patcher."""
+    pose: object
+    face: Optional[object]
+    compute_dtype: torch.dtype
+
+
+@dataclass
+class XDynaImageProj:
+    """XDYNA_IMAGE_PROJ: the IP-Adapter-plus Resampler (image_proj)."""
+    patcher: object
+
+
+def _xdyna_files():
+    return bridge.list_files(bridge.XDYNA_FOLDER, exclude=("detectors/",))
+
+
+def _build(precision: str, params: int):
+    storage, manual = bridge.pick_dtypes(precision, params)
+    return dict(operations=bridge.operations(manual), device=bridge.offload_device(), dtype=storage), manual or storage
+
+
+class XDynaModelLoader:
+    DESCRIPTION = ("Loads the X-Dyna UNet (unet-checkpoint-epoch-5.ckpt or its .safetensors conversion) from "
+                   "models/xdyna. If the file lacks the SD1.5 base weights, pick an SD1.5 checkpoint; if it "
+                   "lacks the IP-Adapter projections, pick the IP-Adapter-plus file.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("XDYNA_MODEL",)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "unet_name": (_xdyna_files(), {"tooltip": "X-Dyna UNet file in models/xdyna"}),
+            "precision": (bridge.PRECISIONS, {"default": "auto", "tooltip": "auto follows ComfyUI's policy (fp16 on most GPUs, fp32 on CPU)"}),
+        }, "optional": {
+            "sd15_checkpoint": ([NONE] + bridge.list_files("checkpoints"), {"default": NONE, "tooltip": "SD1.5 checkpoint for the base weights, when the X-Dyna file does not carry them"}),
+            "ipadapter_name": ([NONE] + bridge.list_files("ipadapter"), {"default": NONE, "tooltip": "ip-adapter-plus_sd15 file, when the X-Dyna file lacks to_k_ip/to_v_ip"}),
+        }}
+
+    def load(self, unet_name, precision, sd15_checkpoint=NONE, ipadapter_name=NONE):
+        from xdyna_core.loading.checkpoints import load_xdyna_unet
+
+        kw, compute = _build(precision, 1_320_000_000)
+        sd15 = None if sd15_checkpoint == NONE else bridge.full_path("checkpoints", sd15_checkpoint)
+        ip = None if ipadapter_name == NONE else bridge.full_path("ipadapter", ipadapter_name)
+        unet, report = load_xdyna_unet(bridge.full_path(bridge.XDYNA_FOLDER, unet_name), sd15_unet=sd15,
+                                       ip_adapter=ip, **kw)
+        unet.compute_dtype = compute
+        unet.eval()
+        return (XDynaModel(bridge.wrap(unet), compute, report.summary()),)
+
+
+class XDynaControlNetLoader:
+    DESCRIPTION = "Loads X-Dyna's pose ControlNet and, optionally, the S-Face (expression) ControlNet from models/xdyna."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("XDYNA_CONTROLNETS",)
+    RETURN_NAMES = ("controlnets",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = _xdyna_files()
+        return {"required": {
+            "pose_controlnet": (files, {"tooltip": "pose ControlNet (3-channel skeleton input)"}),
+            "face_controlnet": ([NONE] + files, {"default": NONE, "tooltip": "S-Face ControlNet (6-channel); none = body motion only"}),
+            "precision": (bridge.PRECISIONS, {"default": "auto"}),
+        }}
+
+    def load(self, pose_controlnet, face_controlnet, precision):
+        from xdyna_core.loading.checkpoints import load_controlnet
+
+        kw, compute = _build(precision, 361_000_000)
+        pose, _ = load_controlnet(bridge.full_path(bridge.XDYNA_FOLDER, pose_controlnet), kind="pose", **kw)
+        pose.compute_dtype = compute
+        face = None
+        if face_controlnet != NONE:
+            face, _ = load_controlnet(bridge.full_path(bridge.XDYNA_FOLDER, face_controlnet), kind="face", **kw)
+            face.compute_dtype = compute
+            face = bridge.wrap(face.eval())
+        return (XDynaControlNets(bridge.wrap(pose.eval()), face, compute),)
+
+
+class XDynaIPAdapterLoader:
+    DESCRIPTION = "Loads the IP-Adapter-plus image projection (Resampler) from models/ipadapter (ip-adapter-plus_sd15)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("XDYNA_IMAGE_PROJ",)
+    RETURN_NAMES = ("image_proj",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "ipadapter_name": (bridge.list_files("ipadapter"), {"tooltip": "ip-adapter-plus_sd15.safetensors or .bin"}),
+        }}
+
+    def load(self, ipadapter_name):
+        from xdyna_core.loading.checkpoints import load_resampler
+
+        # Small (30 M parameters): fp32 storage keeps the image tokens exact.
+        model, _ = load_resampler(bridge.full_path("ipadapter", ipadapter_name), device=bridge.offload_device(),
+                                  dtype=torch.float32)
+        return (XDynaImageProj(bridge.wrap(model.eval())),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "XDynaModelLoader": XDynaModelLoader,
+    "XDynaControlNetLoader": XDynaControlNetLoader,
+    "XDynaIPAdapterLoader": XDynaIPAdapterLoader,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "XDynaModelLoader": "X-Dyna UNet Loader",
+    "XDynaControlNetLoader": "X-Dyna ControlNet Loader (pose / S-Face)",
+    "XDynaIPAdapterLoader": "X-Dyna IP-Adapter Loader",
+}

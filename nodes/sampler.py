@@ -1,0 +1,118 @@
+"""XDynaSampler: the temporal X-Dyna denoising loop on native CONDITIONING, returning a LATENT."""
+from __future__ import annotations
+
+import torch
+
+from . import comfy_bridge as bridge
+from .reference import SD_SCALE
+
+CONTROL_MAX = 4.0
+
+
+def _text(cond, name: str) -> torch.Tensor:
+    try:
+        t = cond[0][0]
+    except (TypeError, IndexError, KeyError):
+        raise ValueError(f"{name}: expected CONDITIONING from CLIPTextEncode") from None
+    if not isinstance(t, torch.Tensor) or t.ndim != 3 or t.shape[1] % 77:
+        raise ValueError(f"{name}: expected SD1.5 text embeddings (1, 77·k, 768), got {getattr(t, 'shape', None)}")
+    return t[:1]
+
+
+def _chw_uint8(image: torch.Tensor) -> torch.Tensor:
+    return (image[..., :3].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 3, 1, 2).contiguous()
+
+
+def check_inputs(reference: dict, pose: torch.Tensor, face, use_face: bool, context_length: int, context_overlap: int):
+    h, w = reference["height"], reference["width"]
+    if pose.ndim != 4 or pose.shape[0] < 1:
+        raise ValueError(f"pose: expected an IMAGE batch of skeleton frames, got shape {tuple(pose.shape)}")
+    if tuple(pose.shape[1:3]) != (h, w):
+        raise ValueError(f"pose frames are {pose.shape[2]}x{pose.shape[1]} but the reference was encoded at "
+                         f"{w}x{h}: extract the pose at the same width/height")
+    if use_face:
+        for part in ("local", "global"):
+            f = face[part]
+            if f.shape[0] != pose.shape[0]:
+                raise ValueError(f"face {part} has {f.shape[0]} frames but pose has {pose.shape[0]}: "
+                                 f"extract both from the same driving frames")
+            if tuple(f.shape[1:3]) != (h, w):
+                raise ValueError(f"face {part} frames are {f.shape[2]}x{f.shape[1]}, expected {w}x{h}")
+    if not 2 <= context_length <= 24 or not 0 <= context_overlap < context_length:
+        raise ValueError(f"context_length must be 2..24 (motion module limit) and overlap below it; "
+                         f"got {context_length}/{context_overlap}")
+
+
+class XDynaSampler:
+    DESCRIPTION = ("X-Dyna's DDIM loop: frame 0 is the clean reference latent, the pose (+ S-Face) ControlNets "
+                   "drive frames 1..N, long videos run in 16-frame windows that wrap around. Returns the video "
+                   "latents (frames on the batch axis) for the native VAE Decode. Without a face input, or when "
+                   "no face was found in the driving video, the S-Face ControlNet is skipped.")
+    CATEGORY = "X-Dyna"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("XDYNA_MODEL",),
+            "controlnets": ("XDYNA_CONTROLNETS",),
+            "reference": ("XDYNA_REFERENCE",),
+            "positive": ("CONDITIONING", {"tooltip": "CLIPTextEncode of the prompt (X-Dyna uses an empty prompt)"}),
+            "negative": ("CONDITIONING", {"tooltip": "CLIPTextEncode of the negative prompt (empty in X-Dyna)"}),
+            "pose": ("IMAGE", {"tooltip": "rendered skeleton frames at the reference's width/height"}),
+            "seed": ("INT", {"default": 42, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+            "steps": ("INT", {"default": 25, "min": 1, "max": 200}),
+            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "<= 1 runs without classifier-free guidance"}),
+            "pose_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": CONTROL_MAX, "step": 0.05}),
+            "face_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": CONTROL_MAX, "step": 0.05}),
+            "context_length": ("INT", {"default": 16, "min": 2, "max": 24}),
+            "context_overlap": ("INT", {"default": 4, "min": 0, "max": 23}),
+        }, "optional": {
+            "face": ("XDYNA_FACE", {"tooltip": "S-Face patches from X-Dyna Extract Expression"}),
+        }}
+
+    def sample(self, model, controlnets, reference, positive, negative, pose, seed, steps, cfg, pose_strength,
+               face_strength, context_length, context_overlap, face=None):
+        from xdyna_core.models.attention import use_attention_backend
+        from xdyna_core.sampling.context_windows import context_windows
+        from xdyna_core.sampling.pipeline import SamplerHooks, SamplingCancelled, sample_video
+
+        use_face = (face is not None and controlnets.face is not None and any(face.get("has_face", [True]))
+                    and face_strength != 0.0)
+        check_inputs(reference, pose, face, use_face, context_length, context_overlap)
+        n = pose.shape[0]
+        patchers = [model.patcher, controlnets.pose, controlnets.face if use_face else None]
+        bridge.load_on_device(patchers)
+        device = bridge.torch_device()
+        dtype = model.compute_dtype
+        face_cond = None
+        if use_face:
+            face_cond = torch.cat([_chw_uint8(face["local"]), _chw_uint8(face["global"])], dim=1)
+
+        windows = len(context_windows(n, context_length, context_overlap, 0))
+        progress = bridge.Progress(steps * windows)
+        hooks = SamplerHooks(progress=lambda *a: progress.update(1),
+                             preview=lambda s, ns, x0, lat: progress.update(0, x0[:, :, 0]),
+                             should_cancel=bridge.interrupted)
+        try:
+            with use_attention_backend(bridge.attention_backend()), torch.no_grad():
+                latents = sample_video(
+                    model.patcher.model, reference["latent"].to(device), _text(positive, "positive").to(device),
+                    _text(negative, "negative").to(device), reference["image_tokens_cond"].to(device),
+                    reference["image_tokens_uncond"].to(device), pose_controlnet=controlnets.pose.model,
+                    face_controlnet=controlnets.face.model if use_face else None, pose_cond=_chw_uint8(pose),
+                    face_cond=face_cond, steps=steps, guidance_scale=cfg, seed=seed,
+                    context_frames=context_length, context_overlap=context_overlap, pose_strength=pose_strength,
+                    face_strength=face_strength if use_face else 0.0, device=device, dtype=dtype, hooks=hooks)
+        except SamplingCancelled:
+            bridge.free_models(patchers)
+            bridge.raise_if_interrupted()
+            raise
+        samples = latents[0].permute(1, 0, 2, 3).float() / SD_SCALE
+        return ({"samples": samples.to(bridge.intermediate_device())},)
+
+
+NODE_CLASS_MAPPINGS = {"XDynaSampler": XDynaSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"XDynaSampler": "X-Dyna Sampler"}
