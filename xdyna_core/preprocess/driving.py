@@ -372,8 +372,8 @@ def fit_keypoints(frames: Sequence[PoseFrame], size: Tuple[int, int], fit: str =
 
 
 def align_keypoints(frames: Sequence[PoseFrame], ref_pose: PoseFrame, align_frame: Optional[int] = None):
-    """(aligned frames on the reference canvas, description). Frames whose canvas differs from
-    the fitted frame's are stretched onto it first."""
+    """(aligned frames on the reference canvas, Alignment, description). Frames whose canvas
+    differs from the fitted frame's are stretched onto it first."""
     require_person(frames, "pose_keypoint")
     n = len(frames)
     k = None if align_frame is None or align_frame < 0 else int(align_frame)
@@ -382,7 +382,7 @@ def align_keypoints(frames: Sequence[PoseFrame], ref_pose: PoseFrame, align_fram
     base = frames[0] if k is None else frames[k]
     frames = unify_canvas(frames, (base.width, base.height))
     geom, desc = alignment_geometry(ref_pose, frames, k)
-    return [geom.pose(f) for f in frames], desc
+    return [geom.pose(f) for f in frames], geom.alignment, desc
 
 
 # --------------------------------------------------------------------------- S-Face
@@ -502,12 +502,10 @@ def face_patch_batches(frames: Sequence[np.ndarray], landmarks: Sequence[Optiona
     if n == 0:
         raise ValueError("no frames given")
     use = carry_landmarks(landmarks) if carry_missing else list(landmarks)
-    first = frames[0]
-    W, H = first.shape[1], first.shape[0]
+    H, W = frames[0].shape[:2]
     local, glob = ImageBatchWriter(n, W, H), ImageBatchWriter(n, W, H)
     for i in range(n):
-        f = first if i == 0 else frames[i]
-        loc, glo, _ = face_patches(f, use[i], clamp_windows=carry_missing)
+        loc, glo, _ = face_patches(frames[i], use[i], clamp_windows=carry_missing)
         local[i], glob[i] = loc, glo
         _tick(on_frame, i)
     return FaceBatches(local.tensor, glob.tensor, [lm is not None for lm in landmarks])

@@ -107,6 +107,24 @@ def _warn_if_training(name: str, model) -> None:
                       "The sampler never changes a model's mode.", UserWarning, stacklevel=4)
 
 
+class _ControlCache:
+    """Per-step store of summed ControlNet residuals for frames that later windows use again.
+    An entry is dropped after the frame's last use, so it holds at most about two overlaps."""
+
+    def __init__(self, uses: dict):
+        self.remaining = dict(uses)
+        self.store = {}
+
+    def update(self, fresh: dict, used: Sequence[int]):
+        for i in used:
+            self.remaining[i] = self.remaining.get(i, 1) - 1
+        for i, res in fresh.items():
+            if self.remaining.get(i, 0) > 0:
+                self.store[i] = res
+        for i in [i for i in self.store if self.remaining.get(i, 0) <= 0]:
+            del self.store[i]
+
+
 class XDynaSampler:
     """Runs the official X-Dyna denoising loop with the given networks (see module docstring)."""
 
@@ -191,44 +209,62 @@ class XDynaSampler:
                             do_cfg=do_cfg, guidance_scale=gs, controls=controls, dtype=dtype, device=device)
 
     # ------------------------------------------------------------------ one step
-    def _control_residuals(self, cond: Conditioning, frames: torch.Tensor, windows, t: int):
+    def _control_residuals(self, cond: Conditioning, frames: torch.Tensor, windows, t: int, cache=None):
         """Summed ControlNet residuals for a batch of windows, laid out like the UNet batch.
 
         ``frames``: (k, 4, F, h, w) noisy window latents (model dtype). Returns (down list, mid), each
         (B*k, C, 1+F, ., .) with a zero frame 0, or (None, None) without controls.
+
+        ``cache`` (a :class:`_ControlCache` for the current step) holds the summed residuals of
+        frames that a later window of the same step uses again: a ControlNet sees one frame at a
+        time and the latents only change between steps, so each frame is computed once per step.
         """
         if not cond.controls:
             return None, None
         k, c, f, h, w = frames.shape
-        flat = frames.permute(0, 2, 1, 3, 4).reshape(k * f, c, h, w)
-        halves = cond.control_text.shape[0]          # 1 (shared/no CFG) or 2 (uncond, cond)
-        sample = flat.repeat(halves, 1, 1, 1)
-        text = cond.control_text.repeat_interleave(k * f, dim=0)
         flat_idx = [i for win in windows for i in win]
-        total = None                                 # 12 down residuals + mid, summed over controls
-        for net, clip, strength in cond.controls:
-            image = clip.window(flat_idx, device=cond.device, dtype=cond.dtype)
-            if halves == 2 and hasattr(net, "embed_condition"):
-                # both halves see the same images: embed them once (the embedding ignores t and text)
-                emb = net.embed_condition(image)
-                down, mid = net(sample, t, text, cond_embedding=torch.cat([emb, emb]))
-            else:
-                down, mid = net(sample, t, text, controlnet_cond=image.repeat(halves, 1, 1, 1))
-            res = list(down) + [mid]
-            if strength != 1.0:
-                res = [r * strength for r in res]
-            total = res if total is None else [a + b for a, b in zip(total, res)]
-        # (halves*k*F, C, ., .) -> (halves*k, C, 1+F, ., .) with a zero reference frame prepended
+        flat = frames.permute(0, 2, 1, 3, 4).reshape(k * f, c, h, w)
+        cache = cache if cache is not None else _ControlCache({})
+        first_pos = {}
+        for pos, i in enumerate(flat_idx):
+            if i not in cache.store and i not in first_pos:
+                first_pos[i] = pos
+        todo = list(first_pos)
+        halves = cond.control_text.shape[0]          # 1 (shared/no CFG) or 2 (uncond, cond)
+        fresh = {}
+        if todo:
+            sample = flat[[first_pos[i] for i in todo]].repeat(halves, 1, 1, 1)
+            m = len(todo)
+            text = cond.control_text.repeat_interleave(m, dim=0)
+            total = None                             # 12 down residuals + mid, summed over controls
+            for net, clip, strength in cond.controls:
+                image = clip.window(todo, device=cond.device, dtype=cond.dtype)
+                if halves == 2 and hasattr(net, "embed_condition"):
+                    # both halves see the same images: embed them once (the embedding ignores t and text)
+                    emb = net.embed_condition(image)
+                    down, mid = net(sample, t, text, cond_embedding=torch.cat([emb, emb]))
+                else:
+                    down, mid = net(sample, t, text, controlnet_cond=image.repeat(halves, 1, 1, 1))
+                res = list(down) + [mid]
+                if strength != 1.0:
+                    res = [r * strength for r in res]
+                total = res if total is None else [a + b for a, b in zip(total, res)]
+            # per frame: list of 13 tensors (halves, C, ., .)
+            for j, i in enumerate(todo):
+                fresh[i] = [r.view(halves, m, *r.shape[1:])[:, j] for r in total]
+        per_frame = [fresh[i] if i in fresh else cache.store[i] for i in flat_idx]
+        cache.update(fresh, flat_idx)
         out = []
-        for r in total:
-            r = r.reshape(halves * k, f, *r.shape[1:]).permute(0, 2, 1, 3, 4)
+        for level in range(len(per_frame[0])):
+            r = torch.stack([pf[level] for pf in per_frame], dim=1)       # (halves, k*F, C, ., .)
+            r = r.reshape(halves * k, f, *r.shape[2:]).permute(0, 2, 1, 3, 4)
             r = torch.cat([torch.zeros_like(r[:, :, :1]), r], dim=2)
             if cond.do_cfg and halves == 1:
                 r = torch.cat([r, r])                    # the same residuals for uncond and cond
             out.append(r)
         return out[:-1], out[-1]
 
-    def _window_eps(self, cond: Conditioning, latents: torch.Tensor, windows, t: int) -> torch.Tensor:
+    def _window_eps(self, cond: Conditioning, latents: torch.Tensor, windows, t: int, cache=None) -> torch.Tensor:
         """UNet eps for a batch of equally long windows: (B, k, 4, F, h, w) float32."""
         k, f = len(windows), len(windows[0])
         idx = torch.tensor([i for win in windows for i in win], device=latents.device)
@@ -237,7 +273,7 @@ class XDynaSampler:
         ref = cond.ref_latent.to(cond.dtype).expand(k, -1, -1, -1, -1)
         sample = torch.cat([ref, frames], dim=2).repeat(cond.batch, 1, 1, 1, 1)    # (B*k, 4, 1+F, h, w)
         context = cond.unet_context.repeat_interleave(k, dim=0)
-        down, mid = self._control_residuals(cond, frames, windows, t)
+        down, mid = self._control_residuals(cond, frames, windows, t, cache)
         eps = self.unet(sample, t, context, down_block_additional_residuals=down,
                         mid_block_additional_residual=mid)
         if tuple(eps.shape) != tuple(sample.shape):
@@ -259,12 +295,17 @@ class XDynaSampler:
                f"got {tuple(latents.shape)}")
         acc = torch.zeros((cond.batch,) + tuple(latents.shape[1:]), device=latents.device, dtype=torch.float32)
         count = torch.zeros(n, device=latents.device, dtype=torch.float32)
+        uses = {}
+        for win in windows:
+            for i in win:
+                uses[i] = uses.get(i, 0) + 1
+        cache = _ControlCache(uses)
         for start in range(0, len(windows), window_batch_size):
             if hooks.should_cancel is not None and hooks.should_cancel():
                 raise SamplingCancelled(
                     f"sampling cancelled at step {step + 1}/{num_steps}, window {start + 1}/{len(windows)}")
             batch = windows[start:start + window_batch_size]
-            eps = self._window_eps(cond, latents, batch, t)
+            eps = self._window_eps(cond, latents, batch, t, cache)
             for j, win in enumerate(batch):
                 # indices inside one window are distinct, so this is a plain (deterministic) add
                 idx = torch.tensor(win, device=latents.device)
