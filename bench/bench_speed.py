@@ -1,0 +1,179 @@
+"""Speed and memory of the X-Dyna sampler (issue: speed and memory on GPU).
+
+Builds full-size networks with random weights (scaled so activations stay finite), runs the full
+sampler (25 DDIM steps, CFG, pose ControlNet, context windows) and prints, per run: wall time per
+phase (encoding, sampling, decoding; preprocessing excluded), peak GPU memory, network calls per
+step, and MFU against a FLOP count taken with torch's FLOP counter on one window.
+
+    python bench/bench_speed.py --frames 16 48 192 --steps 25 --dtype fp16           # GPU, full size
+    python bench/bench_speed.py --frames 192 --time-steps 3                          # time 3 steps, scale to 25
+    python bench/bench_speed.py --tiny --device cpu --frames 16 48 --steps 2         # CPU smoke run
+    python bench/bench_speed.py --compare-fp32                                       # fp16/bf16 vs fp32 difference
+
+`--peak-tflops` sets the MFU denominator (default 790: dense bf16/fp16 measured on an H100 SXM).
+The official-code comparison of the issue needs the official repository next to this one; without
+it the script reports our own fp32 path as the reference instead.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from xdyna_core.models import (ControlNetConfig, ControlNetModel, UNet3DConditionModel,  # noqa: E402
+                               UNet3DConfig)
+from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig  # noqa: E402
+from xdyna_core.sampling.context_windows import context_windows  # noqa: E402
+from xdyna_core.sampling.pipeline import SamplerHooks, decode_latents, sample_video  # noqa: E402
+
+
+def random_init_(model: torch.nn.Module, seed: int = 0):
+    """N(0, 1/fan_in) weights, unit norm gains, small biases: finite activations at any depth."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g).mul_(fan_in ** -0.5).to(p.dtype))
+            elif name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.copy_((torch.randn(p.shape, generator=g) * 0.02).to(p.dtype))
+    return model
+
+
+def build(tiny: bool, device, dtype):
+    if tiny:
+        ucfg = UNet3DConfig(block_out_channels=(32, 32, 64, 64), num_attention_heads=2, cross_attention_dim=32)
+        ccfg = ControlNetConfig(block_out_channels=(32, 32, 64, 64), num_attention_heads=2, cross_attention_dim=32,
+                                conditioning_embedding_out_channels=(8, 16, 16, 32))
+        vcfg = AutoencoderKLConfig(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4)
+        dim = 32
+    else:
+        ucfg, ccfg, vcfg, dim = UNet3DConfig(), ControlNetConfig(), AutoencoderKLConfig(), 768
+    nets = []
+    for cls, cfg, seed in ((UNet3DConditionModel, ucfg, 0), (ControlNetModel, ccfg, 1), (AutoencoderKL, vcfg, 2)):
+        m = cls(cfg)  # built in fp32 on CPU, then moved: random init is seeded and device independent
+        nets.append(random_init_(m, seed).to(device=device, dtype=dtype).eval())
+    return nets, dim
+
+
+def count_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(args, frames: int, nets, dim, device, dtype):
+    unet, cn, vae = nets
+    W, H = args.size
+    h, w = H // 8, W // 8
+    g = torch.Generator().manual_seed(0)
+    text = torch.randn(1, 77, dim, generator=g).to(device, dtype)
+    tok_c = torch.randn(1, 16, dim, generator=g).to(device, dtype)
+    tok_u = torch.randn(1, 16, dim, generator=g).to(device, dtype)
+    pose = (torch.rand(frames, 3, H, W, generator=g) * 255).to(torch.uint8)
+    calls = {"unet": 0, "controlnet": 0, "controlnet_frames": 0}
+
+    def counted(net, key):
+        def call(sample, *a, **k):
+            calls[key] += 1
+            if key == "controlnet":
+                calls["controlnet_frames"] += sample.shape[0]
+            return net(sample, *a, **k)
+        return call
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    timed_steps = args.time_steps or args.steps
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        ref_img = torch.rand(1, 3, H, W, generator=g).to(device, dtype) * 2 - 1
+        mean, logvar = vae.encode(ref_img)
+        ref = (mean * 0.18215)[:, :, None]
+    sync(device)
+    t_enc = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    latents = sample_video(counted(unet, "unet"), ref, text, text, tok_c, tok_u, pose_controlnet=counted(cn, "controlnet"),
+                           pose_cond=pose, steps=args.steps, strength=timed_steps / args.steps, guidance_scale=7.5,
+                           seed=0, device=device, dtype=dtype, window_batch_size=args.window_batch)
+    sync(device)
+    t_sample = (time.perf_counter() - t0) * args.steps / timed_steps
+
+    t0 = time.perf_counter()
+    video = decode_latents(vae.decode, latents, chunk=args.decode_chunk, dtype=dtype)
+    sync(device)
+    t_dec = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+
+    # FLOPs of one step, counted on the actual calls of one window, times the windows per step.
+    windows = context_windows(frames, 16, 4, 0)
+    wlen = len(windows[0])
+    sample = torch.randn(2, 4, 1 + wlen, h, w, generator=g).to(device, dtype)
+    ctx = torch.cat([text, tok_c], 1).expand(2, -1, -1)
+    with torch.no_grad():
+        down, mid = cn(sample[0, :, 1:].transpose(0, 1), 500, text.expand(wlen, -1, -1),
+                       controlnet_cond=torch.rand(wlen, 3, H, W).to(device, dtype))
+        res = [torch.cat([torch.zeros_like(r[:1]), r]).transpose(0, 1)[None].expand(2, -1, -1, -1, -1) for r in down]
+        mres = torch.cat([torch.zeros_like(mid[:1]), mid]).transpose(0, 1)[None].expand(2, -1, -1, -1, -1)
+        f_unet = count_flops(lambda: unet(sample, 500, ctx, res, mres))
+        f_cn = count_flops(lambda: cn(sample[0, :, 1:].transpose(0, 1), 500, text.expand(wlen, -1, -1),
+                                      controlnet_cond=torch.rand(wlen, 3, H, W).to(device, dtype)))
+    per_step = len(windows) * f_unet + f_cn * frames / wlen
+    total = per_step * args.steps
+    mfu = total / t_sample / (args.peak_tflops * 1e12)
+    ok = bool(torch.isfinite(video).all())
+    print(f"{frames:4d} frames {W}x{H} {args.steps} steps {str(dtype)[6:]:8s} | encode {t_enc:6.2f}s  "
+          f"sample {t_sample:7.2f}s  decode {t_dec:6.2f}s | peak {peak:6.2f} GiB | per step: "
+          f"{calls['unet'] / timed_steps:.0f} UNet, {calls['controlnet_frames'] / timed_steps:.0f} ControlNet frames | "
+          f"{total / 1e15:.2f} PFLOP, MFU {100 * mfu:.1f}% | finite {ok}")
+    return latents
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, nargs="+", default=[16, 48, 192])
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--time-steps", type=int, default=None, help="time only the last K steps and scale")
+    ap.add_argument("--size", type=lambda s: tuple(int(v) for v in s.split("x")), default=(512, 896))
+    ap.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--tiny", action="store_true", help="tiny widths (CPU smoke runs)")
+    ap.add_argument("--window-batch", type=int, default=1)
+    ap.add_argument("--decode-chunk", type=int, default=8)
+    ap.add_argument("--peak-tflops", type=float, default=790.0)
+    ap.add_argument("--compare-fp32", action="store_true", help="max |fp16/bf16 - fp32| of the final latents")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    nets, dim = build(args.tiny, device, dtype)
+    print(f"device {device}, UNet {sum(p.numel() for p in nets[0].parameters()) / 1e9:.3f} G params")
+    results = {n: run(args, n, nets, dim, device, dtype) for n in args.frames}
+    if args.compare_fp32 and dtype != torch.float32:
+        nets32, _ = build(args.tiny, device, torch.float32)
+        for n, lat in results.items():
+            ref = run(args, n, nets32, dim, device, torch.float32)
+            err = (lat.float() - ref.float()).abs().max().item()
+            print(f"{n} frames: max |{args.dtype} - fp32| = {err:.4g} (max |fp32| {ref.abs().max().item():.3g}, "
+                  f"rel {err / max(ref.abs().max().item(), 1e-12):.3g})")
+
+
+if __name__ == "__main__":
+    main()
