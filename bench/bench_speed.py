@@ -17,7 +17,6 @@ it the script reports our own fp32 path as the reference instead.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from xdyna_core.models import (ControlNetConfig, ControlNetModel, UNet3DConditio
                                UNet3DConfig)
 from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig  # noqa: E402
 from xdyna_core.sampling.context_windows import context_windows  # noqa: E402
-from xdyna_core.sampling.pipeline import SamplerHooks, decode_latents, sample_video  # noqa: E402
+from xdyna_core.sampling.pipeline import decode_latents, sample_video  # noqa: E402
 
 
 def random_init_(model: torch.nn.Module, seed: int = 0):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 import time
 import types
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional

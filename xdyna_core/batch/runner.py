@@ -11,7 +11,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 from .client import ComfyClient, ComfyError
 from .jobs import Job, JobListError, fill_workflow

@@ -10,7 +10,7 @@ all frames. State-dict keys equal the released checkpoint's (spec/checkpoint_key
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch

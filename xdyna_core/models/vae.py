@@ -399,7 +399,6 @@ def decode_video(vae: AutoencoderKL, latents: torch.Tensor, chunk: int = 8, outp
 # LDM -> diffusers key conversion
 
 _LDM_PREFIXES = ("first_stage_model.", "vae.")
-_RESNET_RENAMES = {"nin_shortcut": "conv_shortcut"}
 
 
 def _strip_vae_prefix(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -415,12 +414,6 @@ def is_ldm_vae_layout(sd: Dict[str, torch.Tensor]) -> bool:
     return any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.", "decoder.mid.")) for k in keys)
 
 
-def _count_levels(keys, side: str) -> int:
-    pat = re.compile(rf"^{side}\.(down|up)\.(\d+)\.")
-    idx = [int(m.group(2)) for k in keys for m in [pat.match(k)] if m]
-    return max(idx) + 1 if idx else 0
-
-
 def convert_ldm_vae_keys(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Map an LDM-layout VAE state dict to the diffusers layout used by :class:`AutoencoderKL`.
 
@@ -433,49 +426,10 @@ def convert_ldm_vae_keys(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]
     if not is_ldm_vae_layout(sd):
         return {k: v for k, v in sd.items() if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
 
-    n_up = _count_levels(sd.keys(), "decoder")
-    out: Dict[str, torch.Tensor] = {}
-    for key, value in sd.items():
-        new = _convert_ldm_vae_key(key, n_up)
-        if new is None:
-            continue
-        if ".attentions.0." in new and new.endswith(".weight") and "group_norm" not in new and value.ndim == 4:
-            value = value.reshape(value.shape[0], value.shape[1])
-        out[new] = value
+    from ..loading.keys import convert_ldm_vae_to_diffusers  # the one home of the key maps
+
+    training_only = ("loss.", "model_ema.", "discriminator.")
+    out, unmapped = convert_ldm_vae_to_diffusers({k: v for k, v in sd.items() if not k.startswith(training_only)})
+    if unmapped:
+        raise ValueError(f"convert_ldm_vae_keys: {len(unmapped)} VAE keys have no known mapping, e.g. {unmapped[:3]}")
     return out
-
-
-def _convert_ldm_vae_key(key: str, n_up: int) -> Optional[str]:
-    parts = key.split(".")
-    side = parts[0]
-    if side in ("quant_conv", "post_quant_conv"):
-        return key
-    if side not in ("encoder", "decoder"):
-        return None  # loss.*, model_ema.*, ...
-    rest = parts[1:]
-    head = rest[0]
-    if head in ("conv_in", "conv_out"):
-        return key
-    if head == "norm_out":
-        return ".".join([side, "conv_norm_out"] + rest[1:])
-    if head == "mid":
-        sub = rest[1]
-        if sub in ("block_1", "block_2"):
-            tail = [_RESNET_RENAMES.get(rest[2], rest[2])] + rest[3:]
-            return ".".join([side, "mid_block", "resnets", str(int(sub[-1]) - 1)] + tail)
-        if sub == "attn_1":
-            name = rest[2] + "."
-            return ".".join([side, "mid_block", "attentions", "0", _ATTN_RENAMES[name].rstrip(".")] + rest[3:])
-        raise ValueError(f"convert_ldm_vae_keys: unexpected mid-block key {key!r}")
-    if head in ("down", "up"):
-        level = int(rest[1])
-        # LDM numbers decoder levels from the lowest resolution up; diffusers from the top
-        block = f"down_blocks.{level}" if head == "down" else f"up_blocks.{n_up - 1 - level}"
-        sub = rest[2]
-        if sub == "block":
-            tail = [_RESNET_RENAMES.get(rest[4], rest[4])] + rest[5:]
-            return ".".join([side, block, "resnets", rest[3]] + tail)
-        if sub in ("downsample", "upsample"):
-            return ".".join([side, block, sub + "rs", "0"] + rest[3:])
-        raise ValueError(f"convert_ldm_vae_keys: unexpected key {key!r}")
-    raise ValueError(f"convert_ldm_vae_keys: unexpected key {key!r}")
