@@ -19,7 +19,6 @@ and 1x1-conv shaped attention weights are accepted directly by ``load_state_dict
 """
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Tuple
 
