@@ -267,7 +267,7 @@ class XDynaSampler:
     def _window_eps(self, cond: Conditioning, latents: torch.Tensor, windows, t: int, cache=None) -> torch.Tensor:
         """UNet eps for a batch of equally long windows: (B, k, 4, F, h, w) float32."""
         k, f = len(windows), len(windows[0])
-        idx = torch.tensor([i for win in windows for i in win], device=latents.device)
+        idx = torch.tensor([i for win in windows for i in win]).to(latents.device, non_blocking=True)
         frames = latents[0].index_select(1, idx).reshape(latents.shape[1], k, f, *latents.shape[-2:])
         frames = frames.permute(1, 0, 2, 3, 4).to(cond.dtype)                      # (k, 4, F, h, w)
         ref = cond.ref_latent.to(cond.dtype).expand(k, -1, -1, -1, -1)
@@ -294,11 +294,15 @@ class XDynaSampler:
                f"latents must have shape (1, C, N={n}, h, w) matching the reference latent, "
                f"got {tuple(latents.shape)}")
         acc = torch.zeros((cond.batch,) + tuple(latents.shape[1:]), device=latents.device, dtype=torch.float32)
-        count = torch.zeros(n, device=latents.device, dtype=torch.float32)
+        # Coverage and per-frame counts are known from the windows alone: no device round trip.
         uses = {}
         for win in windows:
             for i in win:
                 uses[i] = uses.get(i, 0) + 1
+        missing = [i for i in range(n) if i not in uses]
+        if missing:
+            raise RuntimeError(f"context windows do not cover frames {missing}")
+        count = torch.tensor([uses[i] for i in range(n)], dtype=torch.float32).to(latents.device, non_blocking=True)
         cache = _ControlCache(uses)
         for start in range(0, len(windows), window_batch_size):
             if hooks.should_cancel is not None and hooks.should_cancel():
@@ -308,14 +312,10 @@ class XDynaSampler:
             eps = self._window_eps(cond, latents, batch, t, cache)
             for j, win in enumerate(batch):
                 # indices inside one window are distinct, so this is a plain (deterministic) add
-                idx = torch.tensor(win, device=latents.device)
+                idx = torch.tensor(win).to(latents.device, non_blocking=True)
                 acc[:, :, idx] += eps[:, j]
-                count[idx] += 1
                 if hooks.progress is not None:
                     hooks.progress(step, num_steps, start + j, len(windows))
-        if not bool((count > 0).all()):
-            missing = torch.nonzero(count == 0).flatten().tolist()
-            raise RuntimeError(f"context windows do not cover frames {missing}")
         eps = acc / count.view(1, 1, n, 1, 1)
         if not cond.do_cfg:
             return eps
