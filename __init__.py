@@ -24,6 +24,13 @@ if _HERE not in sys.path:
 # Node modules are added here as they are written; each exports its own mappings.
 _NODE_MODULES = ("loaders", "reference", "pose", "expression", "sampler")
 
+try:  # model folders first: the loaders' dropdowns and the detector lookup read them
+    from .nodes import comfy_bridge as _bridge
+
+    _bridge.register_model_folders()
+except Exception as exc:
+    _log.error("ComfyUI-XDyna: could not register model folders: %s", exc)
+
 for _name in _NODE_MODULES:
     try:
         _mod = importlib.import_module(f".nodes.{_name}", __name__)

@@ -177,13 +177,15 @@ def raise_if_interrupted() -> None:
 class Progress:
     """ComfyUI progress bar (websocket `progress` events) with optional latent previews."""
 
-    def __init__(self, total: int, preview_device=None):
+    def __init__(self, total: int, preview_device=None, previews: bool = True):
         import comfy.utils
 
         self.total = max(1, int(total))
         self.bar = comfy.utils.ProgressBar(self.total)
         self.count = 0
         self.previewer = None
+        if not previews:
+            return
         try:
             import comfy.latent_formats
             import latent_preview

@@ -9,10 +9,10 @@ from . import comfy_bridge as bridge
 FACE_TYPE = "XDYNA_FACE"
 
 
-def make_face(batches: "drv.FaceBatches", source: str) -> dict:
+def make_face(batches: drv.FaceBatches, source: str) -> dict:
     """The XDYNA_FACE value: {"local", "global": IMAGE [N, H, W, 3], "has_face": [bool] * N,
     "width", "height", "source": landmark source used}."""
-    n, h, w, _ = batches.local.shape
+    h, w = batches.local.shape[1:3]
     return {"local": batches.local, "global": batches.global_, "has_face": list(batches.has_face),
             "width": int(w), "height": int(h), "source": source}
 
@@ -66,7 +66,7 @@ class XDynaExtractExpression:
     def extract(self, driving_images, landmarks, pose_keypoint=None, carry_missing=True):
         frames = drv.ImageBatchFrames(driving_images, "driving_images")
         poses = None if pose_keypoint is None else drv.poses_for_frames(pose_keypoint, len(frames), frames.size)
-        bar = bridge.Progress(len(frames))
+        bar = bridge.Progress(len(frames), previews=False)
 
         def tick(_i):
             bridge.raise_if_interrupted()

@@ -34,7 +34,7 @@ BACKEND_INPUT = (list(drv.POSE_BACKENDS), {
 
 def _progress(total: int):
     """Per-frame callback: cancel point plus one progress step."""
-    bar = bridge.Progress(total)
+    bar = bridge.Progress(total, previews=False)
 
     def tick(_i):
         bridge.raise_if_interrupted()
@@ -66,8 +66,8 @@ class XDynaPoseExtract:
     RETURN_TYPES = ("POSE_KEYPOINT", "IMAGE", "IMAGE", "STRING")
     RETURN_NAMES = ("pose_keypoint", "pose_images", "driving_images", "alignment")
     OUTPUT_TOOLTIPS = (
-        "Keypoints per frame in output pixels (comfyui_controlnet_aux format, 68 face points when the "
-        "backend gives them); feed XDynaPoseFromKeypoints, XDynaPoseAlign or XDynaExtractExpression.",
+        ("Keypoints per frame in output pixels (comfyui_controlnet_aux format, 68 face points when the "
+         "backend gives them); feed XDynaPoseFromKeypoints, XDynaPoseAlign or XDynaExtractExpression."),
         "Rendered X-Dyna skeletons, width x height: the pose input of XDynaSampler.",
         "The driving frames in the output geometry (cropped/stretched or aligned).",
         "What was done: geometry or alignment fit, frames without a person.",
@@ -194,6 +194,7 @@ class XDynaPoseAlign:
     def align(self, pose_keypoint, reference, width, height, backend, align_frame=-1):
         size = drv.check_output_size(width, height)
         frames = drv.parse_keypoints(pose_keypoint)
+        drv.require_person(frames, "pose_keypoint")  # before the detector runs
         ref = _first_image(reference, "reference")
         name, detector = drv.open_pose_detector(backend, bridge.detector_dirs())
         try:

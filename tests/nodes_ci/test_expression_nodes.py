@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pytest
 import torch
 
 from tests.nodes_ci import fake_comfy
-from tests.nodes_ci.test_pose_nodes import (  # noqa: F401  (fixtures)
+from tests.nodes_ci.test_pose_nodes import (
     H_OUT,
     W_OUT,
     check_node_contract,
-    no_dwpose_files,
-    no_mediapipe,
-    real_clip,
+    dot_frames,
+    install_standin_detectors,
+    isolate_detector_search,
+    load_real_clip,
+    refuse_mediapipe,
     to_image,
     to_uint8,
 )
+
+
+@pytest.fixture
+def no_dwpose_files(monkeypatch, tmp_path):
+    isolate_detector_search(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def no_mediapipe(monkeypatch):
+    refuse_mediapipe(monkeypatch)
 
 
 @pytest.fixture
@@ -29,8 +40,9 @@ def expr(comfy):
 
 
 @pytest.fixture(scope="module")
-def extracted(real_clip, tmp_path_factory):
-    """XDynaPoseExtract (MediaPipe) on the real frames at 256x448: (pose_keypoint, driving_images)."""
+def extracted(tmp_path_factory):
+    """XDynaPoseExtract (MediaPipe) on 3 real frames at 256x448: (pose_keypoint, driving_images)."""
+    real_clip = load_real_clip()
     fake_comfy.install(str(tmp_path_factory.mktemp("models")))
     try:
         from nodes import comfy_bridge, pose
@@ -81,7 +93,7 @@ def test_face_from_pose_keypoint_matches_core(expr, comfy, extracted):
     assert (face["width"], face["height"]) == (W_OUT, H_OUT)
     for key in ("local", "global"):
         assert face[key].shape == (n, H_OUT, W_OUT, 3) and face[key].dtype == torch.float32
-    local, glob, has = patches_reference(driving, kp, carry=True)
+    local, glob, _ = patches_reference(driving, kp, carry=True)
     assert torch.equal(face["local"], local) and torch.equal(face["global"], glob)
     for i in range(n):
         assert 0 < drawn(face["local"][i]) < drawn(face["global"][i]) < H_OUT * W_OUT // 4
@@ -162,3 +174,24 @@ def test_auto_prefers_insightface_when_its_file_is_present(expr, comfy, no_dwpos
     f.parent.mkdir(parents=True)
     f.write_bytes(b"onnx")
     assert drv.choose_landmark_source("auto", None, dirs) == "insightface"
+
+
+def test_pose_keypoint_on_another_canvas_is_scaled_to_the_frames(expr, comfy, no_dwpose_files):
+    """Keypoints at 512x896 used with driving images at 256x448: the face box follows the frames."""
+    install_standin_detectors(comfy.models_dir)
+    from nodes import pose
+
+    frames = to_image(dot_frames(1, background=100))
+    kp_big, _, _, _ = pose.XDynaPoseExtract().extract(frames, 512, 896, "crop", "dwpose")
+    kp_small, _, driving, _ = pose.XDynaPoseExtract().extract(frames, 256, 448, "stretch", "dwpose")
+    a, _ = expr.XDynaExtractExpression().extract(driving, "auto", kp_small)
+    b, _ = expr.XDynaExtractExpression().extract(driving, "auto", kp_big)
+    assert a["source"] == b["source"] == "pose_keypoint" and a["has_face"] == b["has_face"] == [True]
+
+    def box(img):
+        import numpy as np
+
+        ys, xs = np.nonzero(to_uint8(img).max(axis=-1) > 0)
+        return np.array([xs.min(), ys.min(), xs.max(), ys.max()])
+
+    assert 0 < drawn(a["global"]) and abs(box(a["global"][0]) - box(b["global"][0])).max() <= 1

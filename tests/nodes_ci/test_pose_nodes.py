@@ -51,19 +51,17 @@ def pose_nodes(comfy):
     return pose
 
 
-@pytest.fixture
-def no_dwpose_files(monkeypatch, tmp_path):
+def isolate_detector_search(monkeypatch, tmp_path):
     """Keep a developer's own DWPose / insightface folders out of the search."""
     from xdyna_core.preprocess import dwpose
 
     for var in ("XDYNA_DWPOSE_DIR", "XDYNA_MODELS_DIR", "AUX_ANNOTATOR_CKPTS_PATH", "XDYNA_INSIGHTFACE_DIR"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(dwpose, "EXTENSION_ROOT", tmp_path / "isolated" / "ComfyUI-XDyna")
-    return monkeypatch
 
 
-@pytest.fixture
-def no_mediapipe(monkeypatch):
+def refuse_mediapipe(monkeypatch):
+    """Make MediaPipe look uninstalled."""
     from xdyna_core.preprocess import mediapipe_backend
 
     def refuse():
@@ -72,16 +70,30 @@ def no_mediapipe(monkeypatch):
     monkeypatch.setattr(mediapipe_backend, "import_mediapipe", refuse)
 
 
-@pytest.fixture(scope="module")
-def real_clip():
-    """The first 3 frames (512x896) of an official driving video."""
+def load_real_clip(n=3) -> np.ndarray:
+    """The first n frames (512x896) of an official driving video; skips without mediapipe/asset."""
     pytest.importorskip("mediapipe")
     video = assets_dir() / "driving_video" / "example_1_driving_1.mp4"
     if not video.exists():
         pytest.skip(f"asset not found: {video}")
     from xdyna_core.preprocess.video import read_video
 
-    return read_video(video, max_frames=3)[0]
+    return read_video(video, max_frames=n)[0]
+
+
+@pytest.fixture
+def no_dwpose_files(monkeypatch, tmp_path):
+    isolate_detector_search(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def no_mediapipe(monkeypatch):
+    refuse_mediapipe(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def real_clip():
+    return load_real_clip()
 
 
 # ------------------------------------------------------------------------ contracts
@@ -215,32 +227,39 @@ def test_backend_unavailable_says_how_to_install(pose_nodes, comfy, no_dwpose_fi
         pose_nodes.XDynaPoseExtract().extract(img, 256, 448, "crop", "mediapipe")
     assert "pip install mediapipe==0.10.14" in str(e.value) and "yolox" not in str(e.value)
     with pytest.raises(ValueError) as e:
-        pose_nodes.XDynaPoseAlign().align([{"people": [], "canvas_width": 64, "canvas_height": 64}], img,
-                                          256, 448, "auto")
+        pose_nodes.XDynaPoseAlign().align(nose_only(0.5, 0.5), img, 256, 448, "auto")
     assert "pip install mediapipe==0.10.14" in str(e.value) and detectors in str(e.value)
 
 
 # ------------------------------------------------------------------------ exact geometry (DWPose stand-in)
 
 
-@pytest.fixture
-def standin_detectors(comfy, no_dwpose_files):
-    """DWPose stand-ins (a fixed skeleton whenever the frame has a bright pixel) in the models folder."""
+def install_standin_detectors(models_dir):
+    """DWPose stand-ins (a fixed skeleton with face whenever the frame has a bright pixel) in
+    models/xdyna/detectors, where bridge.detector_dirs() looks."""
     pytest.importorskip("onnx")
-    from tests.core.test_preprocess_cli import _const_layout
     from tests.core.test_dwpose import make_const_pose_onnx, standard_detector
+    from tests.core.test_preprocess_cli import _const_layout
 
-    d = comfy.models_dir / "xdyna" / "detectors"
+    d = models_dir / "xdyna" / "detectors"
     d.mkdir(parents=True)
     standard_detector(d / "yolox_l.onnx")
     make_const_pose_onnx(d / "dw-ll_ucoco_384.onnx", *_const_layout())
     return d
 
 
-def dot_frames(n=2):
-    from tests.core.test_dwpose import dot_image
+@pytest.fixture
+def standin_detectors(comfy, no_dwpose_files):
+    return install_standin_detectors(comfy.models_dir)
 
-    return np.stack([dot_image()] * n)  # 512x896, one white dot: the stand-in "sees" a person
+
+def dot_frames(n=2, background=0):
+    """512x896 frames with one white dot: the stand-in detector "sees" a person."""
+    from tests.core.test_dwpose import DOT
+
+    f = np.full((896, 512, 3), background, np.uint8)
+    f[DOT] = 255
+    return np.stack([f] * n)
 
 
 def body_xy(frame: dict) -> np.ndarray:
@@ -250,7 +269,7 @@ def body_xy(frame: dict) -> np.ndarray:
 
 def test_alignment_with_standin_detector(pose_nodes, comfy, standin_detectors):
     frames = to_image(dot_frames())
-    kp_plain, imgs_plain, drv_plain, note = pose_nodes.XDynaPoseExtract().extract(frames, 512, 896, "crop", "dwpose")
+    kp_plain, _, drv_plain, note = pose_nodes.XDynaPoseExtract().extract(frames, 512, 896, "crop", "dwpose")
     assert note.startswith("backend dwpose") and "kept at 512x896" in note
     assert drv_plain is frames  # same geometry: the input batch is passed through, not copied
     plain, present = body_xy(kp_plain[0])
@@ -258,7 +277,7 @@ def test_alignment_with_standin_detector(pose_nodes, comfy, standin_detectors):
 
     # The reference is the same picture; prepared at 256x448 it is the frame at half size, so the
     # fitted alignment is scale 0.5 with no shift and the driving skeleton lands at half size.
-    kp, imgs, drv_al, note = pose_nodes.XDynaPoseExtract().extract(
+    kp, _, drv_al, note = pose_nodes.XDynaPoseExtract().extract(
         frames, 256, 448, "crop", "dwpose", reference=frames[:1], align=True)
     assert "alignment on driving frame 0: scale 0.5000" in note
     xy, present2 = body_xy(kp[0])
@@ -332,3 +351,38 @@ def test_keypoints_from_another_canvas_stretch_and_crop(pose_nodes, comfy):
     comfy.interrupt = True
     with pytest.raises(fake_comfy.InterruptProcessingException):
         node.render(nose_only(0.5, 0.5), 256, 448, "stretch")
+
+
+def test_low_confidence_points_do_not_reappear_in_pose_keypoint():
+    """POSE_KEYPOINT stores confidence 1.0 for every present point, so points the renderer skips
+    (confidence <= 0.3) must be dropped before writing, or a consumer would draw them."""
+    from xdyna_core.preprocess import driving as drv
+    from xdyna_core.preprocess.keypoints import Person, PoseFrame
+    from xdyna_core.preprocess.render import render_pose
+
+    body = np.zeros((18, 3), np.float32)
+    body[1] = (100, 100, 0.9)  # neck
+    body[2] = (70, 100, 0.9)  # right shoulder: limb neck-shoulder drawn
+    body[5] = (130, 100, 0.2)  # left shoulder below the threshold: not drawn
+    frame = PoseFrame(200, 200, [Person(body)])
+    data, drawn = drv.keypoint_round_trip([frame])
+    assert data[0]["people"][0]["pose_keypoints_2d"][15:18] == [0.0, 0.0, 0.0]
+    assert data[0]["people"][0]["pose_keypoints_2d"][3:6] == [100.0, 100.0, 1.0]
+    assert np.array_equal(render_pose(drawn[0], 200, 200), render_pose(frame, 200, 200))
+
+
+def test_image_batch_frames_conversion():
+    """IMAGE batches become uint8 frames rounded to the nearest level; RGBA/grey are accepted."""
+    from xdyna_core.preprocess.driving import ImageBatchFrames
+
+    x = torch.tensor([0.0, 254.6 / 255, 1.2, -0.1]).reshape(1, 1, 4, 1)  # grey, one row of 4 pixels
+    frames = ImageBatchFrames(x)
+    assert len(frames) == 1 and frames.size == (4, 1)
+    assert frames[0].dtype == np.uint8 and frames[0][0, :, 0].tolist() == [0, 255, 255, 0]
+    assert frames[0].shape == (1, 4, 3) and frames.as_image_batch() is None  # grey is not a plain IMAGE
+    rgba = torch.rand(2, 3, 5, 4)
+    assert ImageBatchFrames(rgba)[1].shape == (3, 5, 3)
+    u8 = np.random.default_rng(0).integers(0, 256, (2, 3, 5, 3), dtype=np.uint8)
+    assert np.array_equal(ImageBatchFrames(u8)[1], u8[1])
+    with pytest.raises(TypeError, match="IMAGE batch"):
+        ImageBatchFrames([[0.0]])

@@ -77,7 +77,7 @@ class ImageBatchFrames(Sequence):
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(images)
         if not isinstance(images, torch.Tensor):
-            raise ValueError(f"{what}: expected an IMAGE batch (tensor [B, H, W, 3]), got {type(images).__name__}")
+            raise TypeError(f"{what}: expected an IMAGE batch (tensor [B, H, W, 3]), got {type(images).__name__}")
         if images.ndim == 3:
             images = images[None]
         if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
