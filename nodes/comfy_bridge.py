@@ -6,8 +6,10 @@ progress bars, previews and interrupts live here and nowhere else.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import uuid
 from typing import Iterable, List, Optional, Sequence
 
 import torch
@@ -203,6 +205,56 @@ class Progress:
             except Exception:
                 preview = None
         self.bar.update_absolute(self.count, self.total, preview)
+
+
+# ------------------------------------------------------------------------------ UI previews
+
+PREVIEW_KEY = "xdyna_preview"
+
+
+def frames_preview(images: torch.Tensor, prefix: str, fps: float = 8.0, max_frames: int = 48,
+                   max_height: int = 160) -> dict:
+    """UI output for web/xdyna.js: up to ``max_frames`` frames (evenly picked) of an IMAGE batch as
+    one JPEG sprite sheet in the temp folder, ``{"xdyna_preview": [{filename, subfolder, type,
+    frames, columns, width, height, fps}]}``. A preview that cannot be written is skipped with a
+    warning; it never fails the node."""
+    try:
+        from PIL import Image
+
+        n = int(images.shape[0])
+        stride = max(1, -(-n // max_frames))
+        pick = images[::stride, ..., :3]
+        h, w = int(pick.shape[1]), int(pick.shape[2])
+        scale = min(1.0, max_height / h)
+        fw, fh = max(1, round(w * scale)), max(1, round(h * scale))
+        cols = min(len(pick), 8)
+        rows = -(-len(pick) // cols)
+        sheet = Image.new("RGB", (cols * fw, rows * fh))
+        for i, frame in enumerate(pick):
+            img = Image.fromarray((frame.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy())
+            if (fw, fh) != (w, h):
+                img = img.resize((fw, fh), Image.BILINEAR)
+            sheet.paste(img, ((i % cols) * fw, (i // cols) * fh))
+        folder = os.path.join(_fp().get_temp_directory(), "xdyna")
+        os.makedirs(folder, exist_ok=True)
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}.jpg"
+        sheet.save(os.path.join(folder, name), quality=85)
+        return {PREVIEW_KEY: [{"filename": name, "subfolder": "xdyna", "type": "temp", "frames": len(pick),
+                               "columns": cols, "width": fw, "height": fh, "fps": fps / stride}]}
+    except Exception as e:  # a preview is a nicety
+        log.warning("X-Dyna: preview not written: %s", e)
+        return {}
+
+
+def with_frames_preview(method, output_index: int, prefix: str):
+    """Node method -> the same method whose result also shows result[output_index] (an IMAGE batch)
+    as an animated preview on the node. The signature is kept (functools.wraps), and the plain
+    method stays callable for code and tests that want the tuple."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        result = method(self, *args, **kwargs)
+        return {"ui": frames_preview(result[output_index], prefix), "result": result}
+    return run
 
 
 # ------------------------------------------------------------------------------ native models

@@ -29,7 +29,7 @@ class XDynaExtractExpression:
         "false, a warning is logged, and XDynaSampler switches the face ControlNet off."
     )
     CATEGORY = "X-Dyna/preprocess"
-    FUNCTION = "extract"
+    FUNCTION = "run"
     RETURN_TYPES = (FACE_TYPE, "IMAGE")
     RETURN_NAMES = ("face", "preview")
     OUTPUT_TOOLTIPS = (
@@ -84,6 +84,8 @@ class XDynaExtractExpression:
             bridge.log.info("XDynaExtractExpression: face landmarks (%s) in %d/%d frames", source, found,
                             len(frames))
         return (make_face(batches, source), batches.preview())
+
+    run = bridge.with_frames_preview(extract, 1, "face")
 
 
 NODE_CLASS_MAPPINGS = {"XDynaExtractExpression": XDynaExtractExpression}

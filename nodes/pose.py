@@ -62,7 +62,7 @@ class XDynaPoseExtract:
         "frames in the same geometry, for XDynaExtractExpression."
     )
     CATEGORY = CATEGORY
-    FUNCTION = "extract"
+    FUNCTION = "run"
     RETURN_TYPES = ("POSE_KEYPOINT", "IMAGE", "IMAGE", "STRING")
     RETURN_NAMES = ("pose_keypoint", "pose_images", "driving_images", "alignment")
     OUTPUT_TOOLTIPS = (
@@ -114,6 +114,8 @@ class XDynaPoseExtract:
         note = result.description + ("" if reference is None or align else "\nreference not used (align is off)")
         return (result.keypoints, pose_images, driving, f"backend {name}; {note}")
 
+    run = bridge.with_frames_preview(extract, 1, "pose")
+
 
 class XDynaPoseFromKeypoints:
     DESCRIPTION = (
@@ -125,7 +127,7 @@ class XDynaPoseFromKeypoints:
         "any person is an error."
     )
     CATEGORY = CATEGORY
-    FUNCTION = "render"
+    FUNCTION = "run"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("pose_images",)
     OUTPUT_TOOLTIPS = ("Rendered X-Dyna skeletons, width x height: the pose input of XDynaSampler.",)
@@ -154,6 +156,8 @@ class XDynaPoseFromKeypoints:
         poses = drv.fit_keypoints(frames, size, fit)
         return (drv.render_batch(poses, size, on_frame=_progress(len(poses))),)
 
+    run = bridge.with_frames_preview(render, 0, "pose")
+
 
 class XDynaPoseAlign:
     DESCRIPTION = (
@@ -165,7 +169,7 @@ class XDynaPoseAlign:
         "alignment."
     )
     CATEGORY = CATEGORY
-    FUNCTION = "align"
+    FUNCTION = "run"
     RETURN_TYPES = ("POSE_KEYPOINT", "IMAGE", "STRING")
     RETURN_NAMES = ("pose_keypoint", "pose_images", "alignment")
     OUTPUT_TOOLTIPS = (
@@ -207,6 +211,8 @@ class XDynaPoseAlign:
         keypoints, drawn = drv.keypoint_round_trip(aligned)
         images = drv.render_batch(drawn, size, on_frame=_progress(len(drawn)))
         return (keypoints, images, f"backend {name} (reference pose); {desc}")
+
+    run = bridge.with_frames_preview(align, 1, "pose")
 
 
 NODE_CLASS_MAPPINGS = {

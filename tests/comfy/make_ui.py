@@ -3,6 +3,7 @@
     python tests/comfy/make_ui.py            # rewrite example_workflows/*.json from example_workflows/api/*_api.json
     python tests/comfy/make_ui.py --check    # exit 1 when a UI file is not what its twin generates
     python tests/comfy/make_ui.py --refresh-specs http://127.0.0.1:8188   # re-read node_specs.json from a server
+    NODE_PATH=... python tests/comfy/make_ui.py --thumbnails http://127.0.0.1:8188  # template thumbnails (.jpg)
 
 The API twin (what `python -m xdyna_core batch` and the harness run) is the source. The frontend's
 UI format also needs each node's socket/widget layout, which only the server knows (`/object_info`):
@@ -123,6 +124,19 @@ def load_specs() -> dict:
     return json.loads(SPECS_PATH.read_text())
 
 
+def dump_specs(specs: dict) -> str:
+    """node_specs.json text: one line per input/output, so diffs show what changed."""
+    lines = ["{"]
+    for i, (t, spec) in enumerate(sorted(specs.items())):
+        lines.append(f'  {json.dumps(t)}: {{"display_name": {json.dumps(spec["display_name"])},')
+        for key in ("inputs", "outputs"):
+            items = ",\n".join("      " + json.dumps(e, sort_keys=True) for e in spec[key])
+            lines.append(f'    "{key}": [' + ("\n" + items + "\n    ]" if items else "]") + ("," if key == "inputs" else ""))
+        lines.append("  }" + ("," if i < len(specs) - 1 else ""))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------------- API -> UI
 
 def _is_link(value) -> bool:
@@ -169,6 +183,12 @@ def widget_names(spec: dict) -> list:
     return names
 
 
+# Room for what web/xdyna.js draws: the progress label and the animated frame preview.
+LABEL_H, PREVIEW_H = 24, 200
+PREVIEW_TYPES = {"XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression"}
+LABEL_TYPES = PREVIEW_TYPES | {"XDynaSampler", "XDynaReferenceEncode"}
+
+
 def _node_size(node_type: str, spec: dict) -> list:
     slots = ui_inputs(spec)
     rows = max(len([s for s in slots if not s["widget"]]), len(spec["outputs"]))
@@ -176,9 +196,15 @@ def _node_size(node_type: str, spec: dict) -> list:
     height = 30 + 22 * rows + 26 * n_widgets + 10
     width = 340
     if node_type == "CLIPTextEncode":
-        height, width = 150, 340
-    elif node_type in ("LoadImage", "LoadVideo"):
-        height = max(height, 360)
+        height = 150
+    elif node_type == "LoadImage":
+        height = max(height, 380)
+    elif node_type == "LoadVideo":
+        height = max(height, 640)  # the frontend shows the video (portrait here) below the widgets
+    if node_type in LABEL_TYPES:
+        height += LABEL_H
+    if node_type in PREVIEW_TYPES:
+        height += PREVIEW_H
     return [width, height]
 
 
@@ -275,7 +301,7 @@ def api_to_ui(api: dict, specs: dict, columns: list, note: str = "") -> dict:
                       "order": len(api), "mode": 0, "inputs": [], "outputs": [], "properties": {},
                       "widgets_values": [note], "color": "#432", "bgcolor": "#653"})
     return {"last_node_id": last_id, "last_link_id": link_id, "nodes": nodes, "links": links, "groups": [],
-            "config": {}, "extra": {"ds": {"scale": 0.75, "offset": [0, 0]}}, "version": 0.4}
+            "config": {}, "extra": {"ds": {"scale": 0.6, "offset": [100, 20]}}, "version": 0.4}
 
 
 def ui_to_api_view(ui: dict, specs: dict) -> dict:
@@ -322,15 +348,40 @@ def used_types() -> set:
             for n in json.loads(api_path.read_text()).values()}
 
 
+THUMB_SIZE = (640, 400)
+
+
+def write_thumbnails(url: str) -> None:
+    """<name>.jpg next to each UI file (the template browser's card image): the graph as the real
+    frontend draws it, via ui_check.js in headless Chromium (needs node, playwright-core, Chromium)."""
+    import subprocess
+    import tempfile
+
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (ui_path, _) in twin_paths().items():
+            raw = Path(tmp) / f"{name}.jpg"
+            subprocess.run(["node", str(Path(__file__).with_name("ui_check.js")), "--url", url, "--workflow",
+                            str(ui_path), "--out", str(Path(tmp) / f"{name}.png"), "--report",
+                            str(Path(tmp) / f"{name}.json"), "--thumbnail", str(raw), "--width", "2400",
+                            "--height", "1500"], check=True)
+            img = Image.open(raw).convert("RGB")
+            img.thumbnail(THUMB_SIZE, Image.LANCZOS)
+            img.save(ui_path.with_suffix(".jpg"), quality=85, optimize=True)
+            print(f"wrote {ui_path.with_suffix('.jpg').relative_to(REPO)}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="only compare; exit 1 when a file differs")
     ap.add_argument("--refresh-specs", metavar="URL", help="rewrite node_specs.json from a running ComfyUI first")
+    ap.add_argument("--thumbnails", metavar="URL", help="also draw the template thumbnails with a running ComfyUI")
     args = ap.parse_args(argv)
     if args.refresh_specs:
         with urllib.request.urlopen(args.refresh_specs.rstrip("/") + "/object_info", timeout=60) as r:
             object_info = json.load(r)
-        SPECS_PATH.write_text(json.dumps(specs_from_object_info(object_info, used_types()), indent=1) + "\n")
+        SPECS_PATH.write_text(dump_specs(specs_from_object_info(object_info, used_types())))
         print(f"wrote {SPECS_PATH}")
     stale = []
     for name, (ui_path, _) in twin_paths().items():
@@ -341,6 +392,8 @@ def main(argv=None) -> int:
         if not args.check:
             ui_path.write_text(text)
             print(f"wrote {ui_path.relative_to(REPO)}")
+    if args.thumbnails and not args.check:
+        write_thumbnails(args.thumbnails)
     if args.check and stale:
         print("out of date (run python tests/comfy/make_ui.py): " + ", ".join(str(p.relative_to(REPO)) for p in stale))
         return 1

@@ -1,8 +1,8 @@
 """A minimal in-process stand-in for the ComfyUI modules our nodes touch (CI has no ComfyUI).
 
-It implements just the calls comfy_bridge makes, with ComfyUI's signatures. The same node tests
-run against the real ComfyUI in tests/comfy/ when COMFYUI_DIR is set, so this fake cannot drift
-unnoticed.
+It implements just the calls comfy_bridge makes, with ComfyUI's signatures. tests/comfy/ runs the
+same nodes through a real ComfyUI server (registration, every shipped workflow, interrupts, batch
+runs, the frontend) when COMFYUI_DIR is set, which is where a drift of this fake would show.
 """
 import os
 import sys
@@ -47,6 +47,7 @@ def install(models_dir: str) -> types.SimpleNamespace:
         return None
 
     fp.get_folder_paths, fp.get_filename_list, fp.get_full_path = get_folder_paths, get_filename_list, get_full_path
+    fp.get_temp_directory = lambda: os.path.join(os.path.dirname(models_dir), "temp")
 
     comfy = types.ModuleType("comfy")
     mm = types.ModuleType("comfy.model_management")

@@ -14,7 +14,7 @@ from .runner import run_batch
 def build_parser(parser: argparse.ArgumentParser = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="python -m xdyna_core batch")
     p.add_argument("--jobs", required=True, help="job list JSON (reference, driving and options per job)")
-    p.add_argument("--workflow", required=True, help="API-format workflow (e.g. workflows/xdyna_pose_api.json)")
+    p.add_argument("--workflow", required=True, help="API-format workflow (e.g. example_workflows/api/xdyna_pose_api.json)")
     p.add_argument("--out", required=True, help="folder for the results and the resume state")
     p.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI address (default %(default)s)")
     p.add_argument("--job-timeout", type=float, default=6 * 3600, help="seconds before a job is interrupted")

@@ -104,7 +104,12 @@ class ComfyClient:
     # -- websocket ----------------------------------------------------------------------------
     def open_events(self, timeout: Optional[float] = None) -> Iterator[dict]:
         """Connect to `/ws` now (before queueing, so no event is missed) and return an iterator of
-        ComfyUI's JSON messages for this client id; it ends when the socket closes."""
+        ComfyUI's JSON messages for this client id; it ends when the socket closes.
+
+        Every connection gets a fresh client id, which the following queue() uses: ComfyUI forgets
+        a client id's socket when *any* socket with that id closes, so a reused id would lose the
+        events of the newer socket once the older one is closed."""
+        self.client_id = uuid.uuid4().hex
         parsed = urllib.parse.urlparse(self.url)
         if parsed.scheme != "http":
             raise ComfyError("the batch client speaks plain http to ComfyUI; use it on a trusted network")

@@ -121,7 +121,10 @@ def run_batch(jobs: List[Job], workflow: dict, client: ComfyClient, out_dir, log
             events = client.open_events()
             prompt_id = client.queue(filled)
             log(f"[{job.name}] queued as {prompt_id}")
-            record = _wait(client, events, prompt_id, job, log, job_timeout)
+            try:
+                record = _wait(client, events, prompt_id, job, log, job_timeout)
+            finally:
+                events.close()  # closes this job's websocket now, not whenever it is collected
             files = _output_files(record)
             if not files:
                 raise ComfyError("the workflow finished but saved no output file")

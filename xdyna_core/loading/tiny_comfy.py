@@ -68,8 +68,8 @@ def comfy_test_configs() -> dict:
     from ..models.vae import AutoencoderKLConfig
 
     text_dim, image_dim, width = 768, 1024, (32, 32, 64, 64)
-    cn = dict(block_out_channels=width, layers_per_block=2, num_attention_heads=2, cross_attention_dim=text_dim,
-              conditioning_embedding_out_channels=(8, 16, 16, 32))
+    cn = {"block_out_channels": width, "layers_per_block": 2, "num_attention_heads": 2,
+          "cross_attention_dim": text_dim, "conditioning_embedding_out_channels": (8, 16, 16, 32)}
     return {
         "unet": UNet3DConfig(block_out_channels=width, layers_per_block=2, num_attention_heads=2,
                              cross_attention_dim=text_dim, motion_num_heads=8, motion_max_len=24),
@@ -93,8 +93,16 @@ def _configs_digest(cfgs: dict) -> str:
     return hashlib.sha256(f"{COMFY_SET_VERSION}:{blob}".encode()).hexdigest()[:16]
 
 
-def build_comfy_state_dicts(seed: int = 0, roles=None) -> dict:
-    """{role: (state_dict, config dict)} for the requested roles (default: all of COMFY_LAYOUT)."""
+def _model_sd(cls, cfg, role: str, seed: int, meta: bool) -> dict:
+    if meta:  # shapes and key names only, nothing allocated
+        with torch.device("meta"):
+            return dict(cls(cfg).state_dict())
+    return _random_model_sd(cls, cfg, role, seed)
+
+
+def build_comfy_state_dicts(seed: int = 0, roles=None, meta: bool = False) -> dict:
+    """{role: (state_dict, config dict)} for the requested roles (default: all of COMFY_LAYOUT).
+    ``meta=True`` gives the same keys and shapes as meta tensors (for fast layout checks)."""
     from ..models.clip import CLIPTextModel, CLIPVisionModelWithProjection
     from ..models.controlnet import ControlNetModel
     from ..models.resampler import Resampler
@@ -109,27 +117,27 @@ def build_comfy_state_dicts(seed: int = 0, roles=None) -> dict:
     out = {}
     unet = None
     if roles & {"unet", "ip_adapter"}:
-        unet = _random_model_sd(UNet3DConditionModel, cfgs["unet"], "comfy_unet", seed)
+        unet = _model_sd(UNet3DConditionModel, cfgs["unet"], "comfy_unet", seed, meta)
     if "unet" in roles:
         out["unet"] = (unet, cfgs["unet"].to_dict())
     for role in ("pose_controlnet", "face_controlnet"):
         if role in roles:
-            out[role] = (_random_model_sd(ControlNetModel, cfgs[role], "comfy_" + role, seed), cfgs[role].to_dict())
+            out[role] = (_model_sd(ControlNetModel, cfgs[role], "comfy_" + role, seed, meta), cfgs[role].to_dict())
     if "ip_adapter" in roles:
-        resampler = _random_model_sd(Resampler, cfgs["resampler"], "comfy_resampler", seed)
+        resampler = _model_sd(Resampler, cfgs["resampler"], "comfy_resampler", seed, meta)
         ip_unet = {k: unet[k] for k in K.split_unet_groups(unet)["ip_adapter"]}
         ip_file = {f"{K.IP_IMAGE_PROJ}.{k}": v for k, v in resampler.items()}
         ip_file.update({f"{K.IP_ADAPTER}.{k}": v for k, v in K.unet_to_ip_adapter_keys(ip_unet).items()})
         out["ip_adapter"] = (ip_file, cfgs["resampler"].to_dict())
     if "clip_vision" in roles:
-        out["clip_vision"] = (_random_model_sd(CLIPVisionModelWithProjection, cfgs["clip_vision"], "comfy_clip_vision",
-                                               seed), cfgs["clip_vision"].to_dict())
+        out["clip_vision"] = (_model_sd(CLIPVisionModelWithProjection, cfgs["clip_vision"], "comfy_clip_vision",
+                                        seed, meta), cfgs["clip_vision"].to_dict())
     if "sd15" in roles:
-        base = _random_model_sd(UNet3DConditionModel, cfgs["sd15_unet"], "comfy_sd15_unet", seed)
+        base = _model_sd(UNet3DConditionModel, cfgs["sd15_unet"], "comfy_sd15_unet", seed, meta)
         base = {k: base[k] for k in K.split_unet_groups(base)["sd15_unet"]}  # no motion modules / adapters
-        text = _random_model_sd(CLIPTextModel, cfgs["clip_text"], "comfy_clip_text", seed)
+        text = _model_sd(CLIPTextModel, cfgs["clip_text"], "comfy_clip_text", seed, meta)
         text["text_model.embeddings.position_ids"] = torch.arange(cfgs["clip_text"].max_position_embeddings)[None]
-        vae = _random_model_sd(AutoencoderKL, cfgs["vae"], "comfy_vae", seed)
+        vae = _model_sd(AutoencoderKL, cfgs["vae"], "comfy_vae", seed, meta)
         sd = K.join_ldm_checkpoint(unet=base, vae=vae, clip_text=text)
         out["sd15"] = (sd, {"unet": cfgs["sd15_unet"].to_dict(), "vae": cfgs["vae"].to_dict(),
                             "clip_text": cfgs["clip_text"].to_dict()})
@@ -155,11 +163,11 @@ def write_comfy_test_set(models_dir, seed: int = 0, dtype: torch.dtype = torch.f
     cfgs = comfy_test_configs()
     manifest = {"seed": seed, "version": COMFY_SET_VERSION, "digest": _configs_digest(cfgs),
                 "dtype": str(dtype).replace("torch.", ""), "files": {}}
-    for role in COMFY_LAYOUT:  # one role at a time keeps peak memory at one model
+    for role, layout in COMFY_LAYOUT.items():  # one role at a time keeps peak memory at one model
         sd, cfg = build_comfy_state_dicts(seed, roles=[role])[role]
         _save(paths[role], sd, dtype, _KINDS[role], cfg)
-        manifest["files"][role] = {"path": COMFY_LAYOUT[role].relpath, "bytes": paths[role].stat().st_size,
-                                   "num_tensors": len(sd), "description": COMFY_LAYOUT[role].description}
+        manifest["files"][role] = {"path": layout.relpath, "bytes": paths[role].stat().st_size,
+                                   "num_tensors": len(sd), "description": layout.description}
         del sd
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))

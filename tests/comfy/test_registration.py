@@ -1,0 +1,51 @@
+"""Every X-Dyna node registers in a real ComfyUI, without import failures; the shipped templates are
+served; node_specs.json (which make_ui.py builds the UI files from) matches the live server."""
+import json
+import subprocess
+import time
+
+from tests.comfy import make_ui
+from tests.comfy.support import EXT_NAME, record
+
+EXPECTED_NODES = {
+    "XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode",
+    "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression", "XDynaSampler",
+}
+
+
+def test_harness_check_registers_every_node(comfy_env, comfy_models, comfy_inputs, tmp_path):
+    env = comfy_env.harness_env(comfy_models, comfy_inputs, HARNESS_RUN_DIR=tmp_path / "run")
+    t0 = time.perf_counter()
+    proc = subprocess.run(["bash", str(comfy_env.harness), "check", *sorted(EXPECTED_NODES)], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    record("harness check (start, /object_info, stop)", time.perf_counter() - t0)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    log = (tmp_path / "run" / "comfyui.log").read_text(errors="replace")
+    assert f"custom_nodes/{EXT_NAME} (IMPORT FAILED)" not in log
+    # __init__.py keeps a broken node module from hiding the others; that must not happen either
+    assert "ComfyUI-XDyna: nodes." not in log and "could not register model folders" not in log, log[-4000:]
+
+
+def test_server_lists_exactly_our_nodes(comfy_server):
+    info = comfy_server.get("/object_info")
+    ours = {name for name, d in info.items() if d.get("python_module", "").endswith(EXT_NAME) or name.startswith("XDyna")}
+    assert ours == EXPECTED_NODES
+    for name in EXPECTED_NODES:
+        assert info[name]["category"].startswith("X-Dyna") and info[name]["description"]
+
+
+def test_node_specs_match_the_live_server(comfy_server):
+    live = make_ui.specs_from_object_info(comfy_server.get("/object_info"), make_ui.used_types())
+    assert live == make_ui.load_specs(), "node_specs.json is stale: python tests/comfy/make_ui.py --refresh-specs URL"
+
+
+def test_templates_are_listed_and_served(comfy_server):
+    listed = comfy_server.get("/api/workflow_templates")
+    assert sorted(listed.get(EXT_NAME, [])) == sorted(make_ui.WORKFLOWS), listed
+    for name, (ui_path, _) in make_ui.twin_paths().items():
+        served = comfy_server.get(f"/api/workflow_templates/{EXT_NAME}/{name}.json")
+        assert served == json.loads(ui_path.read_text())
+        thumb = ui_path.with_suffix(".jpg")
+        if thumb.exists():
+            assert comfy_server.get(f"/api/workflow_templates/{EXT_NAME}/{name}.jpg") == thumb.read_bytes()

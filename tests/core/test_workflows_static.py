@@ -1,0 +1,155 @@
+"""Shipped workflows, checked without ComfyUI: every drag-and-drop (UI) file has an API twin that
+means the same graph, the UI files are what tests/comfy/make_ui.py generates from the twins, links
+are consistent, every node is ours or a native one we know, and our nodes' inputs in the twins match
+the node code. (tests/comfy/ loads the same files in the real frontends and runs the twins.)"""
+import importlib
+import inspect
+import json
+
+import pytest
+
+from tests.comfy import make_ui
+from xdyna_core.batch.jobs import Job, fill_workflow
+
+NAMES = sorted(make_ui.WORKFLOWS)
+
+
+def _load(name):
+    ui_path, api_path = make_ui.twin_paths()[name]
+    return json.loads(ui_path.read_text()), json.loads(api_path.read_text())
+
+
+@pytest.fixture(scope="module")
+def specs():
+    return make_ui.load_specs()
+
+
+@pytest.fixture(scope="module")
+def our_nodes(tmp_path_factory):
+    """NODE_CLASS_MAPPINGS of our node modules, imported on the CI-tier fake ComfyUI."""
+    from tests.nodes_ci import fake_comfy
+
+    models = tmp_path_factory.mktemp("models")
+    fake_comfy.install(str(models))
+    try:
+        from nodes import comfy_bridge
+
+        comfy_bridge.register_model_folders()
+        mapping = {}
+        for mod in ("loaders", "reference", "pose", "expression", "sampler"):
+            mapping.update(importlib.import_module(f"nodes.{mod}").NODE_CLASS_MAPPINGS)
+        yield {name: (cls, cls.INPUT_TYPES()) for name, cls in mapping.items()}
+    finally:
+        fake_comfy.uninstall()
+
+
+def test_every_ui_file_has_an_api_twin_and_back():
+    ui_files = {p.stem for p in make_ui.WORKFLOW_DIR.glob("*.json")}
+    api_files = {p.name[: -len("_api.json")] for p in make_ui.API_DIR.glob("*_api.json")}
+    assert ui_files == api_files == set(NAMES)
+    assert not list(make_ui.API_DIR.glob("*.jpg"))  # thumbnails belong next to the UI files
+    # the template browser lists every *.json of example_workflows/: API files must stay out of it
+    for name in NAMES:
+        assert "nodes" in _load(name)[0] and "nodes" not in _load(name)[1]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_file_is_generated_from_its_twin(name):
+    ui_path, _ = make_ui.twin_paths()[name]
+    assert ui_path.read_text() == make_ui.render(name), f"run: python tests/comfy/make_ui.py ({name} drifted)"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_and_api_mean_the_same_graph(name, specs):
+    ui, api = _load(name)
+    assert make_ui.ui_to_api_view(ui, specs) == make_ui.api_view(api)
+    # titles (the batch runner finds its loaders by title)
+    ui_titles = {str(n["id"]): n.get("title") for n in ui["nodes"]}
+    for nid, node in api.items():
+        title = node.get("_meta", {}).get("title")
+        assert ui_titles[nid] == (title if title != specs[node["class_type"]]["display_name"] else None)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_links_are_consistent(name, specs):
+    ui, _ = _load(name)
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    ids = [l[0] for l in ui["links"]]
+    assert len(ids) == len(set(ids)) and ui["last_link_id"] >= max(ids)
+    assert ui["last_node_id"] >= max(nodes)
+    for link_id, src, src_slot, dst, dst_slot, typ in ui["links"]:
+        out = nodes[src]["outputs"][src_slot]
+        slot = nodes[dst]["inputs"][dst_slot]
+        assert link_id in (out["links"] or []) and slot["link"] == link_id
+        assert out["type"] == typ == slot["type"], f"link {link_id}: {out['type']} -> {slot['type']}"
+    for n in ui["nodes"]:  # no dangling references, every required socket fed
+        for slot in n["inputs"]:
+            assert slot["link"] is None or slot["link"] in ids
+        for out in n["outputs"]:
+            assert all(l in ids for l in out["links"] or [])
+        if n["type"] in make_ui.FRONTEND_ONLY:
+            continue
+        for e in specs[n["type"]]["inputs"]:
+            if not e["widget"] and not e["optional"]:
+                assert any(s["name"] == e["name"] and s["link"] for s in n["inputs"]), f"{n['type']}.{e['name']} unconnected"
+
+
+def test_node_types_are_ours_or_known_natives(specs, our_nodes):
+    for name in NAMES:
+        ui, api = _load(name)
+        for t in {n["type"] for n in ui["nodes"]} | {n["class_type"] for n in api.values()}:
+            if t.startswith("XDyna"):
+                assert t in our_nodes, f"{name}: {t} is not one of our nodes"
+            else:
+                assert t in specs or t in make_ui.FRONTEND_ONLY, f"{name}: unknown native node {t}"
+
+
+def test_our_node_specs_match_the_code(specs, our_nodes):
+    """node_specs.json (from a live server) must describe our nodes as the code declares them."""
+    for t, spec in specs.items():
+        if not t.startswith("XDyna"):
+            continue
+        cls, inputs = our_nodes[t]
+        declared = [(name, sec == "optional") for sec in ("required", "optional") for name in inputs.get(sec, {})]
+        assert [(e["name"], e["optional"]) for e in spec["inputs"]] == declared, t
+        for e in spec["inputs"]:
+            sec = "optional" if e["optional"] else "required"
+            expected = make_ui._input_spec(e["name"], list(inputs[sec][e["name"]]))
+            assert {k: e.get(k) for k in expected} == expected, f"{t}.{e['name']}"
+        assert [o["type"] for o in spec["outputs"]] == list(cls.RETURN_TYPES), t
+        assert [o["name"] for o in spec["outputs"]] == list(cls.RETURN_NAMES), t
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_our_widget_values_are_valid_for_the_nodes(name, our_nodes):
+    _, api = _load(name)
+    for nid, node in api.items():
+        if not node["class_type"].startswith("XDyna"):
+            continue
+        cls, inputs = our_nodes[node["class_type"]]
+        spec = {**inputs.get("required", {}), **inputs.get("optional", {})}
+        params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
+        for key, value in node["inputs"].items():
+            assert key in spec and key in params, f"{name} node {nid}: {key}"
+            kind, opts = spec[key][0], (spec[key][1] if len(spec[key]) > 1 else {})
+            if isinstance(value, list):
+                continue  # a link
+            if isinstance(kind, list) and kind and not any(x.endswith(".safetensors") for x in kind + [value]):
+                assert value in kind, f"{name} node {nid}: {key}={value!r} not in {kind}"
+            if kind in ("INT", "FLOAT"):
+                assert opts.get("min", value) <= value <= opts.get("max", value), f"{name} node {nid}: {key}={value}"
+            if kind == "BOOLEAN":
+                assert isinstance(value, bool)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sizes_agree_and_batch_runner_can_fill_it(name, tmp_path):
+    _, api = _load(name)
+    sizes = {(n["inputs"]["width"], n["inputs"]["height"]) for n in api.values() if "width" in n["inputs"]}
+    assert len(sizes) == 1, f"{name}: width/height differ between nodes: {sizes}"
+    job = Job(name="job1", reference=tmp_path / "r.png", driving=tmp_path / "d.mp4", options={"steps": 3, "seed": 9})
+    filled = fill_workflow(api, job, "r.png", "d.mp4")
+    kinds = {n["class_type"]: n["inputs"] for n in filled.values()}
+    assert kinds["LoadImage"]["image"] == "r.png" and kinds["LoadVideo"]["file"] == "d.mp4"
+    assert kinds["XDynaSampler"]["steps"] == 3 and kinds["XDynaSampler"]["seed"] == 9
+    assert kinds["SaveVideo"]["filename_prefix"] == "xdyna/job1"
