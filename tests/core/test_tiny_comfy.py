@@ -1,6 +1,6 @@
 """The model set for real ComfyUI's native loaders (loading/tiny_comfy.py), checked without ComfyUI.
 
-The real proof is tests/comfy/ (CheckpointLoaderSimple and CLIPVisionLoader load these files in
+The real proof is tests/real_comfyui/ (CheckpointLoaderSimple and CLIPVisionLoader load these files in
 ComfyUI 0.8.0 and 0.3.64). Here: the keys and shapes ComfyUI's config detection reads (on meta
 tensors, nothing allocated), the X-Dyna parts through our own loaders, and the write-once cache.
 """

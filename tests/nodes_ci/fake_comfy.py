@@ -1,6 +1,6 @@
 """A minimal in-process stand-in for the ComfyUI modules our nodes touch (CI has no ComfyUI).
 
-It implements just the calls comfy_bridge makes, with ComfyUI's signatures. tests/comfy/ runs the
+It implements just the calls comfy_bridge makes, with ComfyUI's signatures. tests/real_comfyui/ runs the
 same nodes through a real ComfyUI server (registration, every shipped workflow, interrupts, batch
 runs, the frontend) when COMFYUI_DIR is set, which is where a drift of this fake would show.
 """

@@ -1,6 +1,6 @@
 """Real-ComfyUI tier: skipped unless COMFYUI_DIR and COMFY_VENV name a ComfyUI checkout and its venv.
 
-    COMFYUI_DIR=/path/to/ComfyUI COMFY_VENV=/path/to/venv python -m pytest tests/comfy -v
+    COMFYUI_DIR=/path/to/ComfyUI COMFY_VENV=/path/to/venv python -m pytest tests/real_comfyui -v
 
 Nothing here imports ComfyUI: the tests drive real servers through ../shared/tools/comfy_harness.sh
 (override with COMFY_HARNESS), its HTTP API and, for the frontend checks, headless Chromium
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.comfy.support import EXT_NAME, HERE, REPO, TIMINGS, Server, cut_clip, record
+from tests.real_comfyui.support import EXT_NAME, HERE, REPO, TIMINGS, Server, cut_clip, record
 
 ENV_OK = bool(os.environ.get("COMFYUI_DIR") and os.environ.get("COMFY_VENV"))
 SKIP_REASON = "real-ComfyUI tier: set COMFYUI_DIR and COMFY_VENV"
@@ -85,7 +85,7 @@ def comfy_env():
 @pytest.fixture(scope="session")
 def comfy_models(comfy_env, request, tmp_path_factory):
     """models/ folder with the native-size test set and the stand-in DWPose detectors (cached)."""
-    from tests.comfy.standins import write_standin_dwpose
+    from tests.real_comfyui.standins import write_standin_dwpose
     from xdyna_core.loading.tiny_comfy import (
         comfy_test_set_ready,
         ensure_comfy_test_set,

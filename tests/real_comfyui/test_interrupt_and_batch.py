@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.comfy import make_ui
-from tests.comfy.support import (
+from tests.real_comfyui import make_ui
+from tests.real_comfyui.support import (
     REPO,
     TEST_FRAMES,
     TEST_H,

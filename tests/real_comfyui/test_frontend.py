@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.comfy import make_ui
-from tests.comfy.support import REPO, record, ui_check, variant_of
+from tests.real_comfyui import make_ui
+from tests.real_comfyui.support import REPO, record, ui_check, variant_of
 
 NAMES = sorted(make_ui.WORKFLOWS)
 EXTENSION = "XDyna.ProgressAndPreview"

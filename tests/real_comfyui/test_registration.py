@@ -4,8 +4,8 @@ import json
 import subprocess
 import time
 
-from tests.comfy import make_ui
-from tests.comfy.support import EXT_NAME, record
+from tests.real_comfyui import make_ui
+from tests.real_comfyui.support import EXT_NAME, record
 
 EXPECTED_NODES = {
     "XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode",
@@ -37,7 +37,7 @@ def test_server_lists_exactly_our_nodes(comfy_server):
 
 def test_node_specs_match_the_live_server(comfy_server):
     live = make_ui.specs_from_object_info(comfy_server.get("/object_info"), make_ui.used_types())
-    assert live == make_ui.load_specs(), "node_specs.json is stale: python tests/comfy/make_ui.py --refresh-specs URL"
+    assert live == make_ui.load_specs(), "node_specs.json is stale: python tests/real_comfyui/make_ui.py --refresh-specs URL"
 
 
 def test_templates_are_listed_and_served(comfy_server):

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.comfy import make_ui
-from tests.comfy.support import (
+from tests.real_comfyui import make_ui
+from tests.real_comfyui.support import (
     TEST_FRAMES,
     TEST_H,
     TEST_W,

@@ -1,9 +1,9 @@
 """Generate the drag-and-drop (UI-format) workflows from their API-format twins, so the two never drift.
 
-    python tests/comfy/make_ui.py            # rewrite example_workflows/*.json from example_workflows/api/*_api.json
-    python tests/comfy/make_ui.py --check    # exit 1 when a UI file is not what its twin generates
-    python tests/comfy/make_ui.py --refresh-specs http://127.0.0.1:8188   # re-read node_specs.json from a server
-    NODE_PATH=... python tests/comfy/make_ui.py --thumbnails http://127.0.0.1:8188  # template thumbnails (.jpg)
+    python tests/real_comfyui/make_ui.py            # rewrite example_workflows/*.json from example_workflows/api/*_api.json
+    python tests/real_comfyui/make_ui.py --check    # exit 1 when a UI file is not what its twin generates
+    python tests/real_comfyui/make_ui.py --refresh-specs http://127.0.0.1:8188   # re-read node_specs.json from a server
+    NODE_PATH=... python tests/real_comfyui/make_ui.py --thumbnails http://127.0.0.1:8188  # template thumbnails (.jpg)
 
 The API twin (what `python -m xdyna_core batch` and the harness run) is the source. The frontend's
 UI format also needs each node's socket/widget layout, which only the server knows (`/object_info`):
@@ -395,7 +395,7 @@ def main(argv=None) -> int:
     if args.thumbnails and not args.check:
         write_thumbnails(args.thumbnails)
     if args.check and stale:
-        print("out of date (run python tests/comfy/make_ui.py): " + ", ".join(str(p.relative_to(REPO)) for p in stale))
+        print("out of date (run python tests/real_comfyui/make_ui.py): " + ", ".join(str(p.relative_to(REPO)) for p in stale))
         return 1
     return 0
 
