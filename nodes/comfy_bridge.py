@@ -295,3 +295,27 @@ def clip_vision_zero_hidden(clip_vision) -> torch.Tensor:
     pixels = torch.zeros(1, 3, size, size, device=device, dtype=dtype)
     out = clip_vision.model(pixel_values=pixels, intermediate_output=-2)
     return out[1].to(intermediate_device())
+
+
+# ------------------------------------------------------------------------------ input files
+
+def input_files(extensions: Sequence[str]) -> List[str]:
+    """Files in ComfyUI's input folder (subfolders included) with one of the extensions."""
+    try:
+        root = _fp().get_input_directory()
+    except Exception:
+        return []
+    out = []
+    for base, _, files in os.walk(root):
+        for f in files:
+            if f.lower().endswith(tuple(extensions)):
+                out.append(os.path.relpath(os.path.join(base, f), root).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def input_path(name: str) -> str:
+    root = _fp().get_input_directory()
+    path = os.path.normpath(os.path.join(root, name))
+    if not path.startswith(os.path.normpath(root) + os.sep) or not os.path.isfile(path):
+        raise FileNotFoundError(f"'{name}' is not a file in ComfyUI's input folder {root}")
+    return path

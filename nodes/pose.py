@@ -6,6 +6,8 @@ come from comfy_bridge.
 """
 from __future__ import annotations
 
+import os
+
 from xdyna_core.preprocess import driving as drv
 
 from . import comfy_bridge as bridge
@@ -215,13 +217,45 @@ class XDynaPoseAlign:
     run = bridge.with_frames_preview(align, 1, "pose")
 
 
+class XDynaLoadPoseKeypoints:
+    DESCRIPTION = ("Loads POSE_KEYPOINT JSON (the comfyui_controlnet_aux format, e.g. written by "
+                   "`python -m xdyna_core preprocess pose` or an OpenPose editor) from ComfyUI's input folder, "
+                   "for X-Dyna Pose From Keypoints: a custom pose source without any detector.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = ("POSE_KEYPOINT",)
+    RETURN_NAMES = ("pose_keypoint",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"keypoints_file": (bridge.input_files([".json"]),
+                                                {"tooltip": "a .json file in ComfyUI's input folder"})}}
+
+    @classmethod
+    def IS_CHANGED(cls, keypoints_file):
+        try:
+            return os.path.getmtime(bridge.input_path(keypoints_file))
+        except FileNotFoundError:
+            return float("nan")
+
+    def load(self, keypoints_file):
+        from xdyna_core.preprocess.keypoints import load_keypoints, to_pose_keypoint_json
+
+        frames = load_keypoints(bridge.input_path(keypoints_file))
+        if not frames:
+            raise ValueError(f"{keypoints_file} holds no frames")
+        return (to_pose_keypoint_json(frames),)
+
+
 NODE_CLASS_MAPPINGS = {
+    "XDynaLoadPoseKeypoints": XDynaLoadPoseKeypoints,
     "XDynaPoseExtract": XDynaPoseExtract,
     "XDynaPoseFromKeypoints": XDynaPoseFromKeypoints,
     "XDynaPoseAlign": XDynaPoseAlign,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
+    "XDynaLoadPoseKeypoints": "X-Dyna Load Pose Keypoints (JSON)",
     "XDynaPoseExtract": "X-Dyna Pose Extract",
     "XDynaPoseFromKeypoints": "X-Dyna Pose From Keypoints",
     "XDynaPoseAlign": "X-Dyna Pose Align",

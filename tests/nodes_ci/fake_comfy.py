@@ -48,6 +48,7 @@ def install(models_dir: str) -> types.SimpleNamespace:
 
     fp.get_folder_paths, fp.get_filename_list, fp.get_full_path = get_folder_paths, get_filename_list, get_full_path
     fp.get_temp_directory = lambda: os.path.join(os.path.dirname(models_dir), "temp")
+    fp.get_input_directory = lambda: os.path.join(os.path.dirname(models_dir), "input")
 
     comfy = types.ModuleType("comfy")
     mm = types.ModuleType("comfy.model_management")

@@ -18,7 +18,7 @@ def test_package_import_registers_folders_and_nodes(comfy):
     finally:
         sys.modules.pop("ComfyUI-XDyna", None)
     assert "xdyna" in folder_paths.folder_names_and_paths
-    expected = {"XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode",
+    expected = {"XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode", "XDynaLoadPoseKeypoints",
                 "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression",
                 "XDynaSampler"}
     assert expected <= set(mod.NODE_CLASS_MAPPINGS)

@@ -101,7 +101,7 @@ def real_clip():
 
 def test_node_contracts(pose_nodes):
     m, d = pose_nodes.NODE_CLASS_MAPPINGS, pose_nodes.NODE_DISPLAY_NAME_MAPPINGS
-    assert set(m) == set(d) == {"XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign"}
+    assert set(m) == set(d) == {"XDynaLoadPoseKeypoints", "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign"}
 
     spec = check_node_contract(m["XDynaPoseExtract"], "XDynaPoseExtract", m, d)
     req, opt = spec["required"], spec["optional"]

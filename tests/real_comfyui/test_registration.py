@@ -9,7 +9,8 @@ from tests.real_comfyui.support import EXT_NAME, record
 
 EXPECTED_NODES = {
     "XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode",
-    "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression", "XDynaSampler",
+    "XDynaLoadPoseKeypoints", "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression",
+    "XDynaSampler",
 }
 
 
