@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -16,8 +15,8 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
-from .preprocess.cli import Geometry, Progress, fit_geometry, make_landmark_source, make_pose_detector
-from .preprocess.keypoints import PoseFrame, load_keypoints
+from .preprocess.cli import Progress
+from .preprocess.keypoints import load_keypoints
 from .preprocess.video import VideoReadError, iter_frames, probe_video, read_video, write_video
 
 
@@ -93,10 +92,12 @@ def _check_size(opts: AnimateOptions):
 
 def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptions,
                     reference_path: Optional[str] = None) -> DrivingControls:
-    """Pose frames (and S-Face patches) for the driving video, in the output geometry W×H."""
+    """Pose frames (and S-Face patches) for the driving video, in the output geometry W×H.
+
+    The same core steps as the ComfyUI preprocessing nodes (preprocess/driving.py)."""
+    from .preprocess import driving as drv
     from .preprocess.face_patches import face_patch_sequence
     from .preprocess.render import render_pose
-    from .reference import prepare_reference_image
 
     W, H = opts.width, opts.height
     try:
@@ -108,50 +109,36 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
     if not frames:
         raise AnimateError(f"no frames read from {driving_path} (start {opts.start}, stride {opts.stride})")
     fps = opts.fps or info.fps / opts.stride
+    n = len(frames)
 
-    need_detector = opts.pose_video is None and opts.keypoints is None or opts.face or opts.align
-    name, detector = make_pose_detector(opts.backend, opts.detector_dirs, 1, opts.stride > 2) if need_detector else ("", None)
+    try:
+        _, detector = drv.open_pose_detector(opts.backend, opts.detector_dirs)
+    except ValueError as e:
+        raise AnimateError(str(e).splitlines()[0]) from None
     try:
         # The reference must show a person: X-Dyna animates a human, and alignment needs its pose.
-        if detector is not None:
-            prepared = prepare_reference_image(reference, H, W)
-            if hasattr(detector, "reset"):
-                detector.reset()
-            if detector(prepared).main is None:
-                raise AnimateError(f"no person found in the reference image{' ' + str(reference_path) if reference_path else ''}: "
-                                   f"X-Dyna needs a photo of a person (body visible)")
-            if hasattr(detector, "reset"):
-                detector.reset()
-        lm_source = None
-        if opts.face:
-            lm_name, lm_source = make_landmark_source(opts.landmarks, name, opts.detector_dirs)
-        poses: List[PoseFrame] = []
-        landmarks = []
-        bar = Progress(len(frames), "extract", enabled=not opts.quiet)
-        if detector is not None:
-            for img in frames:
-                pose = detector(img)
-                poses.append(pose)
-                if lm_source is not None:
-                    landmarks.append(lm_source(img, pose))
-                bar.update()
-        bar.close()
-        src = (frames[0].shape[1], frames[0].shape[0])
-        if opts.align:
-            ref_tmp = Path(_tempdir()) / "reference.png"
-            _write_png(ref_tmp, reference)
-            geom = fit_geometry(types.SimpleNamespace(size=(W, H), align_reference=str(ref_tmp), align_frame=None,
-                                                      fit="crop"), src, poses, detector)
-            notes.append(f"alignment: {geom.alignment.description}")
-        else:
-            geom = Geometry("crop", src, (W, H))
+        try:
+            drv.reference_pose(detector, reference, (W, H))
+        except ValueError:
+            where = f" {reference_path}" if reference_path else ""
+            raise AnimateError(f"no person found in the reference image{where}: X-Dyna needs a photo of "
+                               f"a person (body visible)") from None
+        bar = Progress(n, "extract", enabled=not opts.quiet)
+        try:
+            dp = drv.extract_driving_pose(frames, detector, (W, H), "crop", reference if opts.align else None,
+                                          on_frame=lambda i: bar.update())
+        except ValueError as e:
+            raise AnimateError(f"{driving_path}: {e}") from None
+        finally:
+            bar.close()
     finally:
-        close = getattr(detector, "close", None)
-        if callable(close):
-            close()
+        drv.close_quietly(detector)
+    if opts.align:
+        notes.append(f"alignment: {dp.description}")
+    elif dp.without_person:
+        notes.append(f"{dp.without_person}/{n} driving frames without a person (black pose frames)")
 
-    driving = np.stack([geom.image(f) for f in frames])
-    n = len(frames)
+    driving = np.stack([dp.geometry.image(f) for f in frames])
     if opts.pose_video is not None:
         try:
             pose_frames, _ = read_video(opts.pose_video, stride=opts.stride, start=opts.start, max_frames=n)
@@ -159,47 +146,30 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
             raise AnimateError(f"cannot read the pose video: {e}") from None
         if len(pose_frames) < n:
             raise AnimateError(f"the pose video gives {len(pose_frames)} frames, the driving video {n}")
-        pose = np.stack([Geometry("stretch", (p.shape[1], p.shape[0]), (W, H)).image(p) for p in pose_frames])
+        pose = np.stack([drv.plain_geometry((p.shape[1], p.shape[0]), (W, H), "stretch").image(p)
+                         for p in pose_frames])
     elif opts.keypoints is not None:
         kp = load_keypoints(opts.keypoints)
         if len(kp) < n:
             raise AnimateError(f"{opts.keypoints} holds {len(kp)} frames, the driving video gives {n}")
-        pose = np.stack([render_pose(p, W, H) for p in kp[:n]])
+        pose = np.stack([render_pose(p, W, H) for p in drv.fit_keypoints(kp[:n], (W, H), "stretch")])
     else:
-        pose = np.stack([render_pose(geom.pose(p), W, H) for p in poses])
-        missing = sum(1 for p in poses if not p.people)
-        if missing == n:
-            raise AnimateError(f"no person found in any frame of {driving_path}")
-        if missing:
-            notes.append(f"{missing}/{n} driving frames without a person (black pose frames)")
+        pose = np.stack([render_pose(p, W, H) for p in dp.poses])
 
     local = glob = None
     if opts.face:
-        pts = [None if lm is None else geom.points(np.asarray(lm, np.float32)) for lm in landmarks]
-        seq = face_patch_sequence(list(driving), pts, fix_failures=True)
+        kind = {"dwpose": "pose_keypoint"}.get(opts.landmarks, opts.landmarks)
+        try:
+            landmarks, source = drv.face_landmarks(list(driving), kind, dp.poses, opts.detector_dirs)
+        except ValueError as e:
+            raise AnimateError(str(e).splitlines()[0]) from None
+        seq = face_patch_sequence(list(driving), landmarks, fix_failures=True)
         if not seq.clip_has_face:
             notes.append("no face found in the driving video: S-Face ControlNet switched off")
         else:
             local, glob = seq.local_images, seq.global_images
-            found = sum(lm is not None for lm in pts)
-            notes.append(f"face landmarks ({lm_name}) in {found}/{n} frames")
+            notes.append(f"face landmarks ({source}) in {sum(lm is not None for lm in landmarks)}/{n} frames")
     return DrivingControls(pose, local, glob, driving, fps, notes)
-
-
-_TMP = None
-
-
-def _tempdir():
-    global _TMP
-    if _TMP is None:
-        import tempfile
-        _TMP = tempfile.mkdtemp(prefix="xdyna_")
-    return _TMP
-
-
-def _write_png(path: Path, img: np.ndarray):
-    import cv2
-    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
 
 
 def _chw(frames: np.ndarray) -> torch.Tensor:
