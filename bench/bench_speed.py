@@ -9,10 +9,13 @@ step, and MFU against a FLOP count taken with torch's FLOP counter on one window
     python bench/bench_speed.py --frames 192 --time-steps 3                          # time 3 steps, scale to 25
     python bench/bench_speed.py --tiny --device cpu --frames 16 48 --steps 2         # CPU smoke run
     python bench/bench_speed.py --compare-fp32                                       # fp16/bf16 vs fp32 difference
+    python bench/bench_speed.py --frames 16 --encoders --memory low                  # 8 GB budget mode: peaks per phase
 
 `--peak-tflops` sets the MFU denominator (default 790: dense bf16/fp16 measured on an H100 SXM).
-The official-code comparison of the issue needs the official repository next to this one; without
-it the script reports our own fp32 path as the reference instead.
+`--encoders` adds the CLIP vision encoder (ViT-H), Resampler and CLIP text encoder to the encode
+phase (otherwise random tokens stand in); `--memory low` keeps only each phase's networks on the
+GPU (xdyna_core/offload.py) and prints the peak of every phase. The comparison with the official
+code is bench/official_compare.py.
 """
 from __future__ import annotations
 
@@ -27,7 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xdyna_core.models import (ControlNetConfig, ControlNetModel, UNet3DConditionModel,  # noqa: E402
                                UNet3DConfig)
+from xdyna_core.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,  # noqa: E402
+                                    CLIPVisionModelWithProjection)
+from xdyna_core.models.resampler import Resampler, ResamplerConfig  # noqa: E402
 from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig  # noqa: E402
+from xdyna_core.offload import PhasePlacement  # noqa: E402
+from xdyna_core.reference import clip_image_hidden, clip_uncond_hidden, image_tokens  # noqa: E402
 from xdyna_core.sampling.context_windows import context_windows  # noqa: E402
 from xdyna_core.sampling.pipeline import decode_latents, sample_video  # noqa: E402
 
@@ -45,6 +53,22 @@ def random_init_(model: torch.nn.Module, seed: int = 0):
             else:
                 p.copy_((torch.randn(p.shape, generator=g) * 0.02).to(p.dtype))
     return model
+
+
+def build_encoders(tiny: bool, device, dtype):
+    """CLIP vision (ViT-H/14), IP-Adapter Resampler and CLIP text encoder with random weights."""
+    if tiny:
+        vis = CLIPVisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                               image_size=28, patch_size=14, projection_dim=32)
+        txt = CLIPTextConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=2)
+        res = ResamplerConfig(dim=32, depth=2, dim_head=12, heads=4, embedding_dim=48, output_dim=32)
+    else:
+        vis, txt, res = CLIPVisionConfig(), CLIPTextConfig(), ResamplerConfig()
+    out = []
+    for cls, cfg, seed in ((CLIPVisionModelWithProjection, vis, 4), (Resampler, res, 5), (CLIPTextModel, txt, 6)):
+        out.append(random_init_(cls(cfg), seed).to(device=device, dtype=dtype).eval())
+    return out
 
 
 def build(tiny: bool, device, dtype):
@@ -76,8 +100,22 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def run(args, frames: int, nets, dim, device, dtype):
+def run(args, frames: int, nets, dim, device, dtype, encoders=None):
     unet, cn, vae = nets
+    place = PhasePlacement(device, low_memory=args.memory == "low")
+    for name, net in zip(("unet", "controlnet", "vae", "clip_vision", "resampler", "text_encoder"),
+                         list(nets) + list(encoders or [None] * 3)):
+        place.register(name, net)
+    peaks = {}
+
+    def phase_start():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def phase_end(name):
+        sync(device)
+        peaks[name] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+
     W, H = args.size
     h, w = H // 8, W // 8
     g = torch.Generator().manual_seed(0)
@@ -95,29 +133,41 @@ def run(args, frames: int, nets, dim, device, dtype):
             return net(sample, *a, **k)
         return call
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     timed_steps = args.time_steps or args.steps
+    place.use(["vae", "clip_vision", "resampler", "text_encoder"])
+    phase_start()
     t0 = time.perf_counter()
     with torch.no_grad():
         ref_img = torch.rand(1, 3, H, W, generator=g).to(device, dtype) * 2 - 1
         mean, logvar = vae.encode(ref_img)
         ref = (mean * 0.18215)[:, :, None]
-    sync(device)
+        if encoders is not None:
+            clip_vision, resampler, text_encoder = encoders
+            px = torch.rand(1, 3, clip_vision.config.image_size, clip_vision.config.image_size, generator=g)
+            tok_c = image_tokens(resampler, clip_image_hidden(clip_vision, px)).to(dtype)
+            tok_u = image_tokens(resampler, clip_uncond_hidden(clip_vision, px)).to(dtype)
+            ids = torch.randint(0, text_encoder.config.vocab_size, (1, 77), generator=g).to(device)
+            text = text_encoder(ids).to(dtype)
+    phase_end("encode")
     t_enc = time.perf_counter() - t0
 
+    place.use(["unet", "controlnet"])
+    phase_start()
     t0 = time.perf_counter()
     latents = sample_video(counted(unet, "unet"), ref, text, text, tok_c, tok_u, pose_controlnet=counted(cn, "controlnet"),
                            pose_cond=pose, steps=args.steps, strength=timed_steps / args.steps, guidance_scale=7.5,
                            seed=0, device=device, dtype=dtype, window_batch_size=args.window_batch)
-    sync(device)
+    phase_end("sample")
     t_sample = (time.perf_counter() - t0) * args.steps / timed_steps
 
+    place.use(["vae"])
+    phase_start()
     t0 = time.perf_counter()
     video = decode_latents(vae.decode, latents, chunk=args.decode_chunk, dtype=dtype)
-    sync(device)
+    phase_end("decode")
     t_dec = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    peak = max(peaks.values())
+    place.use(["unet", "controlnet"])     # the FLOP count below runs the sampling networks
 
     # FLOPs of one step, counted on the actual calls of one window, times the windows per step.
     windows = context_windows(frames, 16, 4, 0)
@@ -140,6 +190,9 @@ def run(args, frames: int, nets, dim, device, dtype):
           f"sample {t_sample:7.2f}s  decode {t_dec:6.2f}s | peak {peak:6.2f} GiB | per step: "
           f"{calls['unet'] / timed_steps:.0f} UNet, {calls['controlnet_frames'] / timed_steps:.0f} ControlNet frames | "
           f"{total / 1e15:.2f} PFLOP, MFU {100 * mfu:.1f}% | finite {ok}")
+    if args.memory == "low" or encoders is not None:
+        print("      peak per phase (GiB): " + ", ".join(f"{k} {v:.2f}" for k, v in peaks.items())
+              + f" | memory mode {args.memory}")
     return latents
 
 
@@ -156,15 +209,20 @@ def main():
     ap.add_argument("--decode-chunk", type=int, default=8)
     ap.add_argument("--peak-tflops", type=float, default=790.0)
     ap.add_argument("--compare-fp32", action="store_true", help="max |fp16/bf16 - fp32| of the final latents")
+    ap.add_argument("--encoders", action="store_true", help="run the CLIP vision/text encoders in the encode phase")
+    ap.add_argument("--memory", choices=["high", "low"], default="high",
+                    help="low: only the current phase's networks on the GPU (the 8 GB budget mode)")
     args = ap.parse_args()
     device = torch.device(args.device)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    nets, dim = build(args.tiny, device, dtype)
+    home = torch.device("cpu") if args.memory == "low" else device   # low: weights wait in CPU memory
+    nets, dim = build(args.tiny, home, dtype)
+    encoders = build_encoders(args.tiny, home, dtype) if args.encoders else None
     print(f"device {device}, UNet {sum(p.numel() for p in nets[0].parameters()) / 1e9:.3f} G params")
-    results = {n: run(args, n, nets, dim, device, dtype) for n in args.frames}
+    results = {n: run(args, n, nets, dim, device, dtype, encoders) for n in args.frames}
     if args.compare_fp32 and dtype != torch.float32:
         nets32, _ = build(args.tiny, device, torch.float32)
         for n, lat in results.items():

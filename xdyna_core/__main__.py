@@ -37,6 +37,9 @@ def _add_job_options(p: argparse.ArgumentParser, steps: int, size: str, length):
     p.add_argument("--context-overlap", type=int, default=4)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    p.add_argument("--memory", choices=["auto", "high", "low"], default="auto",
+                   help="low: keep only the current phase's networks on the GPU (8 GB cards); "
+                        "auto picks low below 12 GB")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -52,15 +55,21 @@ def _options(args):
         backend=args.backend, landmarks=args.landmarks, pose_video=getattr(args, "pose", None),
         keypoints=getattr(args, "keypoints", None), prompt=args.prompt, negative_prompt=args.negative_prompt,
         context_frames=args.context_length, context_overlap=args.context_overlap, device=args.device,
-        precision=args.precision, detector_dirs=dirs, quiet=args.quiet)
+        precision=args.precision, memory=args.memory, detector_dirs=dirs, quiet=args.quiet)
 
 
 def _load(models_dir, opts, quiet):
     from .animate import resolve_device
     from .loading.bundle import find_model_files, load_bundle
 
+    import torch
+
+    from .offload import resolve_memory_mode
+
     files = find_model_files(models_dir, face=opts.face)
     device, dtype = resolve_device(opts.device, opts.precision)
+    if resolve_memory_mode(opts.memory, device) == "low":
+        device = torch.device("cpu")   # weights wait in CPU memory; animate() moves each phase's networks
     return load_bundle(files, device=device, dtype=dtype, log=None if quiet else (lambda s: print(s, file=sys.stderr)))
 
 

@@ -49,6 +49,7 @@ class AnimateOptions:
     context_overlap: int = 4
     device: str = "auto"
     precision: str = "auto"             # auto | fp32 | fp16 | bf16
+    memory: str = "auto"                # auto | high | low (only the current phase's networks on the GPU)
     detector_dirs: List[str] = field(default_factory=list)
     quiet: bool = False
 
@@ -199,8 +200,13 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
     from .reference import encode_reference_all
     from .sampling.pipeline import SamplerHooks, decode_latents, sample_video
 
+    from .offload import PhasePlacement, resolve_memory_mode
+
     _check_size(opts)
     device, dtype = resolve_device(opts.device, opts.precision)
+    place = PhasePlacement(device, low_memory=resolve_memory_mode(opts.memory, device) == "low")
+    for name in ("unet", "pose_controlnet", "face_controlnet", "resampler", "vae", "text_encoder", "clip_vision"):
+        place.register(name, getattr(bundle, name))
     times = {}
     t0 = time.perf_counter()
     reference = read_reference(reference_path)
@@ -211,6 +217,7 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
 
     t0 = time.perf_counter()
     gen = torch.Generator(device="cpu").manual_seed(int(opts.seed))
+    place.use(["vae", "clip_vision", "resampler", "text_encoder"])
     with torch.no_grad():
         enc = encode_reference_all(reference, opts.height, opts.width, bundle.vae, bundle.clip_vision,
                                    bundle.resampler, generator=gen)
@@ -224,6 +231,7 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
     windows_per_step = max(1, -(-n // max(1, opts.context_frames - opts.context_overlap))) if n > opts.context_frames else 1
     bar = Progress(opts.steps * windows_per_step, "sample", enabled=not opts.quiet)
     hooks = SamplerHooks(progress=lambda *a: bar.update(), should_cancel=should_cancel)
+    place.use(["unet", "pose_controlnet"] + (["face_controlnet"] if use_face else []))
     t0 = time.perf_counter()
     latents = sample_video(bundle.unet, enc.latent.to(device), text_c, text_u, enc.image_tokens_cond.to(device),
                            enc.image_tokens_uncond.to(device), pose_controlnet=bundle.pose_controlnet,
@@ -235,6 +243,7 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
     bar.close()
     times["sample"] = time.perf_counter() - t0
 
+    place.use(["vae"])
     t0 = time.perf_counter()
     dbar = Progress(n, "decode", enabled=not opts.quiet)
 
