@@ -81,17 +81,16 @@ def load_official(repo: Path):
         raise SystemExit(f"{repo} is not an X-Dyna checkout (animatediff/pipelines/pipeline_xdyna.py missing)")
     # Import diffusers/transformers before any stand-in module exists: their availability probes
     # must see the real environment.
-    import diffusers  # noqa: F401
     import diffusers.utils.import_utils as iu
-    import transformers  # noqa: F401
-    from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
+    import transformers
+    transformers.CLIPTextModel, transformers.CLIPTokenizer  # resolve the lazy imports now  # noqa: B018
 
     if importlib.util.find_spec("xformers") is None:
         ops = _module("xformers.ops", memory_efficient_attention=_memory_efficient_attention)
         sys.modules["xformers"], sys.modules["xformers.ops"] = _module("xformers", ops=ops), ops
         iu.is_xformers_available = lambda: True
     try:
-        import torchvision.transforms  # noqa: F401
+        importlib.import_module("torchvision.transforms")
     except Exception:
         tr = _module("torchvision.transforms", GaussianBlur=_GaussianBlur)
         sys.modules["torchvision"], sys.modules["torchvision.transforms"] = _module("torchvision", transforms=tr), tr
@@ -117,7 +116,7 @@ def official_models(off, unet, pose_cn, face_cn, vae):
     """Official networks holding exactly our networks' weights (the key names are the same)."""
     import diffusers
 
-    u, c = unet.config, pose_cn.config
+    u = unet.config
     sd_config = dict(in_channels=u.in_channels, out_channels=u.out_channels,
                      block_out_channels=list(u.block_out_channels), layers_per_block=u.layers_per_block,
                      attention_head_dim=u.num_attention_heads, cross_attention_dim=u.cross_attention_dim,

@@ -77,6 +77,7 @@ class XDynaSampler:
                face_strength, context_length, context_overlap, face=None):
         from xdyna_core.models.attention import use_attention_backend
         from xdyna_core.sampling.context_windows import context_windows
+        from xdyna_core.sampling.memory import window_activation_bytes
         from xdyna_core.sampling.pipeline import SamplerHooks, SamplingCancelled, sample_video
 
         use_face = (face is not None and controlnets.face is not None and any(face.get("has_face", [True]))
@@ -84,9 +85,14 @@ class XDynaSampler:
         check_inputs(reference, pose, face, use_face, context_length, context_overlap)
         n = pose.shape[0]
         patchers = [model.patcher, controlnets.pose, controlnets.face if use_face else None]
-        bridge.load_on_device(patchers)
-        device = bridge.torch_device()
         dtype = model.compute_dtype
+        # what a window needs beyond the weights: ComfyUI then unloads other models (CLIP, VAE,
+        # CLIP vision) or loads ours partially on small cards instead of running out of memory
+        lat_h, lat_w = reference["latent"].shape[-2:]
+        activations = window_activation_bytes(model.patcher.model.config, lat_h, lat_w, min(n, context_length),
+                                              2 if cfg > 1.0 else 1, dtype)
+        bridge.load_on_device(patchers, memory_required=activations)
+        device = bridge.torch_device()
         face_cond = None
         if use_face:
             face_cond = torch.cat([_chw_uint8(face["local"]), _chw_uint8(face["global"])], dim=1)

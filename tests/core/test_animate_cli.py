@@ -1,7 +1,6 @@
 """The headless job (`python -m xdyna_core animate|demo`) on the tiny model set and a shared video."""
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ import socketserver
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 
 import pytest
 

@@ -16,7 +16,7 @@ class InterruptProcessingException(Exception):
 
 
 def install(models_dir: str) -> types.SimpleNamespace:
-    state = types.SimpleNamespace(interrupt=False, loaded=[], freed=0, progress=[])
+    state = types.SimpleNamespace(interrupt=False, loaded=[], memory_required=[], freed=0, progress=[])
 
     fp = types.ModuleType("folder_paths")
     fp.models_dir = models_dir
@@ -61,6 +61,7 @@ def install(models_dir: str) -> types.SimpleNamespace:
 
     def load_models_gpu(models, memory_required=0, **kw):
         state.loaded.append(list(models))
+        state.memory_required.append(memory_required)
 
     def free_memory(memory_required, device, keep_loaded=()):
         state.freed += 1

@@ -82,6 +82,11 @@ def test_full_graph_runs_and_decodes(tiny, comfy):
         frames = vae.decode(samples)
     assert frames.shape == (3, H, W, 3) and frames.std() > 0.01
     assert comfy.loaded and any(v == 2 * 1 for v, _ in comfy.progress)  # one progress tick per window
+    # the sampler asks ComfyUI to keep a window's activations free (3 frames, CFG batch 2)
+    from xdyna_core.sampling.memory import window_activation_bytes
+    unet_cfg = node("XDynaModelLoader")[1]("xdyna_unet.safetensors", "fp32")[0].patcher.model.config
+    want = window_activation_bytes(unet_cfg, H // 8, W // 8, 3, 2, torch.float32)
+    assert want > 0 and want in comfy.memory_required
     again, _ = run_graph(tiny)
     assert torch.equal(samples, again)  # same seed, same video
 
