@@ -59,11 +59,10 @@ def _options(args):
 
 
 def _load(models_dir, opts, quiet):
-    from .animate import resolve_device
-    from .loading.bundle import find_model_files, load_bundle
-
     import torch
 
+    from .animate import resolve_device
+    from .loading.bundle import find_model_files, load_bundle
     from .offload import resolve_memory_mode
 
     files = find_model_files(models_dir, face=opts.face)

@@ -197,10 +197,9 @@ class AnimateResult:
 def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
             should_cancel: Optional[Callable[[], bool]] = None) -> AnimateResult:
     """Run the whole job with loaded networks (see loading.bundle.load_bundle)."""
+    from .offload import PhasePlacement, resolve_memory_mode
     from .reference import encode_reference_all
     from .sampling.pipeline import SamplerHooks, decode_latents, sample_video
-
-    from .offload import PhasePlacement, resolve_memory_mode
 
     _check_size(opts)
     device, dtype = resolve_device(opts.device, opts.precision)

@@ -1,6 +1,7 @@
 """Feed-forward row chunking (exact, bounds the activation peak) and the window memory estimate
 the ComfyUI sampler hands to ComfyUI, checked against exact storage accounting on CPU."""
 import sys
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -11,6 +12,18 @@ from xdyna_core.sampling.memory import window_activation_bytes
 
 sys.path.insert(0, str(REPO / "bench"))
 bench = pytest.importorskip("bench_activation_memory")
+
+
+@contextmanager
+def chunking(rows, *models):
+    """Feed-forward chunking `rows` on `models` for the block, the default afterwards."""
+    for m in models:
+        set_feed_forward_chunking(m, rows)
+    try:
+        yield
+    finally:
+        for m in models:
+            set_feed_forward_chunking(m, FeedForward.chunk_rows)
 
 
 def tiny_unet():
@@ -39,24 +52,18 @@ def test_unet_output_unchanged_by_chunking():
     x = torch.randn(2, 4, 5, 16, 8)
     ctx = torch.randn(2, 93, dim)
     with torch.no_grad():
-        set_feed_forward_chunking(unet, None)
-        ref = unet(x, 500, ctx)
-        set_feed_forward_chunking(unet, 64)
-        out = unet(x, 500, ctx)
-    set_feed_forward_chunking(unet, FeedForward.chunk_rows)
+        with chunking(None, unet):
+            ref = unet(x, 500, ctx)
+        with chunking(64, unet):
+            out = unet(x, 500, ctx)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("rows", [None, 256])
 def test_estimate_covers_the_measured_peak(rows):
     (unet, cn, _), dim = tiny_unet()
-    set_feed_forward_chunking(unet, rows)
-    set_feed_forward_chunking(cn, rows)
-    try:
+    with chunking(rows, unet, cn):
         peak = bench.step_peak(unet, cn, dim, 16, 16)
-    finally:
-        set_feed_forward_chunking(unet, FeedForward.chunk_rows)
-        set_feed_forward_chunking(cn, FeedForward.chunk_rows)
     est = window_activation_bytes(unet.config, 16, 16, 16, 2, torch.float32, ff_chunk_rows=rows)
     assert peak > 0
     assert peak <= est <= 2 * peak, (peak, est)
@@ -66,9 +73,6 @@ def test_chunking_lowers_the_peak():
     (unet, cn, _), dim = tiny_unet()
     peaks = {}
     for rows in (None, 256):
-        set_feed_forward_chunking(unet, rows)
-        set_feed_forward_chunking(cn, rows)
-        peaks[rows] = bench.step_peak(unet, cn, dim, 16, 16)
-    set_feed_forward_chunking(unet, FeedForward.chunk_rows)
-    set_feed_forward_chunking(cn, FeedForward.chunk_rows)
+        with chunking(rows, unet, cn):
+            peaks[rows] = bench.step_peak(unet, cn, dim, 16, 16)
     assert peaks[256] < 0.9 * peaks[None], peaks

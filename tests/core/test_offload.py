@@ -38,7 +38,7 @@ def test_low_memory_keeps_only_the_phase_networks():
                            ("unet", "cuda"), ("pose", "cuda")]
     place.use(["vae"])
     assert place.resident() == ["vae"]
-    assert [c for c in nets["unet"].to_calls] == [torch.device("cuda"), torch.device("cpu")]
+    assert nets["unet"].to_calls == [torch.device("cuda"), torch.device("cpu")]
 
 
 def test_high_memory_moves_each_network_once():
