@@ -15,7 +15,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
-from .preprocess.cli import Progress
+from .progress import Progress
 from .preprocess.keypoints import load_keypoints
 from .preprocess.video import VideoReadError, iter_frames, probe_video, read_video, write_video
 

@@ -331,7 +331,9 @@ def test_face_landmarks_dwpose_needs_dwpose_backend(tmp_path, face_clip, capsys)
 
 def test_progress_bar_non_tty_prints_deciles():
     buf = io.StringIO()
-    bar = cli.Progress(20, "detect", stream=buf)
+    from xdyna_core.progress import Progress
+
+    bar = Progress(20, "detect", stream=buf)
     for _ in range(20):
         bar.update()
     bar.close()
@@ -339,7 +341,7 @@ def test_progress_bar_non_tty_prints_deciles():
     assert lines[-1].startswith("detect [########################] 20/20")
     assert 10 <= len(lines) <= 11
     silent = io.StringIO()
-    q = cli.Progress(5, "x", stream=silent, enabled=False)
+    q = Progress(5, "x", stream=silent, enabled=False)
     q.update()
     q.close()
     assert silent.getvalue() == ""

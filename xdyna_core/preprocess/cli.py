@@ -30,14 +30,16 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .keypoints import KeypointFormatError, Person, PoseFrame, load_keypoints, save_keypoints
+from ..progress import Progress
+from .detectors import LandmarkSource, make_landmark_source, make_pose_detector
+from .face_patches import carry_landmarks
+from .geometry import Geometry
+from .keypoints import KeypointFormatError, PoseFrame, load_keypoints, save_keypoints
 from .video import (VideoReadError, VideoWriteError, VideoWriter, expected_frame_count, iter_frames,
                     probe_video, read_video)
 
@@ -48,181 +50,6 @@ DEFAULT_RENDER_FPS = 8.0  # X-Dyna's pose videos; JSON carries no frame rate
 
 class CliError(Exception):
     """A user-facing problem: printed as one error message, exit status 2."""
-
-
-# --------------------------------------------------------------------------- progress bar
-
-class Progress:
-    """Minimal stderr progress bar (no dependency): a redrawn line on a terminal, a line every
-    10 % otherwise (logs, CI)."""
-
-    def __init__(self, total: Optional[int], desc: str, stream=None, enabled: bool = True, width: int = 24):
-        self.total = total if total and total > 0 else None
-        self.desc = desc
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
-        self.width = width
-        self.n = 0
-        self.start = time.perf_counter()
-        self._last_draw = 0.0
-        self._last_decile = -1
-        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
-
-    def _line(self) -> str:
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        rate = self.n / elapsed
-        if self.total:
-            done = min(self.n / self.total, 1.0)
-            bar = "#" * int(done * self.width) + "-" * (self.width - int(done * self.width))
-            eta = (self.total - self.n) / rate if rate > 0 else 0.0
-            return f"{self.desc} [{bar}] {self.n}/{self.total} {rate:.1f} fps ETA {eta:.0f}s"
-        return f"{self.desc} {self.n} frames {rate:.1f} fps"
-
-    def update(self, k: int = 1) -> None:
-        self.n += k
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if self._tty:
-            if now - self._last_draw >= 0.1 or (self.total and self.n >= self.total):
-                self.stream.write("\r" + self._line())
-                self.stream.flush()
-                self._last_draw = now
-        elif self.total:
-            decile = int(10 * self.n / self.total)
-            if decile > self._last_decile:
-                self._last_decile = decile
-                self.stream.write(self._line() + "\n")
-                self.stream.flush()
-
-    def close(self) -> None:
-        if not self.enabled:
-            return
-        if self._tty:
-            self.stream.write("\r" + self._line() + "\n")
-        elif not self.total or self._last_decile < 10:
-            self.stream.write(self._line() + "\n")
-        self.stream.flush()
-
-
-# --------------------------------------------------------------------------- backends
-
-def make_pose_detector(backend: str, model_dirs: Sequence[str] = (), max_people: Optional[int] = 1,
-                       static_images: bool = False) -> Tuple[str, Callable[[np.ndarray], PoseFrame]]:
-    """(backend name, detector image -> PoseFrame). 'auto' = DWPose when its ONNX files are
-    found, else MediaPipe when installed; the error then gives both reasons."""
-    from .dwpose import DWPoseConfig, DWPoseDetector, DWPoseModelsNotFound, find_dwpose_models
-
-    def dwpose():
-        det, pose = find_dwpose_models(model_dirs)
-        return "dwpose", DWPoseDetector(det, pose, config=DWPoseConfig(max_people=max_people))
-
-    def mediapipe():
-        from .mediapipe_backend import MediaPipePoseDetector
-
-        return "mediapipe", MediaPipePoseDetector(static_image_mode=static_images)
-
-    if backend == "dwpose":
-        return dwpose()
-    if backend == "mediapipe":
-        return mediapipe()
-    if backend != "auto":
-        raise CliError(f"unknown pose backend {backend!r} (dwpose, mediapipe or auto)")
-    try:
-        return dwpose()
-    except DWPoseModelsNotFound as e_dw:
-        try:
-            return mediapipe()
-        except ImportError as e_mp:
-            raise CliError(f"no pose backend available.\nDWPose: {e_dw}\nMediaPipe: {e_mp}") from None
-
-
-LandmarkSource = Callable[[np.ndarray, PoseFrame], Optional[np.ndarray]]
-
-
-def make_landmark_source(kind: str, pose_backend: str, insightface_dirs: Sequence[str] = ()) -> Tuple[str, LandmarkSource]:
-    """(name, source(image, pose of that image) -> (68, 2) landmarks or None)."""
-    from . import face_landmarks as fl
-
-    if kind == "auto":
-        kind = "dwpose" if pose_backend == "dwpose" else "mediapipe"
-    if kind == "dwpose":
-        if pose_backend != "dwpose":
-            raise CliError("--landmarks dwpose uses DWPose's own face points: it needs --backend dwpose")
-        return "dwpose", lambda image, pose: fl.landmarks_from_pose(pose)
-    if kind == "insightface":
-        model = fl.InsightFaceLandmarks(fl.find_insightface_landmark_model(insightface_dirs))
-        return "insightface", model.from_pose
-    if kind == "mediapipe":
-        return "mediapipe", fl.MediaPipeFaceLandmarks().from_pose
-    raise CliError(f"unknown landmark source {kind!r} (dwpose, insightface, mediapipe or auto)")
-
-
-# --------------------------------------------------------------------------- geometry
-
-def _map_part(a: Optional[np.ndarray], fn) -> Optional[np.ndarray]:
-    if a is None:
-        return None
-    out = np.array(a, dtype=np.float32, copy=True)
-    out[:, :2] = fn(out[:, :2])
-    return out
-
-
-def map_pose_frame(frame: PoseFrame, fn, size: Tuple[int, int]) -> PoseFrame:
-    """Apply a point mapping (N, 2) -> (N, 2) to every part; the result has canvas `size`."""
-    people = [Person(_map_part(p.body, fn), _map_part(p.left_hand, fn), _map_part(p.right_hand, fn),
-                     _map_part(p.face, fn)) for p in frame.people]
-    return PoseFrame(int(size[0]), int(size[1]), people)
-
-
-@dataclass
-class Geometry:
-    """How a decoded frame (src_size) becomes an output frame (size): 'none', 'stretch', 'crop'
-    or 'align' (then `alignment` is set)."""
-
-    mode: str
-    src_size: Tuple[int, int]  # (width, height)
-    size: Tuple[int, int]
-    alignment: object = None
-
-    def points(self, xy: np.ndarray) -> np.ndarray:
-        w, h = self.src_size
-        W, H = self.size
-        if self.mode == "none":
-            return xy
-        if self.mode == "stretch":
-            return xy * np.array([W / w, H / h], np.float32)
-        if self.mode == "crop":
-            from .face_patches import crop_resize_points
-
-            return crop_resize_points(xy, (h, w), H, W)
-        s, (tx, ty) = self.alignment.scale, self.alignment.translation
-        return xy * s + np.array([tx, ty], np.float32)
-
-    def pose(self, frame: PoseFrame) -> PoseFrame:
-        if self.mode == "none":
-            return frame
-        if self.mode == "align":
-            from .align import apply_alignment
-
-            return apply_alignment([frame], self.alignment, self.size)[0]
-        return map_pose_frame(frame, self.points, self.size)
-
-    def image(self, img: np.ndarray) -> np.ndarray:
-        import cv2
-
-        W, H = self.size
-        if self.mode == "none":
-            return img
-        if self.mode == "stretch":
-            return cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)
-        if self.mode == "crop":
-            from .face_patches import crop_resize
-
-            return crop_resize(img, H, W, "linear")
-        from .align import warp_frame
-
-        return warp_frame(img, self.alignment, self.size)
 
 
 def fit_geometry(args, src_size, poses: List[PoseFrame], detector) -> Geometry:
@@ -326,19 +153,6 @@ def run_pose(args) -> dict:
           f"{empty} without a person")
     print(f"wrote {video_path}\nwrote {json_path}")
     return {"video": video_path, "keypoints": json_path, "frames": n, "no_person": empty, "backend": name}
-
-
-def carry_landmarks(landmarks: Sequence[Optional[np.ndarray]]) -> List[Optional[np.ndarray]]:
-    """Fill frames without a face with the last good face (the first good one for leading
-    misses); the rule of face_patches.face_patch_sequence(fix_failures=True), applied to the
-    landmarks so the patches can be produced one frame at a time."""
-    first = next((lm for lm in landmarks if lm is not None), None)
-    out, last = [], None
-    for lm in landmarks:
-        if lm is not None:
-            last = lm
-        out.append(lm if lm is not None else (last if last is not None else first))
-    return out
 
 
 def run_face(args) -> dict:

@@ -177,11 +177,11 @@ def open_pose_detector(backend: str, model_dirs: Sequence[str] = (), max_people:
     else MediaPipe. Raises :class:`BackendUnavailable` saying how to get the backend."""
     if backend not in POSE_BACKENDS:
         raise ValueError(f"unknown pose backend {backend!r}: expected one of {', '.join(POSE_BACKENDS)}")
-    from .cli import CliError, make_pose_detector
+    from .detectors import DetectorUnavailable, make_pose_detector
 
     try:
         return make_pose_detector(backend, list(model_dirs), max_people, static_images=False)
-    except (CliError, ImportError, FileNotFoundError) as e:
+    except (DetectorUnavailable, ImportError, FileNotFoundError) as e:
         raise BackendUnavailable(
             f"pose backend '{backend}' is not available.\n{_backend_help(backend, model_dirs)}\nDetails: {e}"
         ) from None
@@ -272,7 +272,7 @@ def require_person(poses: Sequence[PoseFrame], what: str) -> int:
 
 
 def _geometry(mode: str, src: Tuple[int, int], size: Tuple[int, int], alignment=None):
-    from .cli import Geometry
+    from .geometry import Geometry
 
     return Geometry(mode, tuple(src), tuple(size), alignment)
 
@@ -493,7 +493,7 @@ def face_patch_batches(frames: Sequence[np.ndarray], landmarks: Sequence[Optiona
     one for leading misses) with its own pixels, and windows are clamped to the frame; off = the
     reference (black patches on a miss). A clip without any face gives black patches either way.
     """
-    from .cli import carry_landmarks
+    from .face_patches import carry_landmarks
     from .face_patches import face_patches
 
     n = len(frames)

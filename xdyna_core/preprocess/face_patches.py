@@ -267,7 +267,20 @@ def face_patch_sequence(
     return FacePatchSequence(np.stack(locals_), np.stack(globals_), infos)
 
 
+def carry_landmarks(landmarks: Sequence[Optional[np.ndarray]]) -> List[Optional[np.ndarray]]:
+    """Fill frames without a face with the last good face (the first good one for leading
+    misses); the rule of face_patches.face_patch_sequence(fix_failures=True), applied to the
+    landmarks so the patches can be produced one frame at a time."""
+    first = next((lm for lm in landmarks if lm is not None), None)
+    out, last = [], None
+    for lm in landmarks:
+        if lm is not None:
+            last = lm
+        out.append(lm if lm is not None else (last if last is not None else first))
+    return out
+
+
 __all__ = [
     "crop2ratio", "crop2ratio_params", "crop_resize", "crop_resize_points", "face_geometry",
-    "face_patches", "render_patches", "face_patch_sequence", "FacePatchInfo", "FacePatchSequence",
+    "face_patches", "render_patches", "face_patch_sequence", "FacePatchInfo", "FacePatchSequence", "carry_landmarks",
 ]
