@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
@@ -245,7 +246,9 @@ class TorchScriptNet:
         self.torch = torch
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         try:
-            self.module = torch.jit.load(str(path), map_location=self.device).eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.9+: "jit.load is deprecated"
+                self.module = torch.jit.load(str(path), map_location=self.device).eval()
         except Exception as e:  # torch raises RuntimeError with a long C++ trace
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(f"cannot load TorchScript model {path}: {first}") from None
