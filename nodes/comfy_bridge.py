@@ -73,20 +73,19 @@ def folder_paths_of(folder: str) -> List[str]:
 
 def detector_dirs() -> List[str]:
     """Where pose/face detector files are looked up: models/xdyna/detectors, the insightface
-    folder, and comfyui_controlnet_aux's checkpoint folder when that pack is installed."""
+    folder, and comfyui_controlnet_aux's checkpoint roots that exist ($AUX_ANNOTATOR_CKPTS_PATH,
+    its config.yaml's annotator_ckpts_path, ckpts/ of each folder name in dwpose.CONTROLNET_AUX_PACKS)."""
     dirs = [os.path.join(p, "detectors") for p in folder_paths_of(XDYNA_FOLDER)]
     dirs += folder_paths_of("insightface")
+    from xdyna_core.preprocess.dwpose import controlnet_aux_ckpts_roots
+
+    custom_nodes = folder_paths_of("custom_nodes")
     try:
-        base = os.path.dirname(_fp().models_dir)
-        for pack in ("comfyui_controlnet_aux", "comfyui-controlnet-aux"):
-            ck = os.path.join(base, "custom_nodes", pack, "ckpts")
-            if os.path.isdir(ck):
-                dirs.append(ck)
+        custom_nodes = custom_nodes or [os.path.join(os.path.dirname(_fp().models_dir), "custom_nodes")]
     except Exception:
         pass
-    env = os.environ.get("AUX_ANNOTATOR_CKPTS_PATH")
-    if env:
-        dirs.append(env)
+    roots = [str(r) for cn in (custom_nodes or [None]) for r in controlnet_aux_ckpts_roots(cn)]
+    dirs += [r for r in dict.fromkeys(roots) if os.path.isdir(r)]
     return dirs
 
 

@@ -28,9 +28,10 @@ def _size_inputs():
 
 BACKEND_INPUT = (list(drv.POSE_BACKENDS), {
     "default": "auto",
-    "tooltip": "Pose detector. auto: DWPose when yolox_l.onnx and dw-ll_ucoco_384.onnx are found in "
-               "models/xdyna/detectors (or comfyui_controlnet_aux's ckpts), else MediaPipe "
-               "(pip install mediapipe==0.10.14). Nothing is downloaded.",
+    "tooltip": "Pose detector. auto: DWPose when its files (yolox_l.onnx or .torchscript.pt, "
+               "dw-ll_ucoco_384.onnx or dw-ll_ucoco_384_bs5.torchscript.pt) are in models/xdyna/detectors "
+               "or comfyui_controlnet_aux's ckpts, else MediaPipe 0.10.14 when installed (optional, "
+               "Python 3.10-3.12). Nothing is downloaded.",
 })
 
 

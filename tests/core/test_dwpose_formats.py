@@ -95,7 +95,11 @@ def _export_onnx(module, example, path, input_name, output_names):
 
 
 def _export_torchscript(module, example, path):
-    traced = torch.jit.trace(module, example)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.9+: "jit.trace is deprecated"
+        traced = torch.jit.trace(module, example)
     traced.save(str(path))
     return path
 

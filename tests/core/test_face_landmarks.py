@@ -89,6 +89,19 @@ def test_find_insightface_model(tmp_path, monkeypatch):
         fl.find_insightface_landmark_model([tmp_path / "nowhere"], pack="nopack")
 
 
+def test_find_insightface_model_one_folder_deeper(tmp_path, monkeypatch):
+    """antelopev2.zip unpacked inside models/insightface/models/antelopev2/ nests the files once more."""
+    monkeypatch.delenv("XDYNA_INSIGHTFACE_DIR", raising=False)
+    root = tmp_path / "insightface"
+    nested = root / "models" / "antelopev2" / "antelopev2"
+    nested.mkdir(parents=True)
+    (nested / "1k3d68.onnx").write_bytes(b"x")
+    assert fl.find_insightface_landmark_model([root]) == nested / "1k3d68.onnx"
+    # A file directly in the pack folder still wins over the nested copy.
+    (nested.parent / "1k3d68.onnx").write_bytes(b"x")
+    assert fl.find_insightface_landmark_model([root]) == nested.parent / "1k3d68.onnx"
+
+
 # --------------------------------------------------------------------------- insightface runner
 
 

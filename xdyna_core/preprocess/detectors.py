@@ -12,15 +12,24 @@ class DetectorUnavailable(ValueError):
     """The requested detector cannot be opened (missing files or package); the message says why."""
 
 
+NO_POSE_EXTRACTOR = (
+    "no pose extractor available: place DWPose's yolox_l.onnx (or yolox_l.torchscript.pt) and "
+    "dw-ll_ucoco_384.onnx (or dw-ll_ucoco_384_bs5.torchscript.pt) in ComfyUI/models/xdyna/detectors/ "
+    "(comfyui_controlnet_aux's downloads are used where they are), or on Python 3.10-3.12 install "
+    "the optional mediapipe 0.10.14 (bash install.sh --mediapipe)")
+
+
 def make_pose_detector(backend: str, model_dirs: Sequence[str] = (), max_people: Optional[int] = 1,
-                       static_images: bool = False) -> Tuple[str, Callable[[np.ndarray], PoseFrame]]:
-    """(backend name, detector image -> PoseFrame). 'auto' = DWPose when its ONNX files are
-    found, else MediaPipe when installed; the error then gives both reasons."""
+                       static_images: bool = False, device=None) -> Tuple[str, Callable[[np.ndarray], PoseFrame]]:
+    """(backend name, detector image -> PoseFrame). 'auto' = DWPose when its files (ONNX or
+    TorchScript, see dwpose.find_dwpose_models) are found, else MediaPipe when installed; the error
+    then starts with one line saying what to place where, followed by both reasons. `device`: where
+    TorchScript DWPose files run (default: CUDA when available)."""
     from .dwpose import DWPoseConfig, DWPoseDetector, DWPoseModelsNotFound, find_dwpose_models
 
     def dwpose():
         det, pose = find_dwpose_models(model_dirs)
-        return "dwpose", DWPoseDetector(det, pose, config=DWPoseConfig(max_people=max_people))
+        return "dwpose", DWPoseDetector(det, pose, config=DWPoseConfig(max_people=max_people), device=device)
 
     def mediapipe():
         from .mediapipe_backend import MediaPipePoseDetector
@@ -39,7 +48,7 @@ def make_pose_detector(backend: str, model_dirs: Sequence[str] = (), max_people:
         try:
             return mediapipe()
         except ImportError as e_mp:
-            raise DetectorUnavailable(f"no pose backend available.\nDWPose: {e_dw}\nMediaPipe: {e_mp}") from None
+            raise DetectorUnavailable(f"{NO_POSE_EXTRACTOR}.\nDWPose: {e_dw}\nMediaPipe: {e_mp}") from None
 
 
 LandmarkSource = Callable[[np.ndarray, PoseFrame], Optional[np.ndarray]]
@@ -63,3 +72,27 @@ def make_landmark_source(kind: str, pose_backend: str, insightface_dirs: Sequenc
     raise DetectorUnavailable(f"unknown landmark source {kind!r} (dwpose, insightface, mediapipe or auto)")
 
 
+
+
+def pose_extractor_status(model_dirs: Sequence[str] = ()) -> str:
+    """One line: which pose extractor 'auto' would use here (files found, nothing opened), or
+    what to place where. Cheap enough for install time."""
+    import importlib.util
+
+    from .dwpose import DWPoseModelsNotFound, find_dwpose_models
+
+    try:
+        det, pose = find_dwpose_models(model_dirs)
+        return f"pose extractor: DWPose ({det} + {pose})"
+    except DWPoseModelsNotFound:
+        pass
+    if importlib.util.find_spec("mediapipe") is not None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("mediapipe")
+        except PackageNotFoundError:
+            v = "?"
+        if v == "0.10.14":
+            return "pose extractor: MediaPipe 0.10.14 (no DWPose files found)"
+    return NO_POSE_EXTRACTOR

@@ -31,7 +31,8 @@ SIZE_MULTIPLE = 8
 FITS = ("crop", "stretch")
 POSE_BACKENDS = ("auto", "dwpose", "mediapipe")
 LANDMARK_SOURCES = ("auto", "pose_keypoint", "mediapipe", "insightface")
-DWPOSE_FILES = "yolox_l.onnx and dw-ll_ucoco_384.onnx"
+DWPOSE_FILES = ("yolox_l.onnx (or yolox_l.torchscript.pt) and dw-ll_ucoco_384.onnx (or "
+                "dw-ll_ucoco_384_bs5.torchscript.pt)")
 
 OnFrame = Optional[Callable[[int], None]]
 
@@ -183,7 +184,8 @@ def open_pose_detector(backend: str, model_dirs: Sequence[str] = (), max_people:
         return make_pose_detector(backend, list(model_dirs), max_people, static_images=False)
     except (DetectorUnavailable, ImportError, FileNotFoundError) as e:
         raise BackendUnavailable(
-            f"pose backend '{backend}' is not available.\n{_backend_help(backend, model_dirs)}\nDetails: {e}"
+            f"pose backend '{backend}' is not available: {str(e).splitlines()[0]}\n"
+            f"{_backend_help(backend, model_dirs)}\nDetails: {e}"
         ) from None
 
 

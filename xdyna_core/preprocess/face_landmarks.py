@@ -133,7 +133,7 @@ def find_insightface_landmark_model(
     """Find ``<root>/models/<pack>/1k3d68.onnx`` (ComfyUI layout, root = ``models/insightface``).
 
     Roots: the given ones, then ``$XDYNA_INSIGHTFACE_DIR``. In each root both
-    ``models/<pack>/`` and ``<pack>/`` are tried; with ``pack=None`` the known packs first, then
+    ``models/<pack>/`` and ``<pack>/`` are tried, each also one level deeper (``<pack>/<pack>/``); with ``pack=None`` the known packs first, then
     any other sub-folder. Raises FileNotFoundError naming every folder searched. Never downloads.
     """
     roots: List[Path] = [Path(r) for r in insightface_roots]
@@ -150,10 +150,11 @@ def find_insightface_landmark_model(
                 if base.is_dir():
                     packs += sorted(p.name for p in base.iterdir() if p.is_dir() and p.name not in packs)
             for name in packs:
-                folder = base / name
-                searched.append(str(folder))
-                if (folder / filename).is_file():
-                    return folder / filename
+                # An unpacked pack zip often nests one level deeper: antelopev2/antelopev2/1k3d68.onnx.
+                for folder in (base / name, base / name / name):
+                    searched.append(str(folder))
+                    if (folder / filename).is_file():
+                        return folder / filename
     where = "\n  ".join(dict.fromkeys(searched)) or "(no folder: pass the ComfyUI models/insightface folder or set XDYNA_INSIGHTFACE_DIR)"
     raise FileNotFoundError(
         f"{filename} not found (it is part of insightface packs such as buffalo_l or antelopev2; "
