@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.real_comfyui import make_ui
-from xdyna_core.batch.jobs import Job, fill_workflow
+from xdyna_core.batch.jobs import Job, JobListError, fill_workflow
 
 NAMES = sorted(make_ui.WORKFLOWS)
 
@@ -148,6 +148,11 @@ def test_sizes_agree_and_batch_runner_can_fill_it(name, tmp_path):
     sizes = {(n["inputs"]["width"], n["inputs"]["height"]) for n in api.values() if "width" in n["inputs"]}
     assert len(sizes) == 1, f"{name}: width/height differ between nodes: {sizes}"
     job = Job(name="job1", reference=tmp_path / "r.png", driving=tmp_path / "d.mp4", options={"steps": 3, "seed": 9})
+    if not any(n["class_type"] in ("LoadVideo", "VHS_LoadVideo", "XDynaLoadVideo") for n in api.values()):
+        # Driven by keypoints, not a video: the batch runner (reference + driving video jobs) says so.
+        with pytest.raises(JobListError, match="no driving loader"):
+            fill_workflow(api, job, "r.png", "d.mp4")
+        return
     filled = fill_workflow(api, job, "r.png", "d.mp4")
     kinds = {n["class_type"]: n["inputs"] for n in filled.values()}
     assert kinds["LoadImage"]["image"] == "r.png" and kinds["LoadVideo"]["file"] == "d.mp4"

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.real_comfyui.support import EXT_NAME, HERE, REPO, TIMINGS, Server, cut_clip, record
+from tests.real_comfyui.standins import write_keypoints_json
+from tests.real_comfyui.support import EXT_NAME, HERE, REPO, TEST_FRAMES, TIMINGS, Server, cut_clip, record
 
 ENV_OK = bool(os.environ.get("COMFYUI_DIR") and os.environ.get("COMFY_VENV"))
 SKIP_REASON = "real-ComfyUI tier: set COMFYUI_DIR and COMFY_VENV"
@@ -116,6 +117,7 @@ def comfy_inputs(comfy_env, tmp_path_factory):
     shutil.copy(assets / "reference_image" / "example_1.png", d / "example_1.png")
     cut_clip(assets / "driving_video" / "example_1_driving_1.mp4", d / "example_1_driving_1.mp4")
     cut_clip(assets / "poses" / "example_1_pose_1.mp4", d / "example_1_pose_1.mp4")
+    write_keypoints_json(d / "example_1_keypoints.json", TEST_FRAMES)  # the keypoints workflow's input
     return d
 
 

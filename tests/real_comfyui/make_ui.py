@@ -49,8 +49,8 @@ NOTE_COMMON = (
     "'frames (start, count)' picks the driving frames to animate; raise count for longer clips.\n"
     "Batch runs: python -m xdyna_core batch --workflow example_workflows/api/{name}_api.json ..."
 )
-DETECTORS = ("  models/xdyna/detectors/ yolox_l.onnx, dw-ll_ucoco_384.onnx (DWPose; without them the\n"
-             "                         pose backend 'auto' uses MediaPipe: pip install mediapipe==0.10.14)\n")
+DETECTORS = ("  models/xdyna/detectors/ yolox_l.onnx, dw-ll_ucoco_384.onnx (DWPose; or the .torchscript.pt\n"
+             "                         files; comfyui_controlnet_aux's downloads are found where they are)\n")
 
 # Per workflow: title, note text and layout (columns of node ids, top to bottom).
 WORKFLOWS = {
@@ -77,6 +77,17 @@ WORKFLOWS = {
                 + NOTE_COMMON.format(face="", detectors="", name="xdyna_pose_video"),
         "columns": [["1", "4", "7", "5", "6"], ["10", "11", "12", "13"], ["2", "3", "14", "15"],
                     ["20"], ["21", "22", "23"]],
+    },
+    "xdyna_pose_keypoints": {
+        "note": "X-Dyna driven by keypoints instead of a video: POSE_KEYPOINT JSON from ComfyUI's input\n"
+                "folder (comfyui_controlnet_aux format: written by `python -m xdyna_core preprocess pose`,\n"
+                "an OpenPose editor, or saved from a DWPose node). Or delete the loader and connect any\n"
+                "node's POSE_KEYPOINT output (comfyui_controlnet_aux DWPose Estimator / OpenPose Pose, ...)\n"
+                "to 'X-Dyna Pose From Keypoints' ('X-Dyna Pose Align' fits it to the reference person).\n"
+                "Set the video's fps to the keypoints' frame rate.\n\n"
+                + NOTE_COMMON.format(face="", detectors="", name="xdyna_pose_keypoints").replace(
+                    "'frames (start, count)' picks the driving frames to animate; raise count for longer clips.\n", ""),
+        "columns": [["1", "4", "7", "5", "6"], ["10", "11", "14"], ["2", "3", "15"], ["20"], ["21", "22", "23"]],
     },
 }
 

@@ -74,3 +74,23 @@ def write_standin_dwpose(folder) -> tuple[Path, Path]:
     # objectness > 0.3 for any frame whose brightest pixel is above ~0.55 * 255.
     det = make_detector_onnx(folder / "yolox_l.onnx", [(180.0, 320.0, 240.0, 560.0, 3.0, 0)])
     return det, pose
+
+
+def write_keypoints_json(path, frames: int, width: int = 512, height: int = 896) -> Path:
+    """POSE_KEYPOINT JSON (comfyui_controlnet_aux format, pixels) of the stand-in person filling the
+    canvas, its wrists and elbows swinging from frame to frame: the input of the keypoints workflow."""
+    from xdyna_core.preprocess.dwpose import wholebody_to_person
+    from xdyna_core.preprocess.keypoints import PoseFrame, save_keypoints
+
+    base = np.array(wholebody133(), np.float64) * (width / CROP_W, height / CROP_H)
+    poses = []
+    for i in range(frames):
+        pts = base.copy()
+        swing = 0.06 * width * math.sin(2 * math.pi * i / max(frames, 2))
+        pts[[7, 9], 0] += swing  # left elbow, wrist
+        pts[[8, 10], 0] -= swing
+        pts[91:112, 0] += swing  # the hands follow the wrists
+        pts[112:133, 0] -= swing
+        poses.append(PoseFrame(width, height, [wholebody_to_person(pts, np.full(133, SCORE))]))
+    save_keypoints(path, poses)
+    return Path(path)
