@@ -390,3 +390,19 @@ def test_pose_decoding_equals_reference_restatement(tmp_path, both_formats):
     pts, _ = detector.estimate(image, box)
     np.testing.assert_allclose(pts[invalid], coco[invalid, :2], atol=0.01)
     np.testing.assert_allclose(pts, coco[:, :2], atol=0.5)
+
+
+def test_half_precision_torchscript_runs_in_float32_on_cpu(tmp_path):
+    net = StandinDotPose().half().eval()
+    path = tmp_path / "dw-ll_ucoco_384_bs5.torchscript.pt"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.trace(net.float(), torch.zeros(5, 3, 384, 288)).half().save(str(path))
+    from xdyna_core.preprocess.dwpose import TorchScriptNet
+
+    ts = TorchScriptNet(path, (384, 288), device="cpu", batch_size=5)
+    assert ts.dtype == torch.float32
+    sx, sy = ts.run(np.random.default_rng(0).normal(size=(2, 3, 384, 288)).astype(np.float32))
+    assert sx.shape == (2, 133, 576) and sy.shape == (2, 133, 768) and sx.dtype == np.float32

@@ -254,6 +254,9 @@ class TorchScriptNet:
             raise ValueError(f"cannot load TorchScript model {path}: {first}") from None
         param = next(iter(self.module.parameters()), None)
         self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        if self.device.type == "cpu" and self.dtype in (torch.float16, torch.bfloat16):
+            self.module.float()  # half-precision exports run slowly (or not at all) on CPU
+            self.dtype = torch.float32
         self.input_hw = tuple(input_hw)
         self.batch_size = batch_size
 
