@@ -69,10 +69,18 @@ def test_text_input_validation(text_model):
         CLIPTextConfig(hidden_act="relu6")
 
 
+def as_oracle_keys(sd: dict, oracle) -> dict:
+    """Our "text_model.*" keys in the oracle's naming: transformers 5 dropped the "text_model."
+    level of CLIPTextModel's own state dict (4.x has it)."""
+    if any(k.startswith("text_model.") for k in oracle.state_dict()):
+        return dict(sd)
+    return {k[len("text_model."):] if k.startswith("text_model.") else k: v for k, v in sd.items()}
+
+
 def test_text_matches_transformers(text_model):
     transformers = pytest.importorskip("transformers")
     ref = transformers.CLIPTextModel(transformers.CLIPTextConfig(**TINY_TEXT)).eval()
-    ref.load_state_dict(text_model.state_dict(), strict=True)
+    ref.load_state_dict(as_oracle_keys(text_model.state_dict(), ref), strict=True)
     ids = torch.randint(0, 120, (2, 77), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         r = ref(ids, output_hidden_states=True)
@@ -123,7 +131,7 @@ def test_sd15_text_defaults_layout_matches_transformers():
     with torch.device("meta"):
         ref = transformers.CLIPTextModel(hf_cfg)
     ref_shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items() if not k.endswith("position_ids")}
-    assert shapes == ref_shapes
+    assert as_oracle_keys(shapes, ref) == ref_shapes
 
 
 # ---------------------------------------------------------------------------------------- vision
@@ -338,8 +346,15 @@ def test_tokenizer_matches_transformers(vocab_dir):
     transformers = pytest.importorskip("transformers")
     ref = transformers.CLIPTokenizer(str(vocab_dir / "vocab.json"), str(vocab_dir / "merges.txt"))
     ours = CLIPTokenizer.from_dir(vocab_dir)
-    prompts = [CORPUS, "", "  Hello   WORLD\tnew\nline ", "a<|endoftext|>b <|STARTOFTEXT|>", "x" * 200,
-               "don't stop, it's fine", "caf\u00e9 na\u00efve \u6771\u4eac \U0001F600", "\x00ctl\x07 zero\u200bwidth"]
+    prompts = [CORPUS, "", "  Hello   WORLD\tnew\nline ", "a<|endoftext|>b <|startoftext|>", "x" * 200,
+               "don't stop, it's fine", "caf\u00e9 na\u00efve \U0001F600"]
+    if int(transformers.__version__.split(".")[0]) < 5:
+        # Cases where transformers 5 changed CLIPTokenizer's text cleaning and 4.x is the reference
+        # (SD1.5 and X-Dyna ran with it; we reproduce it): 4.x lowercases before matching
+        # special-token markup (5.x: case-sensitive), splits CJK ideographs into single characters
+        # and drops control / zero-width characters.
+        prompts += ["a<|endoftext|>b <|STARTOFTEXT|>", "caf\u00e9 \u6771\u4eac \U0001F600",
+                    "\x00ctl\x07 zero\u200bwidth"]
     for p in prompts:
         a = ref(p, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         assert torch.equal(a, ours(p)), p
