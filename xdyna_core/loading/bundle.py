@@ -187,8 +187,9 @@ def load_clip_vision(path: Path, device="cpu", dtype=torch.float32):
     proj = sd.get(K.CLIP_VISION_PROJECTION)
     cfg = _vision_config(tower_sd, read_config_metadata(path), proj.shape[0] if proj is not None else 1024)
     model = new_vision_encoder(cfg)
-    model = _load_module(model, tower_sd, str(path), device, dtype, into=vision_tower(model))
-    return PenultimateCLIPVision(model)
+    model = _load_module(model, tower_sd, str(path), "cpu", torch.float32, into=vision_tower(model))
+    # drop the last layer before moving: it never reaches the device
+    return PenultimateCLIPVision(model).to(device=device, dtype=dtype).eval()
 
 
 @dataclass

@@ -75,17 +75,36 @@ def config_dict(cfg) -> dict:
     return {k: getattr(cfg, k) for k in names}
 
 
+def _uninitialised(cls, cfg) -> nn.Module:
+    """``cls(cfg)`` with its parameters allocated but not initialised: callers load every weight
+    next (``loading/bundle.py`` does, strictly). transformers' random init of ViT-H/14 alone costs
+    30-60 s of CPU, more than loading the file."""
+    with torch.device("meta"):
+        model = cls(cfg)
+    buffers = {name.rsplit(".", 1)[-1] for name, _ in model.named_buffers()}
+    if buffers - {"position_ids"}:  # a transformers version with other buffers: build it the slow way
+        return cls(cfg).eval()
+    model.to_empty(device="cpu")
+    for module in model.modules():
+        if "position_ids" in module._buffers:  # the embeddings' positions 0..n-1 (not stored in files)
+            n = module._buffers["position_ids"].shape[-1]
+            module._buffers["position_ids"] = torch.arange(n).expand(1, -1)
+    return model.eval()
+
+
 def new_text_encoder(cfg) -> nn.Module:
+    """``transformers.CLIPTextModel``, parameters uninitialised (load the weights next)."""
     import transformers
 
-    return transformers.CLIPTextModel(cfg).eval()
+    return _uninitialised(transformers.CLIPTextModel, cfg)
 
 
 def new_vision_encoder(cfg, projection: bool = False) -> nn.Module:
+    """``transformers.CLIPVisionModel`` (or ``...WithProjection``), parameters uninitialised."""
     import transformers
 
     cls = transformers.CLIPVisionModelWithProjection if projection else transformers.CLIPVisionModel
-    return cls(cfg).eval()
+    return _uninitialised(cls, cfg)
 
 
 def text_tower(model: nn.Module) -> nn.Module:
