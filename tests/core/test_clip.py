@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from xdyna_core.loading import keys as K
 from xdyna_core.loading import tiny as T
-from xdyna_core.loading.bundle import _text_config, _vision_config, load_clip_vision, load_sd15_parts
+from xdyna_core.loading.bundle import (_text_config, _vision_config, find_model_files, load_clip_vision,
+                                      load_sd15_parts)
 from xdyna_core.loading.checkpoints import CheckpointError, read_config_metadata
 from xdyna_core.models.clip import (SD15_TEXT, VIT_H_14, PenultimateCLIPVision, config_dict, new_text_encoder,
                                     new_vision_encoder, text_config, text_tower, vision_config, vision_tower)
@@ -309,3 +310,20 @@ def test_prompt_with_the_sd15_tokenizer(sd15_folder, no_env):
 def test_env_var_location(sd15_folder, no_env, monkeypatch):
     monkeypatch.setenv("XDYNA_TOKENIZER_DIR", str(sd15_folder))
     assert torch.equal(tokenize("a photo"), tokenize("a photo", vocab_dir=sd15_folder))
+
+
+def test_models_folder_tokenizer(tiny, sd15_folder, no_env):
+    """models/xdyna/tokenizer/ is found when it holds both files, and only then."""
+    import shutil
+
+    root = tiny["unet"].parents[1]
+    assert root.name != "xdyna" and (root / "xdyna").is_dir()
+    dest = root / "xdyna" / "tokenizer"
+    dest.mkdir()
+    shutil.copy(sd15_folder / "tokenizer" / "vocab.json", dest)
+    assert find_model_files(root).tokenizer_dir is None  # merges.txt missing
+    shutil.copy(sd15_folder / "tokenizer" / "merges.txt", dest)
+    files = find_model_files(root)
+    assert files.tokenizer_dir == dest
+    assert torch.equal(tokenize("a dancing person", files.tokenizer_dir), tokenize("a dancing person", sd15_folder))
+    shutil.rmtree(dest)

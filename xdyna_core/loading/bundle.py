@@ -79,11 +79,11 @@ def find_model_files(models_dir, face: bool = True) -> ModelFiles:
                                             "SD1.5 checkpoint (VAE and text encoder)", [ckd])
     vae_files = _weights_in(root / "vae")
     vae = next((p for p in vae_files if re.search(r"sd|ft-mse|vae", p.name, re.I)), None)
-    tok = None
+    from ..models.tokenizer import find_tokenizer_dir
+
+    tok = None  # SD1.5's vocab.json + merges.txt: only a non-empty prompt needs them
     for cand in ([sd15 / "tokenizer"] if sd15.is_dir() else []) + [root / "xdyna" / "tokenizer"]:
-        if (cand / "vocab.json").exists():
-            tok = cand
-            break
+        tok = tok or find_tokenizer_dir(cand)
     return ModelFiles(unet, pose, face_cn, ip, cv, sd15, vae, tok)
 
 
