@@ -194,7 +194,7 @@ def test_report_cli_json_and_plot(tmp_path):
     _mediapipe()
     frames = _driving(start=100, count=4)
     result = tmp_path / "result.mp4"
-    write_video(result, frames, fps=8)
+    write_video(result, frames, fps=8, crf=0)  # near-lossless: at crf 18 MediaPipe may lose a hand in a frame
     # the result is the driving clip from frame 100 on, as `animate --start 100` would pair it
     out_json, out_png = tmp_path / "q.json", tmp_path / "q.png"
     cmd = [sys.executable, "-m", "xdyna_core", "report", "--reference", str(assets_dir() / "reference_image" / "example_1.png"),
@@ -206,7 +206,7 @@ def test_report_cli_json_and_plot(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     figures = json.loads(out_json.read_text())
     assert figures["frames"] == 4
-    assert figures["pck@0.05"] >= 0.99 and figures["pck@0.1"] >= 0.99  # H.264 round trip of the same frames
+    assert figures["pck@0.05"] >= 0.99 and figures["pck@0.1"] >= 0.99
     assert figures["seams"] == [1, 2, 3]  # windows [0, 1, 2], [2, 3, 0]
     assert figures["identity"] is None and "glintr100.onnx" in figures["identity_note"]
     assert str(tmp_path / "no_models" / "insightface") in figures["identity_note"]
