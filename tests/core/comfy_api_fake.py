@@ -163,7 +163,9 @@ class FakeComfyServer:
             steps = 4
             interrupted = False
             for i in range(steps):
-                await asyncio.sleep(self.seconds / steps)
+                end = loop().time() + self.seconds / steps
+                while not self._interrupt and loop().time() < end:  # an interrupt lands within 50 ms
+                    await asyncio.sleep(min(0.05, max(0.0, end - loop().time())))
                 if self._interrupt:
                     interrupted = True
                     break

@@ -262,6 +262,31 @@ def test_client_killed_and_restarted_skips_done_and_redoes_running(files, server
         assert (out / final[f"job{i:02d}"]["outputs"][0]).is_file()
 
 
+def test_ctrl_c_interrupts_running_prompts_and_resumes(files, servers, tmp_path):
+    fakes = [servers(seconds=60) for _ in range(2)]
+    out = tmp_path / "out"
+    cmd = _cli(files, [f.url for f in fakes], out)
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    queued = 0
+    for line in proc.stdout:  # Ctrl-C once both servers run a job
+        queued += " queued on " in line
+        if queued == 2:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, rest
+    assert rest.count("stopped; interrupting ComfyUI at") == 2, rest
+    assert all(f.interrupts == 1 for f in fakes)
+    state = json.loads((out / "batch_state.json").read_text())["jobs"]
+    assert sorted(r["status"] for r in state.values()) == ["interrupted", "interrupted"]
+    for f in fakes:
+        f.seconds = 0.05
+    again = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0 and "9 done, 0 skipped, 0 failed" in again.stdout, again.stdout + again.stderr
+
+
 def test_wall_time_one_vs_three_servers(files, servers, tmp_path, capsys):
     walls = {}
     for n in (1, 3):

@@ -23,6 +23,8 @@ from xdyna_core.batch.client import ComfyClient
 from xdyna_core.loading.tiny_comfy import NATIVE_WIDGETS
 
 SAMPLER = "XDynaSampler"
+# longest websocket silence tolerated: a node on a loaded CPU machine can run for minutes without an event
+SILENCE = 900
 
 
 def _sampler_id(wf):
@@ -59,7 +61,7 @@ def test_interrupt_during_sampling_returns_promptly_and_next_run_succeeds(comfy_
     client = ComfyClient(comfy_server.url)
     wf = variant_of("xdyna_pose", steps=200, seed=1234)  # minutes of sampling if not stopped
     sampler = _sampler_id(wf)
-    events = client.open_events()
+    events = client.open_events(timeout=SILENCE)
     prompt_id = client.queue(wf)
     sent = {}
 
@@ -86,7 +88,7 @@ def test_interrupt_during_sampling_returns_promptly_and_next_run_succeeds(comfy_
     client = ComfyClient(comfy_server.url)
     wf = variant_of("xdyna_pose", seed=99)
     t0 = time.perf_counter()
-    events = client.open_events()
+    events = client.open_events(timeout=SILENCE)
     prompt_id = client.queue(wf)
     kind = _follow(client, events, prompt_id,
                       lambda k, d: k if k in ("execution_success", "execution_error", "execution_interrupted") else None)
@@ -201,7 +203,7 @@ def test_quality_report_node_and_cli(comfy_server, comfy_models, comfy_inputs, t
         "backend": extract["backend"], "fit": extract["fit"], "align": extract["align"],
         "context_length": 2, "context_overlap": 0}}
     client = ComfyClient(comfy_server.url)
-    events = client.open_events()
+    events = client.open_events(timeout=SILENCE)
     prompt_id = client.queue(wf)
     kind = _follow(client, events, prompt_id,
                    lambda k, d: (k, d) if k in ("execution_success", "execution_error", "execution_interrupted") else None)

@@ -154,9 +154,7 @@ class ComfyServer:
         that id closes, so a reused id would lose the events of the newer socket."""
         client_id = uuid.uuid4().hex
         try:
-            ws = await self.session.ws_connect(f"{self.url}/ws", params={"clientId": client_id},
-                                               timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
-                                               max_msg_size=0, heartbeat=None)
+            ws = await self.session.ws_connect(f"{self.url}/ws", params={"clientId": client_id}, max_msg_size=0)
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise ComfyError(f"cannot open the websocket of ComfyUI at {self.url}: {e or type(e).__name__}",
                              server_side=True) from None
