@@ -44,8 +44,9 @@ def job_of(workflow: dict) -> str:
 
 class FakeComfyServer:
     def __init__(self, name: str = "fake", seconds: float = 0.05, fail_on: Optional[Set[str]] = None,
-                 reply: Optional[bytes] = None):
+                 reply: Optional[bytes] = None, error_type: Optional[str] = None):
         self.name, self.seconds = name, seconds
+        self.error_type = error_type            # every prompt ends with an execution_error of this type
         self.fail_on = set(fail_on or ())       # reference upload names whose prompt fails validation
         self.reply = reply                      # raw body for every /prompt answer (a broken server)
         self.uploads: List[str] = []
@@ -170,6 +171,13 @@ class FakeComfyServer:
                     interrupted = True
                     break
                 await self._send(cid, {"type": "progress", "data": {"value": i + 1, "max": steps, "prompt_id": pid, "node": "3"}})
+            if self.error_type:
+                info = {"prompt_id": pid, "node_id": "3", "node_type": "XDynaSampler",
+                        "exception_type": self.error_type, "exception_message": "failed on purpose"}
+                self.history[pid] = {"status": {"status_str": "error", "completed": False,
+                                                "messages": [["execution_error", info]]}, "outputs": {}}
+                await self._send(cid, {"type": "execution_error", "data": info})
+                continue
             if interrupted:
                 info = {"prompt_id": pid, "node_id": "3", "node_type": "XDynaSampler"}
                 self.history[pid] = {"status": {"status_str": "error", "completed": False,

@@ -204,6 +204,22 @@ def test_killed_server_job_finishes_elsewhere(files, servers, tmp_path, monkeypa
     assert all(r["status"] == "done" for r in state["jobs"].values())
 
 
+def test_out_of_memory_goes_to_another_server_but_a_node_error_does_not(files, servers, tmp_path):
+    oom = servers(error_type="torch.OutOfMemoryError")
+    good = servers(seconds=0.05)
+    jobs = many_jobs(files, 4)
+    result = run_batch(jobs, WORKFLOW, [oom.url, good.url], tmp_path / "out", log=lambda s: None)
+    assert sorted(result.done) == [j.name for j in jobs] and not result.failed
+    assert Counter(good.executed) == Counter({j.name: 1 for j in jobs})
+    assert all(result.servers[j.name] == good.url for j in jobs)
+
+    broken = servers(error_type="ValueError")  # the job's own fault: reported, not retried
+    result = run_batch(many_jobs(files, 1), WORKFLOW, [broken.url, servers().url], tmp_path / "out2",
+                       log=lambda s: None)
+    msg = result.failed["job00"]
+    assert "ValueError: failed on purpose" in msg and broken.url in msg and result.attempts["job00"] == 1
+
+
 def test_job_fails_when_its_only_server_dies(files, servers, tmp_path, monkeypatch):
     monkeypatch.setattr(batch_runner, "PROBE_WAIT", 0.05)
     slow = servers(seconds=60)
