@@ -18,7 +18,6 @@ from xdyna_core.quality.stability import stability, window_seams
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from tests.core.test_dwpose import _save  # noqa: E402
 
 
 def _driving(start=100, count=12):

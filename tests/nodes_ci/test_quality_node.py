@@ -3,7 +3,6 @@ few frames with the stand-in ArcFace in models/insightface/models/buffalo_l/, an
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 

@@ -197,7 +197,6 @@ def test_quality_report_node_and_cli(comfy_server, comfy_models, comfy_inputs, t
     decode = next(nid for nid, n in wf.items() if n["class_type"] == "VAEDecode")
     frames = next(nid for nid, n in wf.items() if n["class_type"] == "ImageFromBatch")
     extract = next(n for n in wf.values() if n["class_type"] == "XDynaPoseExtract")["inputs"]
-    sampler = next(n for n in wf.values() if n["class_type"] == SAMPLER)["inputs"]
     wf["90"] = {"class_type": "XDynaQualityReport", "inputs": {
         "reference": extract["reference"], "driving_images": [frames, 0], "result": [decode, 0],
         "backend": extract["backend"], "fit": extract["fit"], "align": extract["align"],

@@ -79,8 +79,16 @@ def _check_out(path, suffix: str, what: str):
     return p
 
 
+def _read(option: str, path, **kwargs):
+    from ..preprocess.video import VideoReadError, read_video
+
+    try:
+        return read_video(path, **kwargs)[0]
+    except VideoReadError as e:
+        raise ValueError(f"--{option}: {e}") from None
+
+
 def run(args) -> int:
-    from ..preprocess.video import read_video
     from ..sampling.context_windows import validate_context
     from .report import ReportOptions, quality_report, summary
 
@@ -92,9 +100,9 @@ def run(args) -> int:
     models = _models_dir(args.models)
     model_dirs = [str(models / "xdyna" / "detectors"), str(models / "insightface")] if models else []
     insightface = [str(models / "insightface")] if models else []
-    reference = read_video(args.reference, max_frames=1)[0][0]
-    result, _ = read_video(args.result)
-    driving, _ = read_video(args.driving, stride=args.stride, start=args.start, max_frames=len(result))
+    reference = _read("reference", args.reference, max_frames=1)[0]
+    result = _read("result", args.result)
+    driving = _read("driving", args.driving, stride=args.stride, start=args.start, max_frames=len(result))
     opts = ReportOptions(backend=args.backend, fit=args.fit, align=args.align, landmarks=args.landmarks,
                          context_frames=args.context_length, context_overlap=args.context_overlap,
                          window_offsets=args.window_offsets, model_dirs=model_dirs, insightface_dirs=insightface)
