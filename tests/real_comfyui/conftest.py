@@ -163,6 +163,7 @@ def comfy_server2(comfy_env, comfy_models, comfy_inputs, tmp_path_factory):
     """A second ComfyUI on another port (own input folder) for the multi-server batch test."""
     inputs = tmp_path_factory.mktemp("comfy_input2")
     for f in comfy_inputs.iterdir():
-        shutil.copy(f, inputs / f.name)
+        if f.is_file():  # ComfyUI adds sub-folders of its own
+            shutil.copy(f, inputs / f.name)
     with serve(comfy_env, comfy_models, inputs) as server:
         yield server
