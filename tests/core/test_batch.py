@@ -258,6 +258,7 @@ def test_client_killed_and_restarted_skips_done_and_redoes_running(files, server
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    state = json.loads(state_file.read_text())["jobs"]  # as the client left it (jobs may have ended since)
     done_before = {n for n, r in state.items() if r["status"] == "done"}
     running_before = {n for n, r in state.items() if r["status"] == "running"}
     assert done_before and running_before, state
