@@ -51,15 +51,25 @@ class XDynaQualityReport:
                 "context_overlap": ("INT", {"default": 4, "min": 0, "max": 255,
                                             "tooltip": "The sampler's context_overlap."}),
             },
+            "optional": {
+                "seed": ("INT", {"default": -1, "min": -1, "max": 0xFFFFFFFFFFFFFFFF,
+                                 "tooltip": "The sampler's seed: its per-step window offsets are replayed to "
+                                            "find the seams. -1: unknown, the fixed schedule (offset 0) is used."}),
+                "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "The sampler's steps."}),
+                "latent": (["sample", "mean"], {"default": "sample",
+                                                "tooltip": "XDynaReferenceEncode's latent mode (its first draw)."}),
+            },
         }
 
-    def report(self, reference, driving_images, result, backend, fit, align, context_length, context_overlap):
+    def report(self, reference, driving_images, result, backend, fit, align, context_length, context_overlap,
+               seed=-1, steps=25, latent="sample"):
         validate_context(context_length, context_overlap)
         ref = drv.ImageBatchFrames(reference, "reference")[0]
         frames = drv.ImageBatchFrames(result, "result")
         driving = drv.ImageBatchFrames(driving_images, "driving_images")
         opts = ReportOptions(backend=backend, fit=fit, align=bool(align), context_frames=int(context_length),
-                             context_overlap=int(context_overlap), model_dirs=bridge.detector_dirs(),
+                             context_overlap=int(context_overlap), seed=None if int(seed) < 0 else int(seed),
+                             steps=int(steps), latent=latent, model_dirs=bridge.detector_dirs(),
                              insightface_dirs=bridge.folder_paths_of("insightface"))
         figures, plot = quality_report(ref, driving, frames, opts, log=lambda s: bridge.log.warning("XDynaQualityReport: %s", s))
         image = torch.from_numpy(plot).float().div_(255.0)[None]

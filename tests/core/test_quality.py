@@ -13,7 +13,7 @@ from xdyna_core.preprocess.keypoints import Person, PoseFrame
 from xdyna_core.preprocess.video import read_video, write_video
 from xdyna_core.quality import identity as idm
 from xdyna_core.quality.pose_agreement import pck
-from xdyna_core.quality.stability import stability, window_seams
+from xdyna_core.quality.stability import seam_weights, stability, window_seams
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -168,22 +168,27 @@ def test_window_seams_follow_the_schedule():
     assert window_seams(16, 16, 4) == []  # one window, no seam
     assert window_seams(24, 16, 4, offsets=[0, 2]) == [2, 4, 6, 12, 14, 16, 18]  # + [2..17], [14..23, 0..5]
     assert window_seams(30, 8, 0) == [2, 8, 16, 24]  # the last window wraps: [24..29, 0, 1]
+    w = seam_weights(24, 16, 4, offsets=[0, 2, 0, 0])
+    assert w[4] == w[12] == w[16] == 0.75 and w[2] == w[6] == w[14] == w[18] == 0.25 and w.sum() == 3.25
 
 
 def test_seam_measure_detects_a_spliced_seam():
     """A cut (8 frames skipped) spliced in at a window seam stands out against its neighbours."""
     clip = _driving(start=200, count=32)
-    seams = window_seams(24, 8, 0)                 # [8, 16]
-    clean = stability(clip[:24], seams)
+    weights = seam_weights(24, 8, 0)               # seams at 8 and 16
+    assert np.flatnonzero(weights).tolist() == [8, 16]
+    clean = stability(clip[:24], weights)
     spliced = np.concatenate([clip[:8], clip[16:32]])   # frame 8 onward jumps 8 frames ahead
-    cut = stability(spliced, seams)
+    cut = stability(spliced, weights)
     print(f"seam excess: clean {clean.seam_excess:.2f}, spliced {cut.seam_excess:.2f}; "
           f"ratio clean {clean.seam_ratio:.2f}, spliced {cut.seam_ratio:.2f}")
     assert cut.excess[8 - 1] == max(cut.excess) and cut.excess[8 - 1] > 3
     assert cut.seam_excess > 2 * clean.seam_excess and cut.seam_ratio > 1.5 * clean.seam_ratio
     assert 0.5 < clean.seam_excess < 1.6
     # the same cut off the seams leaves the seam figures alone
-    off = stability(spliced, [4, 12])
+    elsewhere = np.zeros(24)
+    elsewhere[[4, 12]] = 1.0
+    off = stability(spliced, elsewhere)
     assert off.seam_excess < 1.6
 
 
@@ -219,3 +224,55 @@ def test_report_cli_json_and_plot(tmp_path):
     bad = subprocess.run(cmd[:-4] + ["--context-length", "4", "--context-overlap", "4"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --context-length/--context-overlap")
+
+
+def test_scheduled_window_offsets_replay_a_real_run(monkeypatch):
+    """The replayed offsets are the ones job.run_sampling draws: the first window call of a real run
+    (stopped there, before any network runs) gets the replay's first offset, for several seeds."""
+    import torch
+
+    from xdyna_core import job
+    from xdyna_core.quality.stability import scheduled_window_offsets
+    from xdyna_core.reference import LatentMoments, ReferenceEncoding
+    from xdyna_core.sampling import pipeline
+
+    class FirstWindow(Exception):
+        pass
+
+    seen = []
+
+    def record(n, frames, overlap, offset):
+        seen.append(offset)
+        raise FirstWindow
+
+    monkeypatch.setattr(pipeline, "context_windows", record)
+    n, W, H, steps, C = 40, 64, 96, 7, 16
+    rng = torch.Generator().manual_seed(0)
+    moments = LatentMoments(torch.randn(1, 4, H // 8, W // 8, generator=rng), torch.zeros(1, 4, H // 8, W // 8))
+    enc = ReferenceEncoding(np.zeros((H, W, 3), np.uint8), moments, torch.zeros(1, 16, 8), torch.zeros(1, 16, 8))
+    text = torch.zeros(1, 77, 8)
+    pose = torch.zeros((n, 3, H, W), dtype=torch.uint8)
+    pose[:, :, 10:20, 10:20] = 255  # a non-constant control clip
+    replays = []
+    for seed in (3, 1234, 7, 99, 2024):
+        for latent in ("sample", "mean"):
+            settings = job.SamplingSettings(steps=steps, seed=seed, context_frames=C, context_overlap=4, latent=latent)
+            seen.clear()
+            with pytest.raises(FirstWindow):
+                job.run_sampling(lambda *a, **k: None, enc, text, text, pose, settings,
+                                 pose_controlnet=lambda *a, **k: None)
+            replay = scheduled_window_offsets(seed, n, W, H, steps, C, latent=latent)
+            assert len(replay) == steps and seen == [replay[0]], (seed, latent, seen, replay)
+            replays.append(replay[0])
+    assert len(set(replays)) > 3  # the check is not passed by a constant
+
+
+def test_report_schedule_sources():
+    from xdyna_core.quality.report import ReportOptions, _schedule
+    from xdyna_core.quality.stability import scheduled_window_offsets
+
+    offsets, note = _schedule(ReportOptions(seed=5, steps=3, context_frames=4), 10, 64, 96)
+    assert offsets == scheduled_window_offsets(5, 10, 64, 96, 3, 4) and "seed 5" in note
+    assert _schedule(ReportOptions(seed=5, window_offsets=[1, 2]), 10, 64, 96)[0] == [1, 2]
+    offsets, note = _schedule(ReportOptions(), 10, 64, 96)
+    assert offsets == [0] and "offset 0" in note

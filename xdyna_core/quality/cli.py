@@ -55,8 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=_positive, default=1, help="the job's driving frame stride")
     p.add_argument("--context-length", type=_positive, default=16)
     p.add_argument("--context-overlap", type=_non_negative, default=4)
+    p.add_argument("--seed", type=int, default=None,
+                   help="the run's seed: its window offsets are replayed (with --steps and --latent)")
+    p.add_argument("--steps", type=_positive, default=25, help="the run's DDIM steps (default %(default)s)")
+    p.add_argument("--latent", choices=["sample", "mean"], default="sample",
+                   help="the run's reference latent mode (default %(default)s)")
     p.add_argument("--window-offsets", type=_offsets, default=None,
-                   help="the sampler's per-step window offsets (comma list); default 0: the fixed schedule")
+                   help="the sampler's per-step window offsets (comma list), instead of --seed; "
+                        "without both: offset 0")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -105,7 +111,8 @@ def run(args) -> int:
     driving = _read("driving", args.driving, stride=args.stride, start=args.start, max_frames=len(result))
     opts = ReportOptions(backend=args.backend, fit=args.fit, align=args.align, landmarks=args.landmarks,
                          context_frames=args.context_length, context_overlap=args.context_overlap,
-                         window_offsets=args.window_offsets, model_dirs=model_dirs, insightface_dirs=insightface)
+                         window_offsets=args.window_offsets, seed=args.seed, steps=args.steps,
+                         latent=args.latent, model_dirs=model_dirs, insightface_dirs=insightface)
     figures, plot = quality_report(reference, driving, result, opts, log=lambda s: print(s, file=sys.stderr))
     print(summary(figures))
     if json_out:

@@ -19,7 +19,7 @@ import numpy as np
 from . import identity as idm
 from .plot import Panel, draw_plot
 from .pose_agreement import ALPHAS, PARTS, driving_and_result_poses, pck
-from .stability import stability, window_seams
+from .stability import scheduled_window_offsets, seam_weights, stability
 
 
 @dataclass
@@ -30,7 +30,10 @@ class ReportOptions:
     landmarks: str = "auto"            # face landmarks for the identity crops
     context_frames: int = 16
     context_overlap: int = 4
-    window_offsets: Optional[List[int]] = None  # the sampler's per-step offsets (default: 0)
+    window_offsets: Optional[List[int]] = None  # the sampler's per-step offsets, when known
+    seed: Optional[int] = None         # else replayed from the run's seed and steps (None: offset 0)
+    steps: int = 25
+    latent: str = "sample"             # the reference latent mode of the run (its first draw)
     model_dirs: List[str] = field(default_factory=list)       # DWPose / landmark model folders
     insightface_dirs: List[str] = field(default_factory=list)  # models/insightface roots
 
@@ -74,6 +77,16 @@ def _identity(opts: ReportOptions, reference, ref_pose, frames, poses, log) -> T
     return per, mean, f"{model.path.name}, landmarks {source}, face found in {found}/{len(frames)} frames"
 
 
+def _schedule(opts: ReportOptions, n: int, width: int, height: int):
+    """(per-step window offsets, where they come from)."""
+    if opts.window_offsets is not None:
+        return [int(o) for o in opts.window_offsets], "window offsets given"
+    if opts.seed is not None:
+        offsets = scheduled_window_offsets(opts.seed, n, width, height, opts.steps, opts.context_frames, opts.latent)
+        return offsets, f"replayed from seed {opts.seed}, {opts.steps} steps"
+    return [0], "fixed schedule (offset 0): give the run's seed and steps for its own seams"
+
+
 def quality_report(reference: np.ndarray, driving_frames: Sequence[np.ndarray], result_frames: Sequence[np.ndarray],
                    opts: Optional[ReportOptions] = None,
                    log: Callable[[str], None] = lambda s: None) -> Tuple[dict, np.ndarray]:
@@ -103,8 +116,8 @@ def quality_report(reference: np.ndarray, driving_frames: Sequence[np.ndarray], 
         drv.close_quietly(detector)
     agreement = pck(driving_poses, result_poses)
     per_id, mean_id, id_note = _identity(opts, reference, ref_pose, result_frames, result_poses, log)
-    seams = window_seams(n, opts.context_frames, opts.context_overlap, opts.window_offsets)
-    stab = stability(result_frames, seams)
+    offsets, schedule = _schedule(opts, n, shape[1], shape[0])
+    stab = stability(result_frames, seam_weights(n, opts.context_frames, opts.context_overlap, offsets))
 
     figures: Dict[str, object] = {"frames": n, "pose_backend": name, "geometry": geometry}
     per_frame: Dict[str, object] = {}
@@ -117,21 +130,25 @@ def quality_report(reference: np.ndarray, driving_frames: Sequence[np.ndarray], 
     figures["identity"] = mean_id
     figures["identity_note"] = id_note
     per_frame["identity"] = per_id
-    figures.update(seams=stab.seams, seam_ratio=stab.seam_ratio, seam_excess=stab.seam_excess,
-                   inside_excess=stab.inside_excess, mean_change_seams=stab.mean_change_seams,
+    figures.update(seams=stab.seams, window_offsets=offsets, schedule=schedule, seam_ratio=stab.seam_ratio,
+                   seam_excess=stab.seam_excess, inside_excess=stab.inside_excess, mean_change_seams=stab.mean_change_seams,
                    mean_change_inside=stab.mean_change_inside)
     per_frame["change"] = stab.changes
     per_frame["change_excess"] = stab.excess
+    per_frame["seam_weight"] = stab.weights
     figures["per_frame"] = per_frame
 
+    # marked: the boundaries that are seams in at least half as many steps as the most frequent one
+    top = max(stab.weights, default=0.0)
+    marks = [b for b in stab.seams if stab.weights[b - 1] >= 0.5 * top]
     panels = [Panel("pose PCK per frame", {f"body@{ALPHAS[0]:g}": agreement.per_frame["body"][ALPHAS[0]],
                                            f"hands@{ALPHAS[0]:g}": agreement.per_frame["hands"][ALPHAS[0]],
                                            f"body@{ALPHAS[1]:g}": agreement.per_frame["body"][ALPHAS[1]]},
-                    value_range=(0.0, 1.0), seams=stab.seams)]
+                    value_range=(0.0, 1.0), seams=marks)]
     if not all(math.isnan(s) for s in per_id):
         panels.append(Panel("identity: ArcFace cosine to the reference", {"identity": per_id},
-                            value_range=(min(0.0, np.nanmin(per_id)), 1.0), seams=stab.seams))
-    panels.append(Panel("frame-to-frame change", {"change": stab.changes}, x_offset=0.5, seams=stab.seams))
+                            value_range=(min(0.0, np.nanmin(per_id)), 1.0), seams=marks))
+    panels.append(Panel("frame-to-frame change", {"change": stab.changes}, x_offset=0.5, seams=marks))
     title = (f"pck@0.05 {_fmt(figures['pck@0.05'])}  identity {_fmt(mean_id)}  "
              f"seam ratio {_fmt(stab.seam_ratio)}  ({n} frames)")
     return _clean(figures), draw_plot(panels, n, title)
@@ -148,5 +165,6 @@ def summary(figures: dict) -> str:
              f"pck@0.1 {_fmt(figures['pck@0.1'])}",
              f"identity: {_fmt(figures['identity'])} ({figures['identity_note']})",
              f"stability: seam ratio {_fmt(figures['seam_ratio'])}, seam excess {_fmt(figures['seam_excess'])} "
-             f"vs inside {_fmt(figures['inside_excess'])}; seams at {figures['seams'] or 'none (one window)'}"]
+             f"vs inside {_fmt(figures['inside_excess'])}; seams at {figures['seams'] or 'none (one window)'} "
+             f"({figures['schedule']})"]
     return "\n".join(lines)

@@ -9,8 +9,8 @@ change of the non-seam boundaries around it, so steady motion does not count as 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -22,20 +22,59 @@ COMPARE_WIDTH = 128
 NEIGHBOURS = 4
 
 
-def window_seams(num_frames: int, context_frames: int, context_overlap: int,
-                 offsets: Optional[Sequence[int]] = None) -> List[int]:
-    """Boundaries b (between frame b-1 and frame b, 1 <= b < N) where a window of the sampler's
-    schedule starts or ends, for every step offset in ``offsets`` (default: offset 0). A clip that
-    fits one window has no seam; the closed loop's wrap (N-1 -> 0) is no boundary of the video."""
-    seams = set()
-    for off in (offsets if offsets is not None else [0]):
+def seam_weights(num_frames: int, context_frames: int, context_overlap: int,
+                 offsets: Optional[Sequence[int]] = None) -> np.ndarray:
+    """(N,) share of the steps in which boundary b (between frame b-1 and frame b) is where a
+    window of the sampler's schedule starts or ends; ``offsets``: one per step (default: [0]).
+    Index 0 and the closed loop's wrap (N-1 -> 0) are no boundary of the video (weight 0)."""
+    offsets = list(offsets) if offsets is not None else [0]
+    if not offsets:
+        raise ValueError("give at least one window offset")
+    weights = np.zeros(int(num_frames))
+    for off in offsets:
         windows = context_windows(num_frames, context_frames, context_overlap, int(off))
         if len(windows) == 1:
             continue
+        edges = set()
         for w in windows:  # a window wrapping past the last frame still starts and ends at seams
-            seams.add(w[0])
-            seams.add((w[-1] + 1) % num_frames)
-    return sorted(b for b in seams if 0 < b < num_frames)
+            edges.add(w[0])
+            edges.add((w[-1] + 1) % num_frames)
+        for e in edges:
+            weights[e] += 1.0
+    weights[0] = 0.0
+    return weights / len(offsets)
+
+
+def window_seams(num_frames: int, context_frames: int, context_overlap: int,
+                 offsets: Optional[Sequence[int]] = None) -> List[int]:
+    """Boundaries that are a window edge in at least one step (see :func:`seam_weights`)."""
+    return [int(b) for b in np.flatnonzero(seam_weights(num_frames, context_frames, context_overlap, offsets))]
+
+
+def scheduled_window_offsets(seed: int, num_frames: int, width: int, height: int, steps: int,
+                             context_frames: int, latent: str = "sample", latent_channels: int = 4) -> List[int]:
+    """The window offset of every step of a run with this seed, replayed without the networks.
+
+    A run (:func:`xdyna_core.job.run_sampling`, both front ends) seeds ONE generator and draws, in
+    the official order: the reference's posterior sample (``latent="sample"``), the blur keep-mask
+    and the initial noise of (1, C, N+1, h, w), then one offset per step. The same draws here leave
+    the generator where the sampler reads the offsets (a test checks this against a real run)."""
+    import torch
+
+    from ..reference import posterior_sample
+    from ..sampling.init_latents import draw_blur_keep_mask
+
+    if latent not in ("sample", "mean"):
+        raise ValueError(f"latent must be 'sample' or 'mean', got {latent!r}")
+    h, w = int(height) // 8, int(width) // 8
+    g = torch.Generator("cpu").manual_seed(int(seed))
+    if latent == "sample":
+        zeros = torch.zeros((1, latent_channels, h, w))
+        posterior_sample(zeros, zeros, g)
+    shape = (1, latent_channels, int(num_frames) + 1, h, w)
+    draw_blur_keep_mask(shape, g)
+    torch.randn(shape, generator=g, dtype=torch.float32)
+    return torch.randint(0, int(context_frames), (int(steps),), generator=g).tolist()
 
 
 def frame_changes(frames: Sequence[np.ndarray]) -> np.ndarray:
@@ -60,37 +99,41 @@ def frame_changes(frames: Sequence[np.ndarray]) -> np.ndarray:
 
 @dataclass
 class Stability:
-    changes: List[float]              # change at boundary b = index b-1
-    excess: List[float]               # change / local median of inside boundaries
-    seams: List[int]
-    mean_change_seams: float = float("nan")
-    mean_change_inside: float = float("nan")
-    seam_ratio: float = float("nan")  # mean_change_seams / mean_change_inside (1 = no flicker)
-    seam_excess: float = float("nan")  # mean excess over seams (1 = seams like their neighbours)
+    changes: List[float]               # change at boundary b = index b-1
+    excess: List[float]                # change / median change of the boundaries around it
+    seams: List[int]                   # boundaries that are a window edge in some step
+    weights: List[float]               # share of steps in which boundary b is a window edge (index b-1)
+    mean_change_seams: float = float("nan")   # change averaged with the seam weights
+    mean_change_inside: float = float("nan")  # ... with 1 - weight
+    seam_ratio: float = float("nan")   # mean_change_seams / mean_change_inside (1 = no flicker)
+    seam_excess: float = float("nan")  # excess averaged with the seam weights (1 = like the neighbours)
     inside_excess: float = float("nan")
-    extra: Dict[str, float] = field(default_factory=dict)
 
 
-def stability(frames: Sequence[np.ndarray], seams: Sequence[int]) -> Stability:
+def stability(frames: Sequence[np.ndarray], weights: Sequence[float]) -> Stability:
+    """Seam figures of ``frames`` for per-boundary seam ``weights`` (:func:`seam_weights`, length N)."""
     ch = frame_changes(frames)
     n = len(ch) + 1
-    seams = sorted(int(b) for b in seams if 0 < int(b) < n)
-    is_seam = np.zeros(len(ch) + 1, bool)
-    is_seam[seams] = True
-    inside = [b for b in range(1, n) if not is_seam[b]]
+    wts = np.asarray(weights, dtype=np.float64)
+    if wts.shape != (n,):
+        raise ValueError(f"{len(wts)} seam weights for {n} frames")
+    wb = wts[1:]                                   # weight of boundary b at index b-1
     excess = np.full(len(ch), np.nan)
     eps = 1e-3
-    for b in range(1, n):
-        near = [c for c in inside if c != b and abs(c - b) <= NEIGHBOURS]
-        if not near:
-            near = [c for c in inside if c != b]
-        if near:
-            excess[b - 1] = ch[b - 1] / (float(np.median(ch[[c - 1 for c in near]])) + eps)
-    out = Stability(changes=ch.tolist(), excess=excess.tolist(), seams=seams)
-    if seams and inside:
-        out.mean_change_seams = float(ch[[b - 1 for b in seams]].mean())
-        out.mean_change_inside = float(ch[[b - 1 for b in inside]].mean())
+    for i in range(len(ch)):
+        near = [j for j in range(max(0, i - NEIGHBOURS), min(len(ch), i + NEIGHBOURS + 1)) if j != i]
+        calm = [j for j in near if wb[j] == 0] or near  # prefer boundaries that are never seams
+        if calm:
+            excess[i] = ch[i] / (float(np.median(ch[calm])) + eps)
+    out = Stability(changes=ch.tolist(), excess=excess.tolist(), seams=[int(b) for b in np.flatnonzero(wts)],
+                    weights=wb.tolist())
+    inside = 1.0 - wb
+    if wb.sum() > 0 and inside.sum() > 0:
+        ok = ~np.isnan(excess)
+        out.mean_change_seams = float((ch * wb).sum() / wb.sum())
+        out.mean_change_inside = float((ch * inside).sum() / inside.sum())
         out.seam_ratio = out.mean_change_seams / (out.mean_change_inside + eps)
-        out.seam_excess = float(np.nanmean(excess[[b - 1 for b in seams]]))
-        out.inside_excess = float(np.nanmean(excess[[b - 1 for b in inside]]))
+        if (wb * ok).sum() > 0 and (inside * ok).sum() > 0:
+            out.seam_excess = float((excess[ok] * wb[ok]).sum() / wb[ok].sum())
+            out.inside_excess = float((excess[ok] * inside[ok]).sum() / inside[ok].sum())
     return out
