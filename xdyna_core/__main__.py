@@ -80,11 +80,12 @@ def _is_random_set(models_dir) -> bool:
 
 
 def cmd_animate(args) -> int:
-    from .animate import animate, save
     from .job_checks import check_job
-    from .panels import RANDOM_WEIGHTS_BANNER
 
     job = check_job(args, models_dir=args.models)   # everything checked before any weights load
+    from .animate import animate, save
+    from .panels import RANDOM_WEIGHTS_BANNER
+
     opts = _options(args)
     bundle = _load(job.files, opts, args.quiet)
     result = animate(args.reference, args.driving, bundle, opts)
@@ -104,12 +105,13 @@ def default_models_dir() -> Path:
 
 
 def cmd_demo(args) -> int:
-    from .animate import animate, save
     from .job_checks import check_job, check_models
-    from .panels import RANDOM_WEIGHTS_BANNER
 
     args.reference, args.driving = DEMO_ASSETS / "reference.jpg", DEMO_ASSETS / "driving.mp4"
     job = check_job(args)                       # options, --out, the bundled inputs
+    from .animate import animate, save
+    from .panels import RANDOM_WEIGHTS_BANNER
+
     opts = _options(args)
     prompts = (opts.prompt, opts.negative_prompt)
     if args.models:                             # asked for: incomplete is an error, never a silent fallback
@@ -138,7 +140,8 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="xdyna", description="X-Dyna human image animation (also: python -m xdyna_core).")
+    prog = "xdyna" if Path(sys.argv[0]).stem == "xdyna" else "python -m xdyna_core"  # as the user typed it
+    p = _Parser(prog=prog, description="X-Dyna human image animation (the `xdyna` command = python -m xdyna_core).")
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("animate", help="animate a reference image with a driving video")
@@ -172,12 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_user_error(e: Exception) -> bool:
+    """Errors the user can act on, beyond ValueError & co (job checks, checkpoints, videos are those)."""
+    mods = sys.modules  # only classes already imported can have been raised: no import just to test
+    kinds = [getattr(mods.get(m), n, None) for m, n in (
+        ("xdyna_core.animate", "AnimateError"), ("xdyna_core.preprocess.cli", "CliError"),
+        ("xdyna_core.preprocess.video", "VideoWriteError"), ("xdyna_core.sampling.pipeline", "NonFiniteLatents"))]
+    return any(k is not None and isinstance(e, k) for k in kinds)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] != "batch":  # batch handles Ctrl-C itself (it stops the ComfyUI job first)
+        import threading
+
         from .interrupt import install
 
-        install()
+        if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+            install()
         if not os.environ.get("XDYNA_NATIVE_LOGS"):   # MediaPipe's C++ log lines (set it to see them)
             from .preprocess import mediapipe_backend
 
@@ -197,15 +212,7 @@ def main(argv=None) -> int:
     except Exception as e:  # one clear line for the user; --debug for the traceback
         if getattr(args, "debug", False):
             raise
-        from .animate import AnimateError
-        from .loading.checkpoints import CheckpointError
-        from .preprocess.cli import CliError
-        from .preprocess.video import VideoReadError, VideoWriteError
-        from .sampling.pipeline import NonFiniteLatents
-
-        known = (AnimateError, CheckpointError, CliError, VideoReadError, VideoWriteError, NonFiniteLatents,
-                 FileNotFoundError, ValueError, ImportError)
-        if isinstance(e, known):
+        if isinstance(e, (ValueError, FileNotFoundError, ImportError)) or _is_user_error(e):
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)

@@ -6,9 +6,10 @@ value or path found at the end throws that away. So:
 * option values are checked while parsing (argparse `type=` functions below), and the message uses the
   option's own name (`--steps`, not `num_inference_steps`);
 * `check_job` then checks what needs more than one option or a look at the disk, in order of cost:
-  option combinations and the device; the output path (never an input, also through links; a folder
+  option combinations; the output path (never an input, also through links; a folder
   that takes files; an extension we write); the inputs (opened and probed: the reference image
-  decoded, the first used driving frame decoded); the model files (found, and each one's header read
+  decoded, the first used driving frame decoded); the step count and the device (torch imported
+  here); the model files (found, and each one's header read
   and recognised — no weights are loaded).
 
 Every failure is a `JobCheckError` (or the loaders' CheckpointError) with a one-line message.
@@ -104,15 +105,19 @@ def device_name(text: str) -> str:
 
 # ------------------------------------------------------------------------------ checks after parsing
 def check_options(args) -> None:
-    """Combinations of options and the device; raises JobCheckError."""
+    """Combinations of options; raises JobCheckError (no heavy imports: runs first)."""
+    if args.context_overlap >= args.context_length:
+        raise JobCheckError(f"--context-overlap {args.context_overlap} must be smaller than --context-length "
+                            f"{args.context_length} (windows overlap by fewer frames than they hold)")
+
+
+def check_runtime(args) -> None:
+    """What needs torch: the step count against the scheduler, the device."""
     from .sampling.scheduler import DDIMScheduler
 
     max_steps = DDIMScheduler().config.num_train_timesteps
     if args.steps > max_steps:
         raise JobCheckError(f"--steps {args.steps}: at most {max_steps} (the scheduler's training timesteps)")
-    if args.context_overlap >= args.context_length:
-        raise JobCheckError(f"--context-overlap {args.context_overlap} must be smaller than --context-length "
-                            f"{args.context_length} (windows overlap by fewer frames than they hold)")
     check_device(args.device)
 
 
@@ -191,6 +196,7 @@ def check_job(args, models_dir=None, inputs: bool = True) -> CheckedJob:
         raise JobCheckError(str(e)) from None
     if inputs:
         check_inputs(args)
+    check_runtime(args)
     files = None
     if models_dir is not None:
         files = check_models(models_dir, args.face == "on", (args.prompt, args.negative_prompt))

@@ -50,15 +50,15 @@ def check_output_path(out: PathLike, inputs: Iterable[Optional[PathLike]] = (),
     `inputs` are the job's input files (None entries are skipped); `option` names the path in
     messages (e.g. "--out")."""
     out = Path(out)
-    if out.suffix.lower() not in suffixes:
-        raise OutputPathError(f"{option} {out}: the file name must end in {' or '.join(suffixes)} "
-                              f"(that is the format written), got {out.suffix or 'no extension'!r}")
-    if out.is_dir():
-        raise OutputPathError(f"{option} {out} is a folder; give a file name such as {out / ('result' + suffixes[0])}")
     for src in inputs:
         if src is not None and _same_file(out, Path(src)):
             raise OutputPathError(f"{option} {out} is the input {src}: writing it would overwrite (destroy) "
                                   f"the input; choose another file name")
+    if out.is_dir():
+        raise OutputPathError(f"{option} {out} is a folder; give a file name such as {out / ('result' + suffixes[0])}")
+    if out.suffix.lower() not in suffixes:
+        raise OutputPathError(f"{option} {out}: the file name must end in {' or '.join(suffixes)} "
+                              f"(that is the format written), got {out.suffix or 'no extension'!r}")
     folder = _existing_ancestor(out)
     if not folder.is_dir():
         raise OutputPathError(f"{option} {out}: {folder} is not a folder")
