@@ -146,6 +146,25 @@ def test_truncated_reference_says_so(job, nan_models, tmp_path):
     assert "truncated" in line and "cut.jpg" in line and "person" not in line
 
 
+def test_rgba_reference_composited_on_neutral_grey(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from xdyna_core.animate import read_reference
+    from xdyna_core.preprocess.video import BACKGROUND_GREY
+
+    rgba = np.zeros((32, 24, 4), np.uint8)
+    rgba[..., :3] = (255, 0, 255)            # the colour hidden under the transparent pixels
+    rgba[8:24, 6:18] = (10, 200, 30, 255)    # the opaque subject
+    rgba[0:4, 0:4, 3] = 128                  # half-transparent corner
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut_out.png")
+    img = read_reference(tmp_path / "cut_out.png")
+    assert img.shape == (32, 24, 3)
+    assert tuple(img[30, 20]) == BACKGROUND_GREY == (128, 128, 128)
+    assert tuple(img[12, 10]) == (10, 200, 30)
+    assert abs(int(img[1, 1, 0]) - (255 + 128) // 2) <= 1 and abs(int(img[1, 1, 1]) - 64) <= 1
+
+
 def test_nan_weights_named_at_load(job, nan_models, tmp_path):
     """Valid job, NaN in the UNet file: the load stops with the file and tensor, before preprocessing."""
     r, _ = cli(*animate_args(job, nan_models, tmp_path / "o.mp4", "--length", 2))
