@@ -195,7 +195,8 @@ def test_full_size_files_load_structurally_on_meta():
 
 
 def test_vae_key_map_agrees_with_the_vae_module(tiny):
-    from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig, convert_ldm_vae_keys
+    from xdyna_core.loading.keys import convert_ldm_vae_keys
+    from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig
 
     parts = K.split_ldm_checkpoint(C.load_state_dict(tiny["sd15"]))
     cfg = AutoencoderKLConfig.from_dict(C.read_config_metadata(tiny["sd15"])["vae"])

@@ -223,9 +223,15 @@ def test_encode_image_tokens_and_full_reference(tiny_vae, tiny_clip):
     cond, uncond = encode_image_tokens(tiny_clip, fake_resampler, px)
     assert torch.allclose(cond, clip_image_hidden(tiny_clip, px)[:, :4] * 2)
     assert torch.allclose(uncond, clip_uncond_hidden(tiny_clip, px)[:, :4] * 2)
-    enc = encode_reference_all(img, 128, 64, tiny_vae, tiny_clip, fake_resampler, torch.Generator().manual_seed(5))
-    assert enc.image.shape == (128, 64, 3)
+    enc = encode_reference_all(img, 128, 64, tiny_vae, tiny_clip, fake_resampler)
+    assert enc.image.shape == (128, 64, 3) and enc.size == (64, 128)
     assert np.array_equal(enc.image, prepare_reference_image(img, 128, 64))
-    # the VAE sample is the generator's first draw; CLIP uses the *uncropped* image
-    assert torch.equal(enc.latent, encode_reference(tiny_vae, enc.image, torch.Generator().manual_seed(5)))
+    # the VAE sample is the generator's first draw (made by the sampler); CLIP uses the *uncropped* image
+    assert torch.equal(enc.latent(torch.Generator().manual_seed(5)),
+                       encode_reference(tiny_vae, enc.image, torch.Generator().manual_seed(5)))
+    assert torch.equal(enc.latent(None, sample=False), encode_reference(tiny_vae, enc.image, sample=False))
+    # callables instead of models (what the nodes pass): the same encoding
+    same = encode_reference_all(img, 128, 64, lambda x: tiny_vae.encode(x), lambda p: clip_image_hidden(tiny_clip, p),
+                                fake_resampler, scaling_factor=tiny_vae.config.scaling_factor)
+    assert torch.equal(same.moments.mean, enc.moments.mean) and torch.equal(same.image_tokens_cond, enc.image_tokens_cond)
     assert torch.allclose(enc.image_tokens_cond, cond) and torch.allclose(enc.image_tokens_uncond, uncond)

@@ -75,7 +75,8 @@ def test_everything_loads_and_runs(tiny):
         CLIPVisionModelWithProjection,
         convert_text_encoder_keys,
     )
-    from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig, convert_ldm_vae_keys
+    from xdyna_core.loading.keys import convert_ldm_vae_keys
+    from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig
 
     g = torch.Generator().manual_seed(0)
     # CLIP vision -> Resampler -> image tokens

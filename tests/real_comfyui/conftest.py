@@ -6,7 +6,7 @@ Nothing here imports ComfyUI: the tests drive real servers through ../shared/too
 (override with COMFY_HARNESS), its HTTP API and, for the frontend checks, headless Chromium
 (`node` with playwright-core on NODE_PATH, Chromium at XDYNA_CHROMIUM or `chromium` on PATH).
 
-Model files come from xdyna_core/loading/tiny_comfy.py (sizes ComfyUI's native loaders accept) plus
+Model files come from tests/real_comfyui/tiny_comfy.py (sizes ComfyUI's native loaders accept) plus
 stand-in DWPose detectors; they are written once into XDYNA_COMFY_TEST_MODELS, else pytest's cache
 folder (.pytest_cache/d/xdyna_comfy_models), and reused while current (~1.2 GB, ~15 s to write).
 Inputs are short clips cut from ../shared/assets (4-6 frames, 256x448). Timings of every step are
@@ -86,7 +86,7 @@ def comfy_env():
 def comfy_models(comfy_env, request, tmp_path_factory):
     """models/ folder with the native-size test set and the stand-in DWPose detectors (cached)."""
     from tests.real_comfyui.standins import write_standin_dwpose
-    from xdyna_core.loading.tiny_comfy import (
+    from tests.real_comfyui.tiny_comfy import (
         comfy_test_set_ready,
         ensure_comfy_test_set,
     )

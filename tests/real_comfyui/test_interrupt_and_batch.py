@@ -19,7 +19,7 @@ from tests.real_comfyui.support import (
     variant_of,
 )
 from xdyna_core.batch.client import ComfyClient
-from xdyna_core.loading.tiny_comfy import NATIVE_WIDGETS
+from tests.real_comfyui.tiny_comfy import NATIVE_WIDGETS
 
 SAMPLER = "XDynaSampler"
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 
 from . import keys as K
-from .checkpoints import (CONTROLNET_CHANNELS, CheckpointError, load_controlnet, load_resampler, load_state_dict,
-                          load_xdyna_unet, read_config_metadata, resolve_weights_file, wrong_file_error)
+from .checkpoints import CONTROLNET_CHANNELS, LoadReport, build_and_load, load_controlnet, load_resampler, load_xdyna_unet
+from .configs import _count, infer_vae_config
+from .files import (CheckpointError, load_state_dict, read_config_metadata, resolve_weights_file,
+                    wrong_file_error)
 from .headers import recognise
 
 WEIGHT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
@@ -153,23 +155,6 @@ def check_model_files(files: ModelFiles) -> None:
 
 # --------------------------------------------------------------------------------------------- configs
 
-def _count(keys, pattern: str) -> int:
-    idx = {int(m.group(1)) for k in keys for m in [re.match(pattern, k)] if m}
-    return max(idx) + 1 if idx else 0
-
-
-def _vae_config(sd: Dict[str, torch.Tensor], meta: Optional[dict]):
-    from ..models.vae import AutoencoderKLConfig
-
-    if meta:
-        return AutoencoderKLConfig.from_dict(meta)
-    levels = _count(sd, r"encoder\.down_blocks\.(\d+)\.")
-    chans = tuple(sd[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"].shape[0] for i in range(levels))
-    layers = _count(sd, r"encoder\.down_blocks\.0\.resnets\.(\d+)\.")
-    return AutoencoderKLConfig(block_out_channels=chans, layers_per_block=layers,
-                               latent_channels=sd["decoder.conv_in.weight"].shape[1])
-
-
 def _text_config(sd, meta):
     from ..models.clip import CLIPTextConfig
 
@@ -212,7 +197,7 @@ def _load_module(model, sd, name, device, dtype):
 def load_sd15_parts(sd15: Path, vae_file: Optional[Path] = None, device="cpu", dtype=torch.float32):
     """(vae, text_encoder) from an SD1.5 single file or diffusers folder (+ an optional separate VAE)."""
     from ..models.clip import CLIPTextModel, convert_text_encoder_keys
-    from ..models.vae import AutoencoderKL, convert_ldm_vae_keys
+    from ..models.vae import AutoencoderKL
 
     sd15 = Path(sd15)
     meta = None if sd15.is_dir() else read_config_metadata(sd15)
@@ -227,9 +212,11 @@ def load_sd15_parts(sd15: Path, vae_file: Optional[Path] = None, device="cpu", d
                                   f"{'VAE' if not vae_sd else 'text encoder'} weights)")
     vae_meta = (meta or {}).get("vae")
     if vae_file is not None:
-        vae_sd = convert_ldm_vae_keys(load_state_dict(vae_file))
+        vae_sd = K.convert_ldm_vae_keys(load_state_dict(vae_file))
         vae_meta = read_config_metadata(vae_file)
-    vae = _load_module(AutoencoderKL(_vae_config(vae_sd, vae_meta)), vae_sd, f"VAE of {vae_file or sd15}", device, dtype)
+    name = f"VAE of {vae_file or sd15}"
+    vae = build_and_load(AutoencoderKL, infer_vae_config(vae_sd, vae_meta), vae_sd, device=device, dtype=dtype,
+                         report=LoadReport(name, "vae"))
     text = _load_module(CLIPTextModel(_text_config(text_sd, (meta or {}).get("clip_text"))), text_sd,
                         f"text encoder of {sd15}", device, dtype)
     return vae, text

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from . import keys as K
-from .checkpoints import CheckpointError, detect_format, load_state_dict, resolve_weights_file
+from .files import CheckpointError, detect_format, load_state_dict, resolve_weights_file
 
 CONTROLNET_COND_KEY = "controlnet_cond_embedding.conv_in.weight"
 

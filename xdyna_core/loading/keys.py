@@ -574,3 +574,41 @@ KIND_HINTS = {
     "motion_module": "X-Dyna needs its own UNet checkpoint, not a bare AnimateDiff module",
     "animatediff_unet": "X-Dyna needs its own UNet checkpoint, whose attention layers carry to_q_ff/to_out_ff",
 }
+
+
+# --------------------------------------------------------------------------------------------
+# LDM -> diffusers key conversion
+
+_LDM_PREFIXES = ("first_stage_model.", "vae.")
+
+
+def _strip_vae_prefix(sd: Mapping) -> Mapping:
+    for p in _LDM_PREFIXES:
+        if any(k.startswith(p) for k in sd):
+            return {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+    return dict(sd)
+
+
+def is_ldm_vae_layout(sd: Mapping) -> bool:
+    """True when the (prefix-stripped) keys use the original LDM names (``encoder.down.0.block.0``)."""
+    keys = _strip_vae_prefix({k: None for k in sd}).keys()
+    return any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.", "decoder.mid.")) for k in keys)
+
+
+def convert_ldm_vae_keys(sd: Mapping) -> Mapping:
+    """Map an LDM-layout VAE state dict to the diffusers layout used by :class:`AutoencoderKL`.
+
+    Accepts a full single-file SD checkpoint (only ``first_stage_model.*`` keys are taken), a bare
+    LDM VAE file, or a file already in the diffusers layout (returned with the prefix removed).
+    Keys that belong to training only (``loss.*``, discriminator, EMA counters) are dropped. The
+    attention projections stored as 1x1 convs (C, C, 1, 1) become linear weights (C, C).
+    """
+    sd = _strip_vae_prefix(sd)
+    if not is_ldm_vae_layout(sd):
+        return {k: v for k, v in sd.items() if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
+
+    training_only = ("loss.", "model_ema.", "discriminator.")
+    out, unmapped = convert_ldm_vae_to_diffusers({k: v for k, v in sd.items() if not k.startswith(training_only)})
+    if unmapped:
+        raise ValueError(f"convert_ldm_vae_keys: {len(unmapped)} VAE keys have no known mapping, e.g. {unmapped[:3]}")
+    return out

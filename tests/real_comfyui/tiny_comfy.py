@@ -19,7 +19,7 @@ X-Dyna UNet (whose file carries all keys).
 
 Weights are random and seeded (``tiny.random_state_dict``); ``ensure_comfy_test_set`` writes the set
 once and reuses it while the manifest matches (seed, version and configs), so repeated test runs
-cost nothing. ``python -m xdyna_core.loading.tiny_comfy --out DIR`` writes it from the shell.
+cost nothing. ``python -m tests.real_comfyui.tiny_comfy --out DIR`` writes it from the shell.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from . import keys as K
-from .tiny import TinyFile, _random_model_sd, _save
+from xdyna_core.loading import keys as K
+from xdyna_core.loading.tiny import TinyFile, _random_model_sd, _save
 
 #: Bump when the writer changes in a way the configs do not show.
 COMFY_SET_VERSION = 1
@@ -61,11 +61,11 @@ NATIVE_WIDGETS = {
 
 
 def comfy_test_configs() -> dict:
-    from ..models.clip import CLIPTextConfig, CLIPVisionConfig
-    from ..models.controlnet import ControlNetConfig
-    from ..models.resampler import ResamplerConfig
-    from ..models.unet3d import UNet3DConfig
-    from ..models.vae import AutoencoderKLConfig
+    from xdyna_core.models.clip import CLIPTextConfig, CLIPVisionConfig
+    from xdyna_core.models.controlnet import ControlNetConfig
+    from xdyna_core.models.resampler import ResamplerConfig
+    from xdyna_core.models.unet3d import UNet3DConfig
+    from xdyna_core.models.vae import AutoencoderKLConfig
 
     text_dim, image_dim, width = 768, 1024, (32, 32, 64, 64)
     cn = {"block_out_channels": width, "layers_per_block": 2, "num_attention_heads": 2,
@@ -103,11 +103,11 @@ def _model_sd(cls, cfg, role: str, seed: int, meta: bool) -> dict:
 def build_comfy_state_dicts(seed: int = 0, roles=None, meta: bool = False) -> dict:
     """{role: (state_dict, config dict)} for the requested roles (default: all of COMFY_LAYOUT).
     ``meta=True`` gives the same keys and shapes as meta tensors (for fast layout checks)."""
-    from ..models.clip import CLIPTextModel, CLIPVisionModelWithProjection
-    from ..models.controlnet import ControlNetModel
-    from ..models.resampler import Resampler
-    from ..models.unet3d import UNet3DConditionModel
-    from ..models.vae import AutoencoderKL
+    from xdyna_core.models.clip import CLIPTextModel, CLIPVisionModelWithProjection
+    from xdyna_core.models.controlnet import ControlNetModel
+    from xdyna_core.models.resampler import Resampler
+    from xdyna_core.models.unet3d import UNet3DConditionModel
+    from xdyna_core.models.vae import AutoencoderKL
 
     roles = set(COMFY_LAYOUT if roles is None else roles)
     unknown = roles - set(COMFY_LAYOUT)
@@ -196,7 +196,7 @@ def ensure_comfy_test_set(models_dir, seed: int = 0) -> dict[str, Path]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m xdyna_core.loading.tiny_comfy", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tests.real_comfyui.tiny_comfy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="the models/ folder to write into (created if needed)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
