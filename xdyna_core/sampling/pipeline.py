@@ -64,7 +64,7 @@ def _raise_if_non_finite(finite: list, windows, step: int, num_steps: int) -> No
     raise NonFiniteLatents(
         f"the denoising produced non-finite values (NaN/inf) at step {step + 1}/{num_steps}, window "
         f"{w + 1}/{len(windows)} (driving frames {windows[w][0]}..{windows[w][-1]}): fp16 overflow or damaged "
-        f"weights; try --precision fp32 (or bf16)")
+        f"weights; run in fp32 or bf16 (command line: --precision)")
 
 
 @dataclass
