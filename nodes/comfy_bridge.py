@@ -257,6 +257,26 @@ def with_frames_preview(method, output_index: int, prefix: str):
     return run
 
 
+def image_preview(images: torch.Tensor, prefix: str) -> dict:
+    """ComfyUI's own UI output for still images: each image of the batch as a PNG in the temp
+    folder, ``{"images": [{filename, subfolder, type}]}`` (shown on the node). A preview that cannot
+    be written is skipped with a warning."""
+    try:
+        from PIL import Image
+
+        folder = os.path.join(_fp().get_temp_directory(), "xdyna")
+        os.makedirs(folder, exist_ok=True)
+        shown = []
+        for frame in images[..., :3]:
+            name = f"{prefix}_{uuid.uuid4().hex[:12]}.png"
+            Image.fromarray((frame.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()).save(os.path.join(folder, name))
+            shown.append({"filename": name, "subfolder": "xdyna", "type": "temp"})
+        return {"images": shown}
+    except Exception as e:  # a preview is a nicety
+        log.warning("X-Dyna: preview not written: %s", e)
+        return {}
+
+
 # ------------------------------------------------------------------------------ native models
 
 def vae_moments(vae):

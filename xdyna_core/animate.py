@@ -186,7 +186,7 @@ def encode_text(bundle, prompt: str, device, dtype) -> torch.Tensor:
     from .models.tokenizer import tokenize
 
     ids = tokenize(prompt, bundle.tokenizer_dir).to(device)
-    return bundle.text_encoder(ids).to(dtype)
+    return bundle.text_encoder(input_ids=ids).last_hidden_state.to(dtype)  # transformers' CLIPTextModel
 
 
 @dataclass

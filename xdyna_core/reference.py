@@ -204,20 +204,18 @@ def _model_device_dtype(model) -> Tuple[torch.device, torch.dtype]:
 def clip_image_hidden(clip_vision, pixel_values: torch.Tensor) -> torch.Tensor:
     """Penultimate-layer CLIP features ``hidden_states[-2]`` (B, 1+P, D) — the Resampler input.
 
-    ``clip_vision`` is our :class:`~xdyna_core.models.clip.CLIPVisionModelWithProjection` (the last
-    layer is then skipped) or anything called as ``model(pixel_values, output_hidden_states=True)``
+    ``clip_vision`` is the standalone path's :class:`~xdyna_core.models.clip.PenultimateCLIPVision`
+    (built without the last layer) or anything called as ``model(pixel_values, output_hidden_states=True)``
     returning an object with ``hidden_states`` (e.g. transformers' model).
     """
-    from .models.clip import CLIPVisionModelWithProjection
+    from .models.clip import PenultimateCLIPVision
 
     if pixel_values.ndim != 4:
         raise ValueError(f"clip_image_hidden: expected pixel_values (B, 3, H, W), got {tuple(pixel_values.shape)}")
     device, dtype = _model_device_dtype(clip_vision)
     px = pixel_values.to(device=device, dtype=dtype)
-    if isinstance(clip_vision, CLIPVisionModelWithProjection):
-        n = clip_vision.config.num_hidden_layers
-        # hidden_states[-2] of the full model is the output of layer n-1: no need to run layer n
-        return clip_vision(px, num_layers=n - 1).hidden_states[-1]
+    if isinstance(clip_vision, PenultimateCLIPVision):
+        return clip_vision(px)
     return clip_vision(px, output_hidden_states=True).hidden_states[-2]
 
 

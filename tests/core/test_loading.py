@@ -286,8 +286,6 @@ def test_truncated_files_name_the_file_and_problem(tiny, tmp_path, role):
 
 
 def test_identify_every_file_of_the_set(tiny):
-    from xdyna_core.models.clip import convert_text_encoder_keys
-
     expected = {"unet": "xdyna_unet", "unet_adapters": "xdyna_unet_adapters", "pose_controlnet": "controlnet",
                 "face_controlnet": "controlnet", "ip_adapter": "ip_adapter", "clip_vision": "clip_vision",
                 "sd15": "sd_checkpoint"}
@@ -305,7 +303,7 @@ def test_identify_every_file_of_the_set(tiny):
     assert K.identify(parts["unet"] | mm) == "animatediff_unet"
     assert K.identify(mm) == "motion_module"
     raw = load_file(str(tiny["sd15"]))
-    assert convert_text_encoder_keys(raw).keys() == {k for k in parts["clip_text"] if not k.endswith("position_ids")}
+    assert K.convert_text_encoder_keys(raw).keys() == {k for k in parts["clip_text"] if not k.endswith("position_ids")}
 
 
 @pytest.mark.parametrize("role,what", [

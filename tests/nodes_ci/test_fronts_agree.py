@@ -166,7 +166,9 @@ def test_clip_preprocess_matches_official(comfy, monkeypatch):
     proj.patcher = type("P", (), {"model": staticmethod(proj)})()
     monkeypatch.setattr(ref_node.bridge, "load_on_device", lambda patchers, memory_required=0: None)
     for img in images:
-        official = proc(images=Image.fromarray(img), return_tensors="pt").pixel_values
+        # the official pipeline (transformers 4.x) drops alpha like PIL's convert("RGB"); 5.x's processor
+        # treats alpha otherwise, so the oracle gets the RGB image explicitly
+        official = proc(images=Image.fromarray(img).convert("RGB"), return_tensors="pt").pixel_values
         seen["cli"].clear()
         seen["nodes"].clear()
         core_ref.encode_reference_all(img, 64, 64, bundle.vae, bundle.clip_vision, proj)
