@@ -221,5 +221,27 @@ def main(argv=None) -> int:
         return 1
 
 
+def run() -> None:
+    """Entry of `xdyna` and `python -m xdyna_core`: main(), then (except for batch, which exits
+    normally) leave without interpreter teardown, so Ctrl-C is exit 130 up to the last moment
+    (see interrupt.py)."""
+    if sys.argv[1:2] == ["batch"]:
+        sys.exit(main())
+    from .interrupt import leave
+
+    try:
+        code = main()
+    except SystemExit as e:  # argparse: --help (0) and usage errors (2)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # --debug: the traceback, as the interpreter would print it
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    leave(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -110,8 +110,8 @@ class SlowMux:
 
 
 av.open = lambda *a, **k: SlowMux(open_container(*a, **k))
-from xdyna_core.__main__ import main
-sys.exit(main())
+from xdyna_core.__main__ import run
+run()
 """
 
 
