@@ -10,32 +10,34 @@ HERE = Path(__file__).resolve().parent
 DEMO_ASSETS = HERE / "demo_assets"
 
 
-def _size(text: str):
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 512x896, got {text!r}") from None
-    return w, h
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error of the command line."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _add_job_options(p: argparse.ArgumentParser, steps: int, size: str, length):
-    p.add_argument("--size", type=_size, default=_size(size), help="output WxH, multiples of 64 (default %(default)s)")
-    p.add_argument("--steps", type=int, default=steps, help="DDIM steps (default %(default)s)")
-    p.add_argument("--cfg", type=float, default=7.5, help="guidance scale; <= 1 disables CFG (default %(default)s)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--length", type=int, default=length, help="frames to animate (after --stride)")
-    p.add_argument("--stride", type=int, default=1, help="use every n-th driving frame")
-    p.add_argument("--start", type=int, default=0, help="first driving frame")
-    p.add_argument("--fps", type=float, default=None, help="output fps (default: driving fps / stride)")
+    from . import job_checks as J
+
+    p.add_argument("--size", type=J.frame_size, default=J.frame_size(size),
+                   help="output WxH, multiples of 64 (default %(default)s)")
+    p.add_argument("--steps", type=J.positive_int, default=steps, help="DDIM steps (default %(default)s)")
+    p.add_argument("--cfg", type=J.finite_float, default=7.5, help="guidance scale; <= 1 disables CFG (default %(default)s)")
+    p.add_argument("--seed", type=J.seed, default=42)
+    p.add_argument("--length", type=J.positive_int, default=length, help="frames to animate (after --stride)")
+    p.add_argument("--stride", type=J.positive_int, default=1, help="use every n-th driving frame")
+    p.add_argument("--start", type=J.non_negative_int, default=0, help="first driving frame")
+    p.add_argument("--fps", type=J.positive_float, default=None, help="output fps (default: driving fps / stride)")
     p.add_argument("--face", choices=["on", "off"], default="on", help="S-Face expression control")
     p.add_argument("--align", action="store_true", help="fit the driving skeleton to the reference person")
     p.add_argument("--backend", choices=["auto", "dwpose", "mediapipe"], default="auto", help="pose extractor")
     p.add_argument("--landmarks", choices=["auto", "dwpose", "insightface", "mediapipe"], default="auto")
     p.add_argument("--prompt", default="")
     p.add_argument("--negative-prompt", default="")
-    p.add_argument("--context-length", type=int, default=16)
-    p.add_argument("--context-overlap", type=int, default=4)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--context-length", type=J.positive_int, default=16)
+    p.add_argument("--context-overlap", type=J.non_negative_int, default=4)
+    p.add_argument("--device", type=J.device_name, default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     p.add_argument("--memory", choices=["auto", "high", "low"], default="auto",
                    help="low: keep only the current phase's networks on the GPU (8 GB cards); "
@@ -58,27 +60,37 @@ def _options(args):
         precision=args.precision, memory=args.memory, detector_dirs=dirs, quiet=args.quiet)
 
 
-def _load(models_dir, opts, quiet):
+def _load(files, opts, quiet):
     import torch
 
     from .animate import resolve_device
-    from .loading.bundle import find_model_files, load_bundle
+    from .loading.bundle import load_bundle
     from .offload import resolve_memory_mode
 
-    files = find_model_files(models_dir, face=opts.face)
     device, dtype = resolve_device(opts.device, opts.precision)
     if resolve_memory_mode(opts.memory, device) == "low":
         device = torch.device("cpu")   # weights wait in CPU memory; animate() moves each phase's networks
     return load_bundle(files, device=device, dtype=dtype, log=None if quiet else (lambda s: print(s, file=sys.stderr)))
 
 
+def _is_random_set(models_dir) -> bool:
+    from .loading.tiny import MANIFEST_NAME
+
+    return (Path(models_dir) / MANIFEST_NAME).is_file()
+
+
 def cmd_animate(args) -> int:
+    from .job_checks import check_job
+
+    job = check_job(args, models_dir=args.models)   # everything checked before any weights load
     from .animate import animate, save
+    from .panels import RANDOM_WEIGHTS_BANNER
 
     opts = _options(args)
-    bundle = _load(args.models, opts, args.quiet)
+    bundle = _load(job.files, opts, args.quiet)
     result = animate(args.reference, args.driving, bundle, opts)
-    out = save(result, args.out, panels=args.panels)
+    out = save(result, job.out, panels=args.panels,
+               banner=RANDOM_WEIGHTS_BANNER if _is_random_set(args.models) else None)
     print(f"wrote {out} ({len(result.video)} frames, {result.fps:g} fps, {opts.width}x{opts.height}); "
           + ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items()))
     return 0
@@ -93,36 +105,43 @@ def default_models_dir() -> Path:
 
 
 def cmd_demo(args) -> int:
+    from .job_checks import check_job, check_models
+
+    args.reference, args.driving = DEMO_ASSETS / "reference.jpg", DEMO_ASSETS / "driving.mp4"
+    job = check_job(args)                       # options, --out, the bundled inputs
     from .animate import animate, save
-    from .loading.bundle import find_model_files
+    from .panels import RANDOM_WEIGHTS_BANNER
 
     opts = _options(args)
-    models = Path(args.models) if args.models else default_models_dir()
-    try:
-        find_model_files(models, face=opts.face)
-        real = True
-    except FileNotFoundError as e:
-        real = False
-        reason = str(e)
-    if not real:
-        from .loading.tiny import write_tiny_set
+    prompts = (opts.prompt, opts.negative_prompt)
+    if args.models:                             # asked for: incomplete is an error, never a silent fallback
+        models = Path(args.models)
+        files = check_models(models, opts.face, prompts)
+    else:
+        models = default_models_dir()
+        try:
+            files = check_models(models, opts.face, prompts)
+        except FileNotFoundError as e:
+            from .loading.tiny import write_tiny_set
 
-        models = Path(args.work) / "tiny_models"
-        write_tiny_set(models, seed=0)
-        banner = ("=" * 78 + "\nNO X-DYNA WEIGHTS FOUND (" + reason + ").\nRunning on a TINY RANDOM model set: "
-                  "the result is a PIPELINE CHECK, NOT AN ANIMATION.\nPut the released weights under "
-                  "models/ (see README) for a real result.\n" + "=" * 78)
-        print(banner, file=sys.stderr)
-    bundle = _load(models, opts, args.quiet)
-    result = animate(DEMO_ASSETS / "reference.jpg", DEMO_ASSETS / "driving.mp4", bundle, opts)
-    out = save(result, args.out, panels=True)
+            print("=" * 78 + f"\nNO X-DYNA WEIGHTS FOUND ({e}).\nRunning on a TINY RANDOM model set: the result "
+                  "is a PIPELINE CHECK, NOT AN ANIMATION.\nPut the released weights under models/ (see README) or "
+                  "give --models DIR for a real result.\n" + "=" * 78, file=sys.stderr)
+            models = Path(args.work) / "tiny_models"
+            write_tiny_set(models, seed=0)
+            files = check_models(models, opts.face, prompts)
+    real = not _is_random_set(models)
+    bundle = _load(files, opts, args.quiet)
+    result = animate(args.reference, args.driving, bundle, opts)
+    out = save(result, job.out, panels=True, banner=None if real else RANDOM_WEIGHTS_BANNER)
     print(f"wrote {out.resolve()}: reference | driving | pose | face patches | result, "
-          f"{len(result.video)} frames at {result.fps:g} fps" + ("" if real else "  [tiny random models: pipeline check]"))
+          f"{len(result.video)} frames at {result.fps:g} fps" + ("" if real else "  [random weights: pipeline check]"))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m xdyna_core", description="X-Dyna human image animation.")
+    prog = "xdyna" if Path(sys.argv[0]).stem == "xdyna" else "python -m xdyna_core"  # as the user typed it
+    p = _Parser(prog=prog, description="X-Dyna human image animation (the `xdyna` command = python -m xdyna_core).")
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("animate", help="animate a reference image with a driving video")
@@ -130,15 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--driving", required=True, help="driving video")
     a.add_argument("--models", required=True, help="ComfyUI-style models/ folder")
     a.add_argument("--out", required=True, help="output .mp4")
-    a.add_argument("--pose", help="pre-rendered pose video to use instead of extraction")
-    a.add_argument("--keypoints", help="POSE_KEYPOINT JSON to render instead of extraction")
+    own_pose = a.add_mutually_exclusive_group()
+    own_pose.add_argument("--pose", help="pre-rendered pose video to use instead of extraction")
+    own_pose.add_argument("--keypoints", help="POSE_KEYPOINT JSON to render instead of extraction")
     a.add_argument("--panels", action="store_true", help="write reference|driving|pose|face|result side by side")
     _add_job_options(a, steps=25, size="512x896", length=None)
     a.set_defaults(func=cmd_animate)
 
     d = sub.add_parser("demo", help="the whole job on a bundled short example")
     d.add_argument("--models", help="models/ folder with real weights (default: $XDYNA_MODELS_DIR, "
-                                    "$COMFYUI_DIR/models or ./models); tiny random models if none")
+                                    "$COMFYUI_DIR/models or ./models; tiny random models if those hold none). "
+                                    "A given folder must be complete")
     d.add_argument("--out", default="xdyna_demo.mp4")
     d.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "xdyna_demo"),
                    help="scratch folder for the tiny model set")
@@ -155,8 +176,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_user_error(e: Exception) -> bool:
+    """Errors the user can act on, beyond ValueError & co (job checks, checkpoints, videos are those)."""
+    mods = sys.modules  # only classes already imported can have been raised: no import just to test
+    kinds = [getattr(mods.get(m), n, None) for m, n in (
+        ("xdyna_core.animate", "AnimateError"), ("xdyna_core.preprocess.cli", "CliError"),
+        ("xdyna_core.preprocess.video", "VideoWriteError"), ("xdyna_core.sampling.pipeline", "NonFiniteLatents"))]
+    return any(k is not None and isinstance(e, k) for k in kinds)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "batch":  # batch handles Ctrl-C itself (it stops the ComfyUI job first)
+        import threading
+
+        from .interrupt import install
+
+        if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+            install()
+        if not os.environ.get("XDYNA_NATIVE_LOGS"):   # MediaPipe's C++ log lines (set it to see them)
+            from .preprocess import mediapipe_backend
+
+            mediapipe_backend.QUIET_NATIVE_LOGS = True
     forward = {"preprocess": "xdyna_core.preprocess.cli", "convert": "xdyna_core.loading.convert",
                "tiny": "xdyna_core.loading.tiny", "batch": "xdyna_core.batch.cli",
                "report": "xdyna_core.quality.cli"}
@@ -167,24 +208,40 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # only if the handler was not installed (e.g. main() called off the main thread)
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # one clear line for the user; --debug for the traceback
         if getattr(args, "debug", False):
             raise
-        from .animate import AnimateError
-        from .loading.checkpoints import CheckpointError
-        from .preprocess.cli import CliError
-        from .preprocess.video import VideoReadError
-
-        known = (AnimateError, CheckpointError, CliError, VideoReadError, FileNotFoundError, ValueError, ImportError)
-        if isinstance(e, known):
+        if isinstance(e, (ValueError, FileNotFoundError, ImportError)) or _is_user_error(e):
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 
 
+def run() -> None:
+    """Entry of `xdyna` and `python -m xdyna_core`: main(), then (except for batch, which exits
+    normally) leave without interpreter teardown, so Ctrl-C is exit 130 up to the last moment
+    (see interrupt.py)."""
+    if sys.argv[1:2] == ["batch"]:
+        sys.exit(main())
+    from .interrupt import leave
+
+    try:
+        code = main()
+    except SystemExit as e:  # argparse: --help (0) and usage errors (2)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # --debug: the traceback, as the interpreter would print it
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    leave(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

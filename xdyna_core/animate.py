@@ -15,6 +15,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
+from .panels import PANEL_NAMES, burn_banner, label_panels
 from .progress import Progress
 from .preprocess.keypoints import load_keypoints
 from .preprocess.video import VideoReadError, iter_frames, probe_video, read_video, write_video
@@ -235,7 +236,7 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
                                 face_strength=opts.face_strength)
     face_cond = torch.cat([_chw(controls.face_local), _chw(controls.face_global)], dim=1) if use_face else None
     bar = Progress(progress_total(n, opts.steps, opts.context_frames, opts.context_overlap), "sample",
-                   enabled=not opts.quiet)
+                   enabled=not opts.quiet, unit="window")
     hooks = SamplerHooks(progress=lambda *a: bar.update(), should_cancel=should_cancel)
     place.use(["unet", "pose_controlnet"] + (["face_controlnet"] if use_face else []))
     t0 = time.perf_counter()
@@ -265,7 +266,7 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
 
 
 def side_by_side(result: AnimateResult) -> np.ndarray:
-    """reference | driving | pose | face patches | result, one row per frame."""
+    """reference | driving | pose | face patches | result, one row per frame, each panel labelled."""
     c = result.controls
     n = len(result.video)
     ref = np.repeat(result.reference[None], n, axis=0)
@@ -273,11 +274,13 @@ def side_by_side(result: AnimateResult) -> np.ndarray:
         face = np.maximum(c.face_local, c.face_global // 2)
     else:
         face = np.zeros_like(c.pose)
-    return np.concatenate([ref, c.driving, c.pose, face, result.video], axis=2)
+    return label_panels(np.concatenate([ref, c.driving, c.pose, face, result.video], axis=2), PANEL_NAMES)
 
 
-def save(result: AnimateResult, out: Path, panels: bool = False) -> Path:
+def save(result: AnimateResult, out: Path, panels: bool = False, banner: Optional[str] = None) -> Path:
+    """Write the result (or the labelled panels) to `out` (atomically); `banner` is burnt in."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_video(out, side_by_side(result) if panels else result.video, result.fps)
+    frames = side_by_side(result) if panels else result.video
+    write_video(out, burn_banner(frames, banner) if banner else frames, result.fps)
     return out

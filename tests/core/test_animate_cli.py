@@ -1,4 +1,5 @@
 """The headless job (`python -m xdyna_core animate|demo`) on the tiny model set and a shared video."""
+import os
 import subprocess
 import sys
 
@@ -14,9 +15,10 @@ pytest.importorskip("mediapipe")  # the zero-download pose/face default
 FAST = ["--steps", "2", "--size", "192x320", "--quiet"]
 
 
-def run(*args, cwd=REPO):
+def run(*args, cwd=REPO, **env):
     return subprocess.run([sys.executable, "-m", "xdyna_core", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+                          env=dict(os.environ, OMP_NUM_THREADS="1", **env), capture_output=True, text=True,
+                          timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +86,19 @@ def test_reference_without_a_person(tiny_models, driving, tmp_path):
 
 def test_demo_runs_on_tiny_models_and_says_so(tmp_path):
     out = tmp_path / "demo.mp4"
-    r = run("demo", "--models", tmp_path / "no_models", "--work", tmp_path / "work", "--out", out,
-            "--length", 3, "--steps", 2, "--quiet")
+    r = run("demo", "--work", tmp_path / "work", "--out", out, "--length", 3, "--steps", 2, "--quiet",
+            XDYNA_MODELS_DIR=str(tmp_path / "no_models"))  # the default place holds no weights: fallback
     assert r.returncode == 0, r.stderr
     assert "PIPELINE CHECK" in r.stderr and "NOT AN ANIMATION" in r.stderr
+    assert "W0000" not in r.stderr and "XNNPACK" not in r.stderr  # MediaPipe's native log lines hidden
     frames, _ = read_video(out)
     # five panels side by side: reference | driving | pose | face | result
     assert frames.shape == (3, 448, 5 * 256, 3)
     assert str(out) in r.stdout
+    # the banner is burnt into every frame: yellow text at the bottom left, over the reference panel
+    band = frames[:, -24:, :250].astype(int)
+    yellow = (band[..., 0] > 170) & (band[..., 1] > 150) & (band[..., 2] < 90)
+    assert yellow.reshape(3, -1).sum(axis=1).min() > 50
+    # each panel is labelled: light text on a dark box at its top left, in the black pose panel too
+    label = frames[:, 4:22, 2 * 256 + 6:2 * 256 + 40]
+    assert (label > 200).any(axis=-1).reshape(3, -1).sum(axis=1).min() > 10

@@ -19,9 +19,11 @@ from typing import List, Optional
 import torch
 
 from . import keys as K
-from .checkpoints import LoadReport, build_and_load, load_controlnet, load_resampler, load_xdyna_unet
+from .checkpoints import CONTROLNET_CHANNELS, LoadReport, build_and_load, load_controlnet, load_resampler, load_xdyna_unet
 from .configs import _count, infer_vae_config
-from .files import CheckpointError, load_state_dict, read_config_metadata
+from .files import (CheckpointError, load_state_dict, read_config_metadata, resolve_weights_file,
+                    wrong_file_error)
+from .headers import recognise
 
 WEIGHT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
@@ -53,6 +55,25 @@ def _pick(candidates: List[Path], patterns, what: str, searched: List[Path]) -> 
                             f"for files matching {' or '.join(patterns)}")
 
 
+def _pick_controlnet(candidates: List[Path], role: str, searched: List[Path]) -> Path:
+    """By name ("pose" / "face" in it), else by header: the released files are called
+    controlnet-checkpoint-epoch-5.ckpt (pose) and controlnet-face-checkpoint-epoch-2.ckpt, and a
+    ControlNet's condition input has 3 (pose) or 6 (S-Face) channels."""
+    named = [p for p in candidates if re.search(role, p.name, re.IGNORECASE)]
+    if named:
+        return named[0]
+    for p in candidates:
+        try:
+            header = recognise(p)
+        except (CheckpointError, OSError):
+            continue  # unreadable files are reported when (and if) they are the one picked
+        if header.kind == "controlnet" and header.condition_channels == CONTROLNET_CHANNELS[role]:
+            return p
+    what = {"pose": "pose ControlNet (3-channel condition, e.g. controlnet-checkpoint-epoch-5.ckpt)",
+            "face": "S-Face ControlNet (6-channel condition, e.g. controlnet-face-checkpoint-epoch-2.ckpt)"}[role]
+    raise FileNotFoundError(f"no {what} found in {', '.join(str(s) for s in searched)} (by name or by header)")
+
+
 def _is_diffusers_sd(folder: Path) -> bool:
     return (folder / "model_index.json").exists() or (folder / "vae" / "config.json").exists()
 
@@ -66,8 +87,9 @@ def find_model_files(models_dir, face: bool = True) -> ModelFiles:
     xd = root / "xdyna"
     xfiles = [p for p in _weights_in(xd) if "detectors" not in p.parts]
     unet = _pick(xfiles, [r"xdyna_unet\.", r"unet-checkpoint", r"unet"], "X-Dyna UNet (e.g. unet-checkpoint-epoch-5.ckpt)", [xd])
-    pose = _pick(xfiles, [r"pose"], "pose ControlNet (e.g. xdyna_pose_controlnet.safetensors)", [xd])
-    face_cn = _pick(xfiles, [r"face"], "S-Face ControlNet (e.g. xdyna_face_controlnet.safetensors)", [xd]) if face else None
+    others = [p for p in xfiles if p != unet]
+    pose = _pick_controlnet(others, "pose", [xd])
+    face_cn = _pick_controlnet([p for p in others if p != pose], "face", [xd]) if face else None
     ipd = root / "ipadapter"
     ip = _pick(_weights_in(ipd), [r"ip-adapter-plus_sd15", r"plus.*sd15", r"ip.?adapter"],
                "IP-Adapter-plus file (ip-adapter-plus_sd15.safetensors or .bin)", [ipd])
@@ -85,6 +107,50 @@ def find_model_files(models_dir, face: bool = True) -> ModelFiles:
     for cand in ([sd15 / "tokenizer"] if sd15.is_dir() else []) + [root / "xdyna" / "tokenizer"]:
         tok = tok or find_tokenizer_dir(cand)
     return ModelFiles(unet, pose, face_cn, ip, cv, sd15, vae, tok)
+
+
+ROLE_KINDS = {  # role -> (kinds keys.identify may report for it, what was expected)
+    "unet": (("xdyna_unet", "xdyna_unet_adapters"), "the X-Dyna UNet (unet-checkpoint-epoch-5.ckpt)"),
+    "pose_controlnet": (("controlnet",), "the X-Dyna pose ControlNet"),
+    "face_controlnet": (("controlnet",), "the X-Dyna S-Face ControlNet"),
+    "ip_adapter": (("ip_adapter",), "an IP-Adapter-plus SD1.5 file (ip-adapter-plus_sd15)"),
+    "clip_vision": (("clip_vision", "clip_vision_openclip"), "the CLIP ViT-H/14 image encoder"),
+    "sd15": (("sd_checkpoint",), "an SD1.5 checkpoint (VAE and text encoder)"),
+    "vae": (("vae", "vae_ldm"), "an SD1.5 VAE"),
+}
+
+
+def check_model_files(files: ModelFiles) -> None:
+    """Read every file's header and check it is what its role needs, before any weights load:
+    a wrong, swapped, truncated or unreadable file fails here in a second with a CheckpointError
+    naming it. Legacy (pre-zip) pickles can only be recognised when loaded."""
+    roles = [("unet", files.unet), ("pose_controlnet", files.pose_controlnet),
+             ("face_controlnet", files.face_controlnet), ("ip_adapter", files.ip_adapter),
+             ("clip_vision", files.clip_vision), ("vae", files.vae)]
+    if Path(files.sd15).is_dir():  # diffusers folder: its VAE and text encoder weights must be there
+        for sub in ("vae", "text_encoder"):
+            try:
+                resolve_weights_file(Path(files.sd15) / sub)
+            except FileNotFoundError as e:
+                raise CheckpointError(f"SD1.5 folder {files.sd15}: {e}") from None
+    else:
+        roles.append(("sd15", files.sd15))
+    for role, path in roles:
+        if path is None:
+            continue
+        header = recognise(path)
+        kinds, expected = ROLE_KINDS[role]
+        if header.kind is None:
+            continue
+        if header.kind not in kinds:
+            raise wrong_file_error(str(path), header.kind, expected)
+        if role.endswith("_controlnet"):
+            want = CONTROLNET_CHANNELS[role.split("_")[0]]
+            got = header.condition_channels
+            if got != want:
+                other = {v: k for k, v in CONTROLNET_CHANNELS.items()}.get(got, f"{got}-channel")
+                raise CheckpointError(f"{path}: this ControlNet takes {got}-channel conditions ({other}), but "
+                                      f"{expected} ({want} channels) was expected")
 
 
 # --------------------------------------------------------------------------------------------- configs

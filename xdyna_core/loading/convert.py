@@ -10,13 +10,13 @@ as IPAdapter_plus expects), then re-reads OUT and checks every tensor against th
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..outputs import atomic_output, check_output_path
 from . import keys as K
 from .checkpoints import CheckpointError, load_state_dict, read_metadata, wrong_file_error
 
@@ -74,10 +74,7 @@ def convert_file(src, dst, dtype: str | None = None) -> ConvertResult:
     from safetensors.torch import save_file
 
     src, dst = Path(src), Path(dst)
-    if dst.suffix != ".safetensors":
-        raise ValueError(f"output must be a .safetensors file, got {dst}")
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
-        raise ValueError(f"output {dst} would overwrite the input")
+    check_output_path(dst, [src], suffixes=(".safetensors",))  # not the input (links too), a writable folder
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
 
@@ -99,9 +96,7 @@ def convert_file(src, dst, dtype: str | None = None) -> ConvertResult:
     src_meta = read_metadata(src) if not src.is_dir() else {}
     if K.CONFIG_METADATA_KEY in src_meta:
         meta[K.CONFIG_METADATA_KEY] = src_meta[K.CONFIG_METADATA_KEY]
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".part")
-    try:
+    with atomic_output(dst) as tmp:  # renamed into place (umask permissions) only once verified
         save_file(sd, str(tmp), metadata=meta)
         with safe_open(str(tmp), framework="pt") as f:
             keys = set(f.keys())
@@ -110,10 +105,6 @@ def convert_file(src, dst, dtype: str | None = None) -> ConvertResult:
             for k in sd:
                 if not torch.equal(f.get_tensor(k), sd[k]):
                     raise RuntimeError(f"verification failed: tensor {k!r} differs after writing {dst}")
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return ConvertResult(str(src), str(dst), kind, len(sd), _counts(kind, sd),
                          str(target).replace("torch.", "") if target else "unchanged", dst.stat().st_size)
 

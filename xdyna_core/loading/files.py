@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from . import keys as K
+from .validate import check_finite
 
 PathLike = str | os.PathLike
 Source = PathLike | Mapping[str, torch.Tensor]
@@ -141,7 +142,7 @@ def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     else:
         sd = _unwrap(_torch_load(path, fmt), path)
     try:
-        return K.normalize_keys(sd)
+        return check_finite(K.normalize_keys(sd), path)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from e
 

@@ -333,12 +333,13 @@ class MediaPipeFaceLandmarks:
         min_detection_confidence: float = 0.5,
         min_presence_confidence: float = 0.5,
     ):
-        from .mediapipe_backend import import_mediapipe, quiet_protobuf_deprecations
+        from .mediapipe_backend import import_mediapipe, quiet_native_logs, quiet_protobuf_deprecations
 
         mp = import_mediapipe()
         self.crop_size = int(crop_size)
         self.crop_scale = float(crop_scale)
-        with quiet_protobuf_deprecations():
+        self._quiet = quiet_native_logs
+        with quiet_protobuf_deprecations(), quiet_native_logs():
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=True, max_num_faces=1, refine_landmarks=False,
                 min_detection_confidence=min_detection_confidence,
@@ -374,7 +375,8 @@ class MediaPipeFaceLandmarks:
             M = np.array([[s, 0.0, half - cx * s], [0.0, s, half - cy * s]])
             crop = cv2.warpAffine(img, M, (self.crop_size, self.crop_size), flags=cv2.INTER_LINEAR, borderValue=0.0)
             size = (self.crop_size, self.crop_size)
-        res = self._mesh.process(crop)
+        with self._quiet():
+            res = self._mesh.process(crop)
         if not res.multi_face_landmarks:
             return None
         mesh = np.array([(p.x * size[0], p.y * size[1]) for p in res.multi_face_landmarks[0].landmark])

@@ -31,6 +31,8 @@ with an ImportError. protobuf 4.25.x works too (without onnx >= 1.23).
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 from typing import Optional
 
@@ -87,6 +89,32 @@ def import_mediapipe():
         )
     _mp = mp
     return mp
+
+
+# MediaPipe 0.10.14's C++ side (absl, TFLite) writes its warnings ("Feedback manager requires a model
+# with a single signature...", "Created TensorFlow Lite XNNPACK delegate") straight to file descriptor 2
+# before any log set-up: GLOG_minloglevel, TF_CPP_MIN_LOG_LEVEL and absl's Python logging do not reach
+# them (tried). The command line sets this flag and quiet_native_logs() points fd 2 at /dev/null while a
+# graph is built or run. Off by default: inside ComfyUI, other threads' output in those milliseconds
+# would be lost.
+QUIET_NATIVE_LOGS = False
+
+
+@contextlib.contextmanager
+def quiet_native_logs():
+    if not QUIET_NATIVE_LOGS:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextlib.contextmanager
@@ -176,7 +204,7 @@ class MediaPipePoseDetector:
             min_detection_confidence=self.min_detection_confidence,
             min_tracking_confidence=self.min_tracking_confidence,
         )
-        with quiet_protobuf_deprecations():
+        with quiet_protobuf_deprecations(), quiet_native_logs():
             if self.uses_holistic:
                 return self.mp.solutions.holistic.Holistic(refine_face_landmarks=False, **kw)
             return self.mp.solutions.pose.Pose(**kw)
@@ -201,7 +229,8 @@ class MediaPipePoseDetector:
         h, w = img.shape[:2]
         if self._graph is None:
             self._graph = self._make_graph()
-        res = self._graph.process(img)
+        with quiet_native_logs():
+            res = self._graph.process(img)
         if res.pose_landmarks is None:
             return PoseFrame(w, h, [])
         body = body_from_blazepose(res.pose_landmarks, w, h, self.visibility_threshold)

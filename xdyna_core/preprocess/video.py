@@ -19,11 +19,14 @@ from typing import Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
+from ..outputs import commit, discard, partial_path
+
 PathLike = Union[str, os.PathLike]
 Size = Tuple[int, int]  # (width, height)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 STILL_IMAGE_FPS = 1.0  # what a still image reports as its frame rate
+BACKGROUND_GREY = (128, 128, 128)  # what transparent pixels of a still image become (neutral mid-grey)
 
 
 class VideoReadError(ValueError):
@@ -59,12 +62,25 @@ def _check_exists(path: PathLike) -> Path:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    import cv2
+    """RGB uint8 of a still image: EXIF orientation applied, transparency composited on
+    BACKGROUND_GREY (the colour hidden under transparent pixels is never shown); a truncated or
+    corrupt file is an error saying so."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise VideoReadError(f"cannot read image file {path} (not an image or unsupported format)")
-    return np.ascontiguousarray(img[:, :, ::-1])
+    try:
+        with Image.open(path) as im:
+            im.load()  # decodes everything: a truncated file fails here, not later as "no person"
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, BACKGROUND_GREY + (255,))
+                im = Image.alpha_composite(background, rgba)
+            rgb = np.asarray(im.convert("RGB"))
+    except UnidentifiedImageError:
+        raise VideoReadError(f"cannot read image file {path} (not an image or unsupported format)") from None
+    except (OSError, SyntaxError, ValueError) as e:  # PIL reports damaged data as these
+        raise VideoReadError(f"image file {path} is truncated or corrupt ({e})") from None
+    return np.ascontiguousarray(rgb)
 
 
 def _open(path: Path):
@@ -283,7 +299,9 @@ class VideoWriter:
     Frames are uint8 RGB (H, W, 3), all of the first frame's size; odd widths/heights get one
     repeated edge row/column (yuv420p needs even sizes). crf: x264 quality (0 lossless .. 51 worst;
     18 is visually lossless). The file appears under its name only when closed without error
-    (it is written to a temporary name first); on error or without any frame nothing is left.
+    (it is written to a hidden temporary file beside it, see xdyna_core.outputs, and renamed into
+    place with the umask's permissions); on error, kill or without any frame nothing is left.
+    The name must end in .mp4: that is the container written.
     """
 
     def __init__(self, path: PathLike, fps: float, crf: int = 18, preset: str = "medium"):
@@ -293,10 +311,12 @@ class VideoWriter:
         if not isinstance(crf, int) or not 0 <= crf <= 51:
             raise ValueError(f"write_video: crf must be an integer in 0..51, got {crf!r}")
         self.path = Path(path)
+        if self.path.suffix.lower() != ".mp4":
+            raise ValueError(f"write_video: {self.path}: the file name must end in .mp4 (an h264 mp4 is written)")
         self.fps = float(fps)
         self.crf, self.preset = crf, preset
         self.count = 0
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial{os.getpid()}.mp4")
+        self._tmp = None
         self._container = None
         self._stream = None
         self._shape = None
@@ -311,6 +331,7 @@ class VideoWriter:
             if "libx264" not in av.codecs_available:
                 raise VideoWriteError(f"cannot write {self.path}: this PyAV build has no libx264 (h264) encoder")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = partial_path(self.path)
             self._container = av.open(str(self._tmp), mode="w", format="mp4")
             stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
             stream.width, stream.height = a.shape[1], a.shape[0]
@@ -335,12 +356,12 @@ class VideoWriter:
                     self._container.close()
                     self._container = None
                 if ok:
-                    os.replace(self._tmp, self.path)
+                    commit(self._tmp, self.path)
             elif ok:
                 raise ValueError(f"write_video: no frames given for {self.path}")
         finally:
-            if self._tmp.exists():
-                self._tmp.unlink()
+            if self._tmp is not None:
+                discard(self._tmp)  # no-op after a commit
 
     def __enter__(self) -> "VideoWriter":
         return self

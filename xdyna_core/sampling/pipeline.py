@@ -50,6 +50,23 @@ class SamplingCancelled(RuntimeError):
     """Raised when ``hooks.should_cancel()`` returns True; the run stops between two windows."""
 
 
+class NonFiniteLatents(RuntimeError):
+    """A window's noise prediction held NaN/inf: raised at the end of that step, naming step and window."""
+
+
+def _raise_if_non_finite(finite: list, windows, step: int, num_steps: int) -> None:
+    """``finite``: one on-device bool per window. One host sync per step (not one per UNet call):
+    on a GPU the queue drains once per step, microseconds against a step of seconds."""
+    flags = torch.cat(finite)
+    if bool(flags.all()):
+        return
+    w = int((~flags).nonzero()[0])
+    raise NonFiniteLatents(
+        f"the denoising produced non-finite values (NaN/inf) at step {step + 1}/{num_steps}, window "
+        f"{w + 1}/{len(windows)} (driving frames {windows[w][0]}..{windows[w][-1]}): fp16 overflow or damaged "
+        f"weights; run in fp32 or bf16 (command line: --precision)")
+
+
 @dataclass
 class SamplerHooks:
     """Optional callbacks, all called from the sampling thread.
@@ -304,18 +321,21 @@ class XDynaSampler:
             raise RuntimeError(f"context windows do not cover frames {missing}")
         count = torch.tensor([uses[i] for i in range(n)], dtype=torch.float32).to(latents.device, non_blocking=True)
         cache = _ControlCache(uses)
+        finite = []  # per window, kept on the device until the step's end
         for start in range(0, len(windows), window_batch_size):
             if hooks.should_cancel is not None and hooks.should_cancel():
                 raise SamplingCancelled(
                     f"sampling cancelled at step {step + 1}/{num_steps}, window {start + 1}/{len(windows)}")
             batch = windows[start:start + window_batch_size]
             eps = self._window_eps(cond, latents, batch, t, cache)
+            finite.append(torch.isfinite(eps).transpose(0, 1).reshape(len(batch), -1).all(dim=1))
             for j, win in enumerate(batch):
                 # indices inside one window are distinct, so this is a plain (deterministic) add
                 idx = torch.tensor(win).to(latents.device, non_blocking=True)
                 acc[:, :, idx] += eps[:, j]
                 if hooks.progress is not None:
                     hooks.progress(step, num_steps, start + j, len(windows))
+        _raise_if_non_finite(finite, windows, step, num_steps)
         eps = acc / count.view(1, 1, n, 1, 1)
         if not cond.do_cfg:
             return eps

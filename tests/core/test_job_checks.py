@@ -1,0 +1,269 @@
+"""Everything is checked before any heavy work (issue 12): bad options and paths fail in seconds with
+one line naming the option, an --out that is an input (also through a link) is refused and the input
+left intact, model files are recognised from their headers, NaN weights are named at load and a
+non-finite latent stops the sampler at its step and window."""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from tests.conftest import REPO, assets_dir
+from xdyna_core.loading.bundle import check_model_files, find_model_files
+from xdyna_core.loading.checkpoints import CheckpointError, load_state_dict
+from xdyna_core.loading.headers import recognise
+from xdyna_core.loading.tiny import write_tiny_set
+from xdyna_core.preprocess.video import write_video
+
+FAST_LIMIT_S = 5.0
+NAN_KEY = "conv_in.weight"
+
+
+def cli(*args, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "xdyna_core", *map(str, args)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    return r, time.perf_counter() - t0
+
+
+def one_line(r):
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+def sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _poison(path, key, value=float("nan")):
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    sd = load_file(str(path))
+    sd[key] = sd[key].clone()
+    sd[key].view(-1)[3] = value
+    save_file(sd, str(path), metadata=meta)
+
+
+@pytest.fixture(scope="module")
+def nan_models(tmp_path_factory):
+    """The tiny set with one NaN in the UNet: a run that loads weights fails on it, so an error about
+    anything else proves nothing was loaded."""
+    root = tmp_path_factory.mktemp("nan_models")
+    write_tiny_set(root, seed=5)
+    _poison(root / "xdyna" / "xdyna_unet.safetensors", NAN_KEY)
+    return root
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    """Copies of the inputs (so links can be made to them) and a small pose video."""
+    d = tmp_path_factory.mktemp("inputs")
+    ref = d / "ref.jpg"
+    drv = d / "drive.mp4"
+    shutil.copy(assets_dir() / "reference_image" / "example_2.jpg", ref)
+    shutil.copy(assets_dir() / "driving_video" / "example_2_driving_2.mp4", drv)
+    pose = d / "pose.mp4"
+    write_video(pose, torch.zeros(3, 64, 64, 3, dtype=torch.uint8).numpy(), fps=8)
+    return {"reference": ref, "driving": drv, "pose": pose}
+
+
+def animate_args(job, models, out, *extra):
+    return ["animate", "--reference", job["reference"], "--driving", job["driving"], "--models", models,
+            "--out", out, "--steps", 2, "--size", "192x320", *extra]
+
+
+def assert_nothing_loaded(r):
+    assert "UNet:" not in r.stderr and "non-finite" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--steps", "0"), ("--cfg", "nan"), ("--cfg", "inf"), ("--context-overlap", "16"), ("--fps", "-5"),
+    ("--device", "tpu"), ("--size", "500x896"), ("--length", "0"), ("--stride", "0"), ("--start", "-1"),
+    ("--seed", "x"), ("--context-length", "0")])
+def test_invalid_option_fails_fast_naming_it(job, nan_models, tmp_path, option, value):
+    r, seconds = cli(*animate_args(job, nan_models, tmp_path / "o.mp4", option, value))
+    line = one_line(r)
+    assert option in line and value in line, line
+    assert seconds < FAST_LIMIT_S, f"{option} {value}: {seconds:.1f} s"
+    assert_nothing_loaded(r)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize("which", ["reference", "driving", "pose"])
+@pytest.mark.parametrize("how", ["same path", "symlink", "hard link"])
+def test_out_that_is_an_input_is_refused_and_input_kept(job, nan_models, tmp_path, which, how):
+    target = job[which]
+    before = sha(target)
+    if how == "same path":
+        out = target
+    else:
+        out = tmp_path / "result.mp4"
+        (os.symlink if how == "symlink" else os.link)(target, out)
+    r, seconds = cli(*animate_args(job, nan_models, out, "--pose", job["pose"]))
+    line = one_line(r)
+    assert "is the input" in line and str(target) in line, line
+    assert seconds < FAST_LIMIT_S, f"{seconds:.1f} s"
+    assert_nothing_loaded(r)
+    assert sha(target) == before
+
+
+def _unwritable_dir(tmp_path):
+    if os.geteuid() == 0:  # root writes through permission bits: use a folder no one can create files in
+        return "/proc"
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    return d
+
+
+@pytest.mark.parametrize("case", ["folder", "unwritable", "gif"])
+def test_bad_out_fails_fast(job, nan_models, tmp_path, case):
+    out = {"folder": tmp_path, "unwritable": f"{_unwritable_dir(tmp_path)}/o.mp4", "gif": tmp_path / "o.gif"}[case]
+    r, seconds = cli(*animate_args(job, nan_models, out))
+    line = one_line(r)
+    assert {"folder": "is a folder", "unwritable": "cannot write into", "gif": "must end in .mp4"}[case] in line
+    assert seconds < FAST_LIMIT_S, f"{case}: {seconds:.1f} s"
+    assert_nothing_loaded(r)
+    assert not (tmp_path / "o.gif").exists()
+
+
+def test_truncated_reference_says_so(job, nan_models, tmp_path):
+    data = job["reference"].read_bytes()
+    bad = tmp_path / "cut.jpg"
+    bad.write_bytes(data[: len(data) // 2])
+    args = animate_args(job, nan_models, tmp_path / "o.mp4")
+    args[args.index("--reference") + 1] = bad
+    line = one_line(cli(*args)[0])
+    assert "truncated" in line and "cut.jpg" in line and "person" not in line
+
+
+def test_rgba_reference_composited_on_neutral_grey(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from xdyna_core.animate import read_reference
+    from xdyna_core.preprocess.video import BACKGROUND_GREY
+
+    rgba = np.zeros((32, 24, 4), np.uint8)
+    rgba[..., :3] = (255, 0, 255)            # the colour hidden under the transparent pixels
+    rgba[8:24, 6:18] = (10, 200, 30, 255)    # the opaque subject
+    rgba[0:4, 0:4, 3] = 128                  # half-transparent corner
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut_out.png")
+    img = read_reference(tmp_path / "cut_out.png")
+    assert img.shape == (32, 24, 3)
+    assert tuple(img[30, 20]) == BACKGROUND_GREY == (128, 128, 128)
+    assert tuple(img[12, 10]) == (10, 200, 30)
+    assert abs(int(img[1, 1, 0]) - (255 + 128) // 2) <= 1 and abs(int(img[1, 1, 1]) - 64) <= 1
+
+
+def test_nan_weights_named_at_load(job, nan_models, tmp_path):
+    """Valid job, NaN in the UNet file: the load stops with the file and tensor, before preprocessing."""
+    r, _ = cli(*animate_args(job, nan_models, tmp_path / "o.mp4", "--length", 2))
+    err = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and len(err) == 1 and "xdyna_unet.safetensors" in err[0] and NAN_KEY in err[0] and "NaN" in err[0], r.stderr
+    assert "extract" not in r.stderr  # stopped before preprocessing
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_nan_and_inf_in_any_format_name_file_and_tensor(tmp_path):
+    sd = {"a.weight": torch.ones(4, 4), "b.weight": torch.ones(8), "steps": torch.tensor([3])}
+    sd["b.weight"][5] = float("-inf")
+    save_file(sd, str(tmp_path / "m.safetensors"))
+    with pytest.raises(CheckpointError, match=r"m\.safetensors: tensor 'b\.weight' \(8,\).*0 NaN, 1 inf"):
+        load_state_dict(tmp_path / "m.safetensors")
+    sd["b.weight"][5] = 0
+    sd["a.weight"] = sd["a.weight"].half()
+    sd["a.weight"][1, 1] = float("nan")
+    torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}}, tmp_path / "m.ckpt")
+    with pytest.raises(CheckpointError, match=r"m\.ckpt: tensor 'a\.weight' \(4, 4\).*1 NaN, 0 inf"):
+        load_state_dict(tmp_path / "m.ckpt")
+
+
+# ------------------------------------------------------------------ model files by header
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    write_tiny_set(root, seed=2)
+    return root
+
+
+def _released_ckpt(src, dst):
+    """A released-style pickle: state_dict wrapper, 'module.' prefixes, torch zip format."""
+    torch.save({"state_dict": {"module." + k: v for k, v in load_file(str(src)).items()}, "epoch": 5}, dst)
+
+
+def test_controlnets_found_by_header_under_released_names(tiny, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(tiny, models)
+    xd = models / "xdyna"
+    (xd / "controlnet").mkdir()
+    (xd / "controlnet_face").mkdir()
+    # released names: no "pose" in the pose file; the face one kept under a neutral name too
+    _released_ckpt(xd / "xdyna_pose_controlnet.safetensors", xd / "controlnet" / "controlnet-checkpoint-epoch-5.ckpt")
+    (xd / "xdyna_face_controlnet.safetensors").rename(xd / "controlnet_face" / "controlnet-checkpoint-epoch-2.safetensors")
+    (xd / "xdyna_pose_controlnet.safetensors").unlink()
+    files = find_model_files(models)
+    assert files.pose_controlnet.name == "controlnet-checkpoint-epoch-5.ckpt"
+    assert files.face_controlnet.name == "controlnet-checkpoint-epoch-2.safetensors"
+    assert recognise(files.pose_controlnet).condition_channels == 3  # read from the pickle index, not loaded
+    check_model_files(files)
+
+
+def test_swapped_or_wrong_model_file_fails_before_loading(tiny, job, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(tiny, models)
+    xd = models / "xdyna"
+    pose, face = xd / "xdyna_pose_controlnet.safetensors", xd / "xdyna_face_controlnet.safetensors"
+    tmp = xd / "swap.tmp"
+    pose.rename(tmp)
+    face.rename(pose)
+    tmp.rename(face)
+    with pytest.raises(CheckpointError, match="6-channel conditions"):
+        check_model_files(find_model_files(models))
+    # a UNet file that is really the SD1.5 checkpoint, through the command line: one line, no load
+    shutil.copy(models / "checkpoints" / "xdyna_tiny_sd15.safetensors", xd / "xdyna_unet.safetensors")
+    r, _ = cli(*animate_args(job, models, tmp_path / "o.mp4"))
+    line = one_line(r)
+    assert "xdyna_unet.safetensors" in line and "X-Dyna UNet" in line, line
+    assert "UNet:" not in r.stderr
+
+
+def test_demo_with_incomplete_models_is_an_error(tmp_path):
+    (tmp_path / "models" / "xdyna").mkdir(parents=True)
+    r, seconds = cli("demo", "--models", tmp_path / "models", "--work", tmp_path / "w", "--out", tmp_path / "d.mp4")
+    line = one_line(r)
+    assert "X-Dyna UNet" in line and "PIPELINE CHECK" not in r.stderr
+    assert not (tmp_path / "w").exists()  # no fallback to the random set
+
+
+# ------------------------------------------------------------------ non-finite latents
+
+def test_non_finite_latent_stops_at_its_step_and_window():
+    from xdyna_core.sampling.pipeline import NonFiniteLatents, sample_video
+
+    calls = []
+
+    def unet(sample, t, context, **kw):  # 20 frames, context 16 / overlap 4: two windows per step
+        calls.append(t)
+        eps = torch.zeros_like(sample)
+        if len(calls) == 4:              # step 2, window 2
+            eps[0, 0, 3] = float("nan")
+        return eps
+
+    g = torch.Generator().manual_seed(0)
+    text = torch.randn(1, 77, 8, generator=g)
+    tokens = torch.randn(1, 4, 8, generator=g)
+    with pytest.raises(NonFiniteLatents, match=r"step 2/3, window 2/2"):
+        sample_video(unet, torch.randn(1, 4, 1, 8, 8, generator=g), text, text, tokens, tokens, num_frames=20,
+                     steps=3, guidance_scale=7.5, seed=0)
+    assert len(calls) == 4  # stopped at the end of that step: no further UNet call
