@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from tests.real_comfyui.support import REPO, TEST_FRAMES, TEST_H, TEST_W, cut_clip, read_video, record, variant_of
 
@@ -72,10 +71,12 @@ def test_shipped_workflow_equals_cli(comfy_env, comfy_models, comfy_inputs, tmp_
     # ... and its job in-process for the frames before encoding
     from xdyna_core.__main__ import build_parser, _load, _options
     from xdyna_core.animate import animate
+    from xdyna_core.loading.bundle import find_model_files
 
     parsed = build_parser().parse_args(["animate", *args])
     opts = _options(parsed)
-    result = animate(parsed.reference, parsed.driving, _load(parsed.models, opts, True), opts)
+    result = animate(parsed.reference, parsed.driving, _load(find_model_files(parsed.models, face=opts.face), opts,
+                                                             True), opts)
 
     from PIL import Image
 
