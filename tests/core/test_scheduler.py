@@ -20,7 +20,10 @@ def test_alphas_cumprod_and_timestep_grids_exact(golden):
 
 @pytest.mark.parametrize("case", PIPELINE_CASES)
 def test_pipeline_timesteps_and_ddim_steps_exact(golden, case):
-    """Given the recorded guided eps, every DDIM step reproduces the official latents bit for bit."""
+    """Given the recorded guided eps, every DDIM step reproduces the official latents: timesteps exactly,
+    latents within the spec's teacher-forced bound 1e-4·max(1, max|ref|). (The earlier goldens matched
+    bit for bit; the regenerated ones differ from this float32 arithmetic by one float32 rounding step
+    on some steps: measured <= 4.8e-6 = 3.1e-7 of max|ref|.)"""
     meta, t = golden(case)
     call = meta["call"]
     sched = DDIMScheduler(DDIMConfig.from_dict(meta["scheduler"]))
@@ -28,7 +31,10 @@ def test_pipeline_timesteps_and_ddim_steps_exact(golden, case):
     assert sched.timesteps(steps, call["strength"]) == t["timesteps"].tolist()
     for s, ts in enumerate(t["timesteps"].tolist()):
         prev, x0 = sched.step(t["guided_eps_each_step"][s], ts, t["latents_before_each_step"][s], steps)
-        assert torch.equal(prev, t["latents_after_each_step"][s]), f"step {s}"
+        ref = t["latents_after_each_step"][s]
+        err = (prev - ref).abs().max().item()
+        assert err <= 1e-4 * max(1.0, ref.abs().max().item()), f"step {s}: {err}"
+        assert err <= 1e-6 * max(1.0, ref.abs().max().item()), f"step {s}: {err} is more than float32 rounding"
         assert x0.shape == prev.shape
 
 
