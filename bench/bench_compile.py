@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_speed import random_init_, sync  # noqa: E402
 from xdyna_core.models import ControlNetConfig, ControlNetModel, UNet3DConditionModel, UNet3DConfig  # noqa: E402
+from xdyna_core.models.resnet import broadcast_timesteps, timestep_sinusoid  # noqa: E402
 
 CONFIGS = {
     # the golden tiny config: 32 groups on 32 channels = one channel per group, 2x1 deepest maps
@@ -39,6 +40,20 @@ CONFIGS = {
                       latent=(32, 32), dim=32),
     "full": dict(unet={}, cn={}, latent=(112, 64), dim=768),
 }
+
+
+class FirstUnit(torch.nn.Module):
+    """The UNet's first unit (resnet -> mixed-attention transformer -> motion module) with the time
+    embedding: a small graph that Inductor compiles in minutes on a CPU where the whole UNet takes far longer."""
+
+    def __init__(self, unet: UNet3DConditionModel):
+        super().__init__()
+        self.time_embedding, self.block, self.ch = unet.time_embedding, unet.down_blocks[0], unet.config.block_out_channels[0]
+
+    def forward(self, x, t, ctx):
+        b = ctx.shape[0]
+        temb = self.time_embedding(timestep_sinusoid(broadcast_timesteps(t, b, x.device), self.ch).to(x.dtype))
+        return self.block._unit(0, x, temb, ctx, b, x.shape[0] // b)
 
 
 def rel(a, b) -> float:
@@ -96,7 +111,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=4, help="generated frames per UNet call (+1 reference)")
     ap.add_argument("--latent", type=int, nargs=2, default=None, metavar=("H", "W"))
     ap.add_argument("--timesteps", type=int, nargs="+", default=[961, 501, 41])
-    ap.add_argument("--nets", nargs="+", choices=["unet", "controlnet"], default=["unet", "controlnet"])
+    ap.add_argument("--nets", nargs="+", choices=["unet", "controlnet", "unit"], default=["unet", "controlnet"],
+                    help="unit: the UNet's first resnet/transformer/motion unit only (quick to compile)")
     a = ap.parse_args(argv)
     cfg = CONFIGS[a.config]
     device = torch.device(a.device)
@@ -115,6 +131,11 @@ def main(argv=None) -> int:
     if "unet" in a.nets:
         frames["unet"] = compare("UNet", lambda: random_init_(UNet3DConditionModel(UNet3DConfig(**cfg["unet"])), 0),
                                  lambda t: (sample, t, ctx), ts, device, dtype, a.backend, a.mode)
+    if "unit" in a.nets:
+        ch = (cfg["unet"].get("block_out_channels") or UNet3DConfig().block_out_channels)[0]
+        x = torch.randn(2 * f, ch, h, w, generator=g).to(device)
+        frames["unit"] = compare("UNet unit", lambda: FirstUnit(random_init_(UNet3DConditionModel(UNet3DConfig(**cfg["unet"])), 0)),
+                                 lambda t: (x, t, ctx), ts, device, dtype, a.backend, a.mode)
     if "controlnet" in a.nets:
         frames["controlnet"] = compare(
             "ControlNet", lambda: random_init_(ControlNetModel(ControlNetConfig(**cfg["cn"])), 1),
