@@ -74,7 +74,7 @@ def compare(name, make, inputs, timesteps, device, dtype, backend, mode):
     compiled = eager if backend == "none" else torch.compile(eager, backend=counter, mode=mode, dynamic=False)
 
     def call(net, t, dt):
-        args = [x.to(dt) if x.is_floating_point() else x for x in inputs(t)]
+        args = [x.to(dt) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs(t)]
         with torch.no_grad():
             out = net(*args)
         sync(device)
@@ -111,6 +111,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=4, help="generated frames per UNet call (+1 reference)")
     ap.add_argument("--latent", type=int, nargs=2, default=None, metavar=("H", "W"))
     ap.add_argument("--timesteps", type=int, nargs="+", default=[961, 501, 41])
+    ap.add_argument("--python-int", action="store_true",
+                    help="pass timesteps as Python ints (the old calling convention: one compile per timestep)")
     ap.add_argument("--nets", nargs="+", choices=["unet", "controlnet", "unit"], default=["unet", "controlnet"],
                     help="unit: the UNet's first resnet/transformer/motion unit only (quick to compile)")
     a = ap.parse_args(argv)
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
     cn_sample = torch.randn(2 * a.frames, 4, h, w, generator=g).to(device)
     text = torch.randn(2 * a.frames, 77, dim, generator=g).to(device)
     image = torch.rand(2 * a.frames, 3, 8 * h, 8 * w, generator=g).to(device)
-    ts = [torch.tensor(t, device=device) for t in a.timesteps]
+    ts = list(a.timesteps) if a.python_int else [torch.tensor(t, device=device) for t in a.timesteps]
     print(f"config {a.config}, latent {h}x{w}, {a.frames}+1 frames, {a.dtype} on {device}, torch {torch.__version__}")
     frames = {}
     if "unet" in a.nets:
