@@ -66,6 +66,7 @@ def _load(models_dir, opts, quiet):
 
     from .animate import resolve_device
     from .loading.bundle import find_model_files, load_bundle
+    from .models.fp8 import check_weight_format, store_weights_fp8
     from .offload import resolve_memory_mode
 
     files = find_model_files(models_dir, face=opts.face)
@@ -73,9 +74,7 @@ def _load(models_dir, opts, quiet):
     if resolve_memory_mode(opts.memory, device) == "low":
         device = torch.device("cpu")   # weights wait in CPU memory; animate() moves each phase's networks
     bundle = load_bundle(files, device=device, dtype=dtype, log=None if quiet else (lambda s: print(s, file=sys.stderr)))
-    if opts.weights == "fp8":
-        from .models.fp8 import store_weights_fp8
-
+    if check_weight_format(opts.weights) == "fp8":
         for net in (bundle.unet, bundle.pose_controlnet, bundle.face_controlnet):
             if net is not None:
                 store_weights_fp8(net, dtype)
