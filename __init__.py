@@ -22,7 +22,7 @@ if _HERE not in sys.path:
     sys.path.append(_HERE)
 
 # Node modules are added here as they are written; each exports its own mappings.
-_NODE_MODULES = ("loaders", "reference", "pose", "expression", "sampler")
+_NODE_MODULES = ("loaders", "reference", "pose", "expression", "sampler", "quality")
 
 try:  # model folders first: the loaders' dropdowns and the detector lookup read them
     from .nodes import comfy_bridge as _bridge

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xdyna_core.models import (ControlNetConfig, ControlNetModel, UNet3DConditionModel,  # noqa: E402
                                UNet3DConfig)
-from xdyna_core.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,  # noqa: E402
-                                    CLIPVisionModelWithProjection)
+from xdyna_core.models.clip import (PenultimateCLIPVision, new_text_encoder, new_vision_encoder,  # noqa: E402
+                                    text_config, vision_config)
 from xdyna_core.models.resampler import Resampler, ResamplerConfig  # noqa: E402
 from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig  # noqa: E402
 from xdyna_core.offload import PhasePlacement  # noqa: E402
@@ -60,16 +60,19 @@ def random_init_(model: torch.nn.Module, seed: int = 0):
 def build_encoders(tiny: bool, device, dtype):
     """CLIP vision (ViT-H/14), IP-Adapter Resampler and CLIP text encoder with random weights."""
     if tiny:
-        vis = CLIPVisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
-                               image_size=28, patch_size=14, projection_dim=32)
-        txt = CLIPTextConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=2)
+        vis = vision_config(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                            image_size=28, patch_size=14, projection_dim=32)
+        txt = text_config(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=2)
         res = ResamplerConfig(dim=32, depth=2, dim_head=12, heads=4, embedding_dim=48, output_dim=32)
     else:
-        vis, txt, res = CLIPVisionConfig(), CLIPTextConfig(), ResamplerConfig()
+        vis, txt, res = vision_config(), text_config(), ResamplerConfig()
     out = []
-    for cls, cfg, seed in ((CLIPVisionModelWithProjection, vis, 4), (Resampler, res, 5), (CLIPTextModel, txt, 6)):
-        out.append(random_init_(cls(cfg), seed).to(device=device, dtype=dtype).eval())
+    # the standalone path's models: transformers' CLIP towers, the vision one without its last layer
+    for build, cfg, seed in ((new_vision_encoder, vis, 4), (Resampler, res, 5),
+                             (new_text_encoder, txt, 6)):
+        out.append(random_init_(build(cfg), seed).to(device=device, dtype=dtype).eval())
+    out[0] = PenultimateCLIPVision(out[0])
     return out
 
 
@@ -149,7 +152,7 @@ def run(args, frames: int, nets, dim, device, dtype, encoders=None):
             tok_c = image_tokens(resampler, clip_image_hidden(clip_vision, px)).to(dtype)
             tok_u = image_tokens(resampler, clip_uncond_hidden(clip_vision, px)).to(dtype)
             ids = torch.randint(0, text_encoder.config.vocab_size, (1, 77), generator=g).to(device)
-            text = text_encoder(ids).to(dtype)
+            text = text_encoder(input_ids=ids).last_hidden_state.to(dtype)
     phase_end("encode")
     t_enc = time.perf_counter() - t0
 

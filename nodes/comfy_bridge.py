@@ -284,44 +284,59 @@ def with_frames_preview(method, output_index: int, prefix: str):
     return run
 
 
+def image_preview(images: torch.Tensor, prefix: str) -> dict:
+    """ComfyUI's own UI output for still images: each image of the batch as a PNG in the temp
+    folder, ``{"images": [{filename, subfolder, type}]}`` (shown on the node). A preview that cannot
+    be written is skipped with a warning."""
+    try:
+        from PIL import Image
+
+        folder = os.path.join(_fp().get_temp_directory(), "xdyna")
+        os.makedirs(folder, exist_ok=True)
+        shown = []
+        for frame in images[..., :3]:
+            name = f"{prefix}_{uuid.uuid4().hex[:12]}.png"
+            Image.fromarray((frame.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()).save(os.path.join(folder, name))
+            shown.append({"filename": name, "subfolder": "xdyna", "type": "temp"})
+        return {"images": shown}
+    except Exception as e:  # a preview is a nicety
+        log.warning("X-Dyna: preview not written: %s", e)
+        return {}
+
+
 # ------------------------------------------------------------------------------ native models
 
-def vae_encode(vae, pixels: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """IMAGE (1,H,W,3) 0..1 -> unscaled SD latent (1,4,h,w). With a generator: a posterior sample as
-    the X-Dyna reference draws it (mean + std·ε); ComfyUI's own encode returns the mean."""
-    if generator is None:
-        return vae.encode(pixels[..., :3])
+def vae_moments(vae):
+    """ComfyUI VAE -> the core's ``vae_moments`` callable: x (1, 3, H, W) in [-1, 1] -> (mean, logvar) of
+    the SD posterior (unscaled), from the VAE's own encoder, so the sampler can draw the official
+    posterior sample. A VAE without an SD encoder gives its encode() as the mean with zero variance."""
     fsm = getattr(vae, "first_stage_model", None)
-    if fsm is None or not hasattr(fsm, "encoder"):
-        log.warning("X-Dyna: this VAE has no SD encoder to sample from; using its mean latent")
-        return vae.encode(pixels[..., :3])
-    _mm().load_models_gpu([vae.patcher])
-    device = getattr(vae, "device", torch_device())
-    dtype = getattr(vae, "vae_dtype", torch.float32)
-    x = (pixels[..., :3].movedim(-1, 1) * 2.0 - 1.0).to(device=device, dtype=dtype)
-    h = fsm.encoder(x)
-    quant = getattr(fsm, "quant_conv", None)
-    moments = quant(h) if quant is not None else h
-    mean, logvar = moments.float().chunk(2, dim=1)
-    std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-    eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device)
-    return (mean + std * eps).to(intermediate_device())
+
+    def moments(x: torch.Tensor):
+        if fsm is None or not hasattr(fsm, "encoder"):
+            log.warning("X-Dyna: this VAE has no SD encoder to sample from; using its mean latent")
+            mean = vae.encode(((x + 1.0) / 2.0).movedim(1, -1)).float()
+            return mean, torch.full_like(mean, -30.0)
+        _mm().load_models_gpu([vae.patcher])
+        device = getattr(vae, "device", torch_device())
+        dtype = getattr(vae, "vae_dtype", torch.float32)
+        h = fsm.encoder(x.to(device=device, dtype=dtype))
+        quant = getattr(fsm, "quant_conv", None)
+        mean, logvar = (quant(h) if quant is not None else h).float().chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)  # the reference posterior's clamp
+    return moments
 
 
-def clip_vision_hidden(clip_vision, image: torch.Tensor) -> torch.Tensor:
-    """CLIP penultimate hidden states of an IMAGE (ComfyUI's own preprocessing, centre crop)."""
-    return clip_vision.encode_image(image[..., :3], crop=True).penultimate_hidden_states
-
-
-def clip_vision_zero_hidden(clip_vision) -> torch.Tensor:
-    """X-Dyna's unconditional image input: all-zero *normalised* pixel values (not a black image)."""
-    _mm().load_models_gpu([clip_vision.patcher])
-    size = getattr(clip_vision, "image_size", 224)
-    device = getattr(clip_vision, "load_device", torch_device())
-    dtype = getattr(clip_vision, "dtype", torch.float32)
-    pixels = torch.zeros(1, 3, size, size, device=device, dtype=dtype)
-    out = clip_vision.model(pixel_values=pixels, intermediate_output=-2)
-    return out[1].to(intermediate_device())
+def clip_vision_hidden(clip_vision):
+    """ComfyUI CLIP_VISION -> the core's ``clip_hidden`` callable: preprocessed pixel values (the
+    official CLIPImageProcessor numbers, made by the core) -> penultimate hidden states."""
+    def hidden(pixel_values: torch.Tensor) -> torch.Tensor:
+        _mm().load_models_gpu([clip_vision.patcher])
+        device = getattr(clip_vision, "load_device", torch_device())
+        dtype = getattr(clip_vision, "dtype", torch.float32)
+        out = clip_vision.model(pixel_values=pixel_values.to(device=device, dtype=dtype), intermediate_output=-2)
+        return out[1].to(intermediate_device())
+    return hidden
 
 
 # ------------------------------------------------------------------------------ input files

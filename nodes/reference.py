@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from xdyna_core.job import LATENT_MODES
+
 from . import comfy_bridge as bridge
 
 SD_SCALE = 0.18215
@@ -23,10 +25,11 @@ def uint8_to_image(frames: np.ndarray) -> torch.Tensor:
 
 
 class XDynaReferenceEncode:
-    DESCRIPTION = ("Encodes the reference photo as X-Dyna does: centre-crop to the output aspect and resize for "
-                   "the VAE latent (a seeded posterior sample, as the official code), and the uncropped photo "
-                   "through CLIP vision + the IP-Adapter Resampler for the image tokens (negative tokens from "
-                   "all-zero pixel values).")
+    DESCRIPTION = ("Encodes the reference photo as X-Dyna does: the photo centre-cropped to the output aspect and "
+                   "resized goes through the VAE (its posterior; the sampler draws the official seeded sample "
+                   "from it), the uncropped photo through CLIP vision (official CLIPImageProcessor "
+                   "preprocessing) + the IP-Adapter Resampler for the image tokens (negative tokens from all-zero "
+                   "pixel values).")
     CATEGORY = "X-Dyna"
     RETURN_TYPES = ("XDYNA_REFERENCE", "IMAGE")
     RETURN_NAMES = ("reference", "reference_image")
@@ -41,30 +44,25 @@ class XDynaReferenceEncode:
             "image_proj": ("XDYNA_IMAGE_PROJ",),
             "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8}),
             "height": ("INT", {"default": 896, "min": 64, "max": 2048, "step": 8}),
-            "latent": (["sample", "mean"], {"default": "sample", "tooltip": "sample = the official seeded posterior sample; mean = ComfyUI's VAE encode"}),
-            "seed": ("INT", {"default": 42, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+            "latent": (list(LATENT_MODES), {"default": "sample", "tooltip": "sample = the official posterior sample "
+                                                                            "(drawn by the sampler from its seed); "
+                                                                            "mean = ComfyUI's VAE encode"}),
         }}
 
-    def encode(self, reference, vae, clip_vision, image_proj, width, height, latent, seed):
-        from xdyna_core.reference import prepare_reference_image
+    def encode(self, reference, vae, clip_vision, image_proj, width, height, latent):
+        from xdyna_core.reference import encode_reference_all
 
         if width % 8 or height % 8:
             raise ValueError(f"width and height must be multiples of 8 (SD latents), got {width}x{height}")
-        img = image_to_uint8(reference)
-        prepared = uint8_to_image(prepare_reference_image(img, height, width))
-        gen = torch.Generator("cpu").manual_seed(int(seed)) if latent == "sample" else None
-        z = bridge.vae_encode(vae, prepared, gen).float() * SD_SCALE
-        hidden = bridge.clip_vision_hidden(clip_vision, reference[:1])
-        hidden_u = bridge.clip_vision_zero_hidden(clip_vision)
+        if latent not in LATENT_MODES:
+            raise ValueError(f"latent must be one of {', '.join(LATENT_MODES)}, got {latent!r}")
         bridge.load_on_device([image_proj.patcher])
-        resampler = image_proj.patcher.model
-        dev = next(resampler.parameters()).device
         with torch.no_grad():
-            tok_c = resampler(hidden.to(dev, torch.float32)).cpu()
-            tok_u = resampler(hidden_u.to(dev, torch.float32)).cpu()
-        ref = {"latent": z.cpu()[:, :, None], "image_tokens_cond": tok_c, "image_tokens_uncond": tok_u,
-               "width": width, "height": height}
-        return (ref, prepared)
+            enc = encode_reference_all(image_to_uint8(reference), height, width, bridge.vae_moments(vae),
+                                       bridge.clip_vision_hidden(clip_vision), image_proj.patcher.model,
+                                       scaling_factor=SD_SCALE)
+        ref = {"encoding": enc, "latent_mode": latent, "width": width, "height": height}
+        return (ref, uint8_to_image(enc.image))
 
 
 NODE_CLASS_MAPPINGS = {"XDynaReferenceEncode": XDynaReferenceEncode}

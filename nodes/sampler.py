@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 
 from . import comfy_bridge as bridge
-from .reference import SD_SCALE
 
 CONTROL_MAX = 4.0
 
@@ -75,20 +74,23 @@ class XDynaSampler:
 
     def sample(self, model, controlnets, reference, positive, negative, pose, seed, steps, cfg, pose_strength,
                face_strength, context_length, context_overlap, face=None):
+        from xdyna_core.job import SamplingSettings, face_control, progress_total, run_sampling
         from xdyna_core.models.attention import use_attention_backend
-        from xdyna_core.sampling.context_windows import context_windows
         from xdyna_core.sampling.memory import window_activation_bytes
-        from xdyna_core.sampling.pipeline import SamplerHooks, SamplingCancelled, sample_video
+        from xdyna_core.sampling.pipeline import SamplerHooks, SamplingCancelled
 
-        use_face = (face is not None and controlnets.face is not None and any(face.get("has_face", [True]))
-                    and face_strength != 0.0)
+        enc = reference["encoding"]
+        use_face, why = face_control(face is not None, controlnets.face is not None,
+                                     face is not None and any(face.get("has_face", [True])), face_strength)
+        if why:
+            bridge.log.warning("XDynaSampler: %s", why)
         check_inputs(reference, pose, face, use_face, context_length, context_overlap)
         n = pose.shape[0]
         patchers = [model.patcher, controlnets.pose, controlnets.face if use_face else None]
         dtype = model.compute_dtype
         # what a window needs beyond the weights: ComfyUI then unloads other models (CLIP, VAE,
         # CLIP vision) or loads ours partially on small cards instead of running out of memory
-        lat_h, lat_w = reference["latent"].shape[-2:]
+        lat_h, lat_w = enc.moments.mean.shape[-2:]
         activations = window_activation_bytes(model.patcher.model.config, lat_h, lat_w, min(n, context_length),
                                               2 if cfg > 1.0 else 1, dtype)
         bridge.load_on_device(patchers, memory_required=activations)
@@ -97,26 +99,25 @@ class XDynaSampler:
         if use_face:
             face_cond = torch.cat([_chw_uint8(face["local"]), _chw_uint8(face["global"])], dim=1)
 
-        windows = len(context_windows(n, context_length, context_overlap, 0))
-        progress = bridge.Progress(steps * windows)
+        progress = bridge.Progress(progress_total(n, steps, context_length, context_overlap))
         hooks = SamplerHooks(progress=lambda *a: progress.update(1),
                              preview=lambda s, ns, x0, lat: progress.update(0, x0[:, :, 0]),
                              should_cancel=bridge.interrupted)
+        settings = SamplingSettings(steps=steps, cfg=cfg, seed=seed, context_frames=context_length,
+                                    context_overlap=context_overlap, pose_strength=pose_strength,
+                                    face_strength=face_strength, latent=reference.get("latent_mode", "sample"))
         try:
             with use_attention_backend(bridge.attention_backend()), torch.no_grad():
-                latents = sample_video(
-                    model.patcher.model, reference["latent"].to(device), _text(positive, "positive").to(device),
-                    _text(negative, "negative").to(device), reference["image_tokens_cond"].to(device),
-                    reference["image_tokens_uncond"].to(device), pose_controlnet=controlnets.pose.model,
-                    face_controlnet=controlnets.face.model if use_face else None, pose_cond=_chw_uint8(pose),
-                    face_cond=face_cond, steps=steps, guidance_scale=cfg, seed=seed,
-                    context_frames=context_length, context_overlap=context_overlap, pose_strength=pose_strength,
-                    face_strength=face_strength if use_face else 0.0, device=device, dtype=dtype, hooks=hooks)
+                latents = run_sampling(model.patcher.model, enc, _text(positive, "positive"),
+                                       _text(negative, "negative"), _chw_uint8(pose), settings,
+                                       pose_controlnet=controlnets.pose.model,
+                                       face_controlnet=controlnets.face.model if use_face else None,
+                                       face_cond=face_cond, device=device, dtype=dtype, hooks=hooks)
         except SamplingCancelled:
             bridge.free_models(patchers)
             bridge.raise_if_interrupted()
             raise
-        samples = latents[0].permute(1, 0, 2, 3).float() / SD_SCALE
+        samples = latents[0].permute(1, 0, 2, 3).float() / enc.scaling_factor
         return ({"samples": samples.to(bridge.intermediate_device())},)
 
 

@@ -1,4 +1,4 @@
-"""`python -m xdyna_core animate | demo | preprocess | convert | tiny | batch`."""
+"""`python -m xdyna_core animate | demo | preprocess | convert | tiny | batch | report`."""
 from __future__ import annotations
 
 import argparse
@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("preprocess", "pose / face extraction (python -m xdyna_core preprocess -h)"),
                            ("convert", "convert released .ckpt files to .safetensors"),
                            ("tiny", "write the tiny random model set"),
-                           ("batch", "run a job list through a running ComfyUI")):
+                           ("batch", "run a job list through one or several running ComfyUI servers"),
+                           ("report", "quality report of a result: pose agreement, identity, seams")):
         s = sub.add_parser(name, help=helptext, add_help=False)
         s.add_argument("rest", nargs=argparse.REMAINDER)
     return p
@@ -166,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     forward = {"preprocess": "xdyna_core.preprocess.cli", "convert": "xdyna_core.loading.convert",
-               "tiny": "xdyna_core.loading.tiny", "batch": "xdyna_core.batch.cli"}
+               "tiny": "xdyna_core.loading.tiny", "batch": "xdyna_core.batch.cli",
+               "report": "xdyna_core.quality.cli"}
     if argv and argv[0] in forward:
         import importlib
 

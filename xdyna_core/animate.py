@@ -63,6 +63,7 @@ class DrivingControls:
     driving: np.ndarray                  # (N, H, W, 3) uint8 driving frames in output geometry
     fps: float
     notes: List[str]
+    has_face: bool = False               # the clip shows a face somewhere
 
 
 def resolve_device(device: str, precision: str):
@@ -94,12 +95,12 @@ def _check_size(opts: AnimateOptions):
 
 def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptions,
                     reference_path: Optional[str] = None) -> DrivingControls:
-    """Pose frames (and S-Face patches) for the driving video, in the output geometry W×H.
+    """Pose frames (and S-Face patches) for the driving video, in the output geometry W×H, made by
+    the same core functions the ComfyUI preprocessing nodes call (preprocess/driving.py), as uint8.
 
-    The same core steps as the ComfyUI preprocessing nodes (preprocess/driving.py)."""
+    Frames are shrunk while they stream (video.iter_frames ``cover``): memory follows the frames used
+    at the working size, not the source resolution."""
     from .preprocess import driving as drv
-    from .preprocess.face_patches import face_patch_sequence
-    from .preprocess.render import render_pose
 
     W, H = opts.width, opts.height
     try:
@@ -107,7 +108,8 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
     except VideoReadError as e:
         raise AnimateError(f"cannot read the driving video: {e}") from None
     notes: List[str] = []
-    frames = list(iter_frames(driving_path, stride=opts.stride, start=opts.start, max_frames=opts.length))
+    frames = list(iter_frames(driving_path, stride=opts.stride, start=opts.start, max_frames=opts.length,
+                              cover=(W, H)))
     if not frames:
         raise AnimateError(f"no frames read from {driving_path} (start {opts.start}, stride {opts.stride})")
     fps = opts.fps or info.fps / opts.stride
@@ -140,38 +142,39 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
     elif dp.without_person:
         notes.append(f"{dp.without_person}/{n} driving frames without a person (black pose frames)")
 
-    driving = np.stack([dp.geometry.image(f) for f in frames])
+    driving = drv.map_frames(frames, dp.geometry.image, (W, H), batch=drv.Uint8Batch)
+    del frames
     if opts.pose_video is not None:
         try:
-            pose_frames, _ = read_video(opts.pose_video, stride=opts.stride, start=opts.start, max_frames=n)
+            pose_frames = list(iter_frames(opts.pose_video, stride=opts.stride, start=opts.start, max_frames=n))
         except VideoReadError as e:
             raise AnimateError(f"cannot read the pose video: {e}") from None
         if len(pose_frames) < n:
             raise AnimateError(f"the pose video gives {len(pose_frames)} frames, the driving video {n}")
-        pose = np.stack([drv.plain_geometry((p.shape[1], p.shape[0]), (W, H), "stretch").image(p)
-                         for p in pose_frames])
+        pose = drv.map_frames(pose_frames, drv.plain_geometry((pose_frames[0].shape[1], pose_frames[0].shape[0]),
+                                                              (W, H), "stretch").image, (W, H), batch=drv.Uint8Batch)
     elif opts.keypoints is not None:
         kp = load_keypoints(opts.keypoints)
         if len(kp) < n:
             raise AnimateError(f"{opts.keypoints} holds {len(kp)} frames, the driving video gives {n}")
-        pose = np.stack([render_pose(p, W, H) for p in drv.fit_keypoints(kp[:n], (W, H), "stretch")])
+        pose = drv.render_batch(drv.fit_keypoints(kp[:n], (W, H), "stretch"), (W, H), batch=drv.Uint8Batch)
     else:
-        pose = np.stack([render_pose(p, W, H) for p in dp.poses])
+        pose = drv.render_batch(dp.poses, (W, H), batch=drv.Uint8Batch)
 
     local = glob = None
+    has_face = False
     if opts.face:
         kind = {"dwpose": "pose_keypoint"}.get(opts.landmarks, opts.landmarks)
         try:
-            landmarks, source = drv.face_landmarks(list(driving), kind, dp.poses, opts.detector_dirs)
+            landmarks, source = drv.face_landmarks(driving, kind, dp.poses, opts.detector_dirs)
         except ValueError as e:
             raise AnimateError(str(e).splitlines()[0]) from None
-        seq = face_patch_sequence(list(driving), landmarks, fix_failures=True)
-        if not seq.clip_has_face:
-            notes.append("no face found in the driving video: S-Face ControlNet switched off")
-        else:
-            local, glob = seq.local_images, seq.global_images
-            notes.append(f"face landmarks ({source}) in {sum(lm is not None for lm in landmarks)}/{n} frames")
-    return DrivingControls(pose, local, glob, driving, fps, notes)
+        faces = drv.face_patch_batches(driving, landmarks, carry_missing=True, batch=drv.Uint8Batch)
+        has_face = any(faces.has_face)
+        if has_face:
+            local, glob = faces.local, faces.global_
+            notes.append(f"face landmarks ({source}) in {sum(faces.has_face)}/{n} frames")
+    return DrivingControls(pose, local, glob, driving, fps, notes, has_face)
 
 
 def _chw(frames: np.ndarray) -> torch.Tensor:
@@ -183,7 +186,7 @@ def encode_text(bundle, prompt: str, device, dtype) -> torch.Tensor:
     from .models.tokenizer import tokenize
 
     ids = tokenize(prompt, bundle.tokenizer_dir).to(device)
-    return bundle.text_encoder(ids).to(dtype)
+    return bundle.text_encoder(input_ids=ids).last_hidden_state.to(dtype)  # transformers' CLIPTextModel
 
 
 @dataclass
@@ -193,14 +196,16 @@ class AnimateResult:
     controls: DrivingControls
     reference: np.ndarray        # prepared W×H reference
     seconds: dict
+    latents: Optional[torch.Tensor] = None  # (1, 4, N, h, w) sampled latents
 
 
 def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
             should_cancel: Optional[Callable[[], bool]] = None) -> AnimateResult:
     """Run the whole job with loaded networks (see loading.bundle.load_bundle)."""
+    from .job import SamplingSettings, face_control, progress_total, run_sampling
     from .offload import PhasePlacement, resolve_memory_mode
     from .reference import encode_reference_all
-    from .sampling.pipeline import SamplerHooks, decode_latents, sample_video
+    from .sampling.pipeline import SamplerHooks, decode_latents
 
     _check_size(opts)
     device, dtype = resolve_device(opts.device, opts.precision)
@@ -212,34 +217,33 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
     reference = read_reference(reference_path)
     controls = prepare_driving(reference, str(driving_path), opts, str(reference_path))
     times["preprocess"] = time.perf_counter() - t0
-    for note in controls.notes:
+    n = len(controls.pose)
+    use_face, why = face_control(opts.face, bundle.face_controlnet is not None, controls.has_face, opts.face_strength)
+    for note in controls.notes + ([why] if why and opts.face else []):
         print(f"note: {note}", file=sys.stderr)
 
     t0 = time.perf_counter()
-    gen = torch.Generator(device="cpu").manual_seed(int(opts.seed))
     place.use(["vae", "clip_vision", "resampler", "text_encoder"])
     with torch.no_grad():
         enc = encode_reference_all(reference, opts.height, opts.width, bundle.vae, bundle.clip_vision,
-                                   bundle.resampler, generator=gen)
+                                   bundle.resampler)
         text_c = encode_text(bundle, opts.prompt, device, dtype)
         text_u = encode_text(bundle, opts.negative_prompt, device, dtype)
     times["encode"] = time.perf_counter() - t0
 
-    n = len(controls.pose)
-    use_face = opts.face and controls.face_local is not None and bundle.face_controlnet is not None
+    settings = SamplingSettings(steps=opts.steps, cfg=opts.cfg, seed=opts.seed, context_frames=opts.context_frames,
+                                context_overlap=opts.context_overlap, pose_strength=opts.pose_strength,
+                                face_strength=opts.face_strength)
     face_cond = torch.cat([_chw(controls.face_local), _chw(controls.face_global)], dim=1) if use_face else None
-    windows_per_step = max(1, -(-n // max(1, opts.context_frames - opts.context_overlap))) if n > opts.context_frames else 1
-    bar = Progress(opts.steps * windows_per_step, "sample", enabled=not opts.quiet)
+    bar = Progress(progress_total(n, opts.steps, opts.context_frames, opts.context_overlap), "sample",
+                   enabled=not opts.quiet)
     hooks = SamplerHooks(progress=lambda *a: bar.update(), should_cancel=should_cancel)
     place.use(["unet", "pose_controlnet"] + (["face_controlnet"] if use_face else []))
     t0 = time.perf_counter()
-    latents = sample_video(bundle.unet, enc.latent.to(device), text_c, text_u, enc.image_tokens_cond.to(device),
-                           enc.image_tokens_uncond.to(device), pose_controlnet=bundle.pose_controlnet,
-                           face_controlnet=bundle.face_controlnet if use_face else None,
-                           pose_cond=_chw(controls.pose), face_cond=face_cond, steps=opts.steps,
-                           guidance_scale=opts.cfg, generator=gen, context_frames=opts.context_frames,
-                           context_overlap=opts.context_overlap, pose_strength=opts.pose_strength,
-                           face_strength=opts.face_strength, device=device, dtype=dtype, hooks=hooks)
+    latents = run_sampling(bundle.unet, enc, text_c, text_u, _chw(controls.pose), settings,
+                           pose_controlnet=bundle.pose_controlnet,
+                           face_controlnet=bundle.face_controlnet if use_face else None, face_cond=face_cond,
+                           device=device, dtype=dtype, hooks=hooks)
     bar.close()
     times["sample"] = time.perf_counter() - t0
 
@@ -258,7 +262,7 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
     video = (frames.numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
     if not np.isfinite(frames.numpy()).all():
         raise AnimateError("the result contains non-finite values (NaN/inf): try --precision fp32")
-    return AnimateResult(video, controls.fps, controls, enc.image, times)
+    return AnimateResult(video, controls.fps, controls, enc.image, times, latents)
 
 
 def side_by_side(result: AnimateResult) -> np.ndarray:

@@ -38,11 +38,15 @@ __all__ = [
     "encode_image_tokens",
     "ReferenceEncoding",
     "encode_reference_all",
+    "LatentMoments",
+    "reference_latent_moments",
+    "posterior_sample",
 ]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_SIZE = 224
+VAE_SCALING_FACTOR = 0.18215  # SD1.5
 
 
 def _as_rgb_uint8(img, what: str = "image") -> np.ndarray:
@@ -101,28 +105,63 @@ def image_to_vae_input(img) -> torch.Tensor:
     return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
+#: Callable ``(x (1, 3, H, W) float32 in [-1, 1]) -> (mean, logvar)`` of the VAE posterior,
+#: unscaled latents. The CLI passes our VAE's ``encode``; the nodes pass ComfyUI's VAE encoder.
+VaeMoments = Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+
+
+def posterior_sample(mean: torch.Tensor, logvar: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """The reference's ``latent_dist.sample(generator)``: mean + std * eps, eps drawn in float32 on the
+    generator's device (a CPU generator gives the same latent on any device and VAE dtype)."""
+    from .models.vae import AutoencoderKL
+
+    return AutoencoderKL.sample_posterior(mean.float(), logvar.float(), generator)
+
+
 @torch.no_grad()
 def encode_reference(vae, image, generator: Optional[torch.Generator] = None, sample: bool = True) -> torch.Tensor:
     """Prepared reference (uint8 (H, W, 3) or a (1, 3, H, W) tensor in [-1, 1]) -> scaled latent
-    (1, C, 1, H/8, W/8) = posterior sample x ``vae.config.scaling_factor``.
+    (1, C, 1, H/8, W/8) = posterior sample (or mean with ``sample=False``) x scaling factor, with our VAE."""
+    enc = reference_latent_moments(_vae_moments(vae), image)
+    return enc.latent(generator, sample, vae.config.scaling_factor)
 
-    ``sample=True`` draws eps from ``generator`` as the reference does (pass the same generator to
-    the sampler afterwards: the reference draws the blur mask from it next); ``sample=False``
-    uses the posterior mean (what ComfyUI's VAEEncode returns).
-    """
+
+def _vae_moments(vae) -> VaeMoments:
+    def moments(x):
+        w = vae.post_quant_conv.weight
+        return vae.encode(x.to(device=w.device, dtype=w.dtype))
+    return moments
+
+
+@dataclass
+class LatentMoments:
+    """The VAE posterior of the prepared reference (unscaled, float32). Drawing the latent is left to
+    the sampler so that one generator makes every random draw of a run in the official order."""
+
+    mean: torch.Tensor  # (1, C, h, w)
+    logvar: torch.Tensor  # (1, C, h, w)
+
+    def latent(self, generator: Optional[torch.Generator], sample: bool = True,
+               scaling_factor: float = VAE_SCALING_FACTOR) -> torch.Tensor:
+        """(1, C, 1, h, w) scaled latent: a posterior sample (the first draw of ``generator``) or the mean."""
+        z = posterior_sample(self.mean, self.logvar, generator) if sample else self.mean
+        z = z * scaling_factor
+        if not torch.isfinite(z).all():
+            raise ValueError("reference latent: the VAE produced non-finite values (check the VAE weights / dtype)")
+        return z.unsqueeze(2)
+
+
+@torch.no_grad()
+def reference_latent_moments(vae_moments: VaeMoments, image) -> LatentMoments:
+    """Posterior (mean, logvar) of a prepared reference (uint8 (H, W, 3) or (1, 3, H, W) in [-1, 1])."""
     if isinstance(image, torch.Tensor) and image.is_floating_point():
         x = image
         if x.ndim != 4 or x.shape[0] != 1:
-            raise ValueError(f"encode_reference: expected a (1, 3, H, W) tensor in [-1, 1], got {tuple(x.shape)}")
+            raise ValueError(f"reference latent: expected a (1, 3, H, W) tensor in [-1, 1], got {tuple(x.shape)}")
     else:
         x = image_to_vae_input(image)
-    w = vae.post_quant_conv.weight
-    mean, logvar = vae.encode(x.to(device=w.device, dtype=w.dtype))
-    z = vae.sample_posterior(mean, logvar, generator) if sample else mean
-    z = z * vae.config.scaling_factor
-    if not torch.isfinite(z).all():
-        raise ValueError("encode_reference: the VAE produced non-finite latents (check the VAE weights / dtype)")
-    return z.unsqueeze(2)
+    mean, logvar = vae_moments(x)
+    return LatentMoments(mean.detach().float().cpu(), logvar.detach().float().cpu())
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,20 +204,18 @@ def _model_device_dtype(model) -> Tuple[torch.device, torch.dtype]:
 def clip_image_hidden(clip_vision, pixel_values: torch.Tensor) -> torch.Tensor:
     """Penultimate-layer CLIP features ``hidden_states[-2]`` (B, 1+P, D) — the Resampler input.
 
-    ``clip_vision`` is our :class:`~xdyna_core.models.clip.CLIPVisionModelWithProjection` (the last
-    layer is then skipped) or anything called as ``model(pixel_values, output_hidden_states=True)``
+    ``clip_vision`` is the standalone path's :class:`~xdyna_core.models.clip.PenultimateCLIPVision`
+    (built without the last layer) or anything called as ``model(pixel_values, output_hidden_states=True)``
     returning an object with ``hidden_states`` (e.g. transformers' model).
     """
-    from .models.clip import CLIPVisionModelWithProjection
+    from .models.clip import PenultimateCLIPVision
 
     if pixel_values.ndim != 4:
         raise ValueError(f"clip_image_hidden: expected pixel_values (B, 3, H, W), got {tuple(pixel_values.shape)}")
     device, dtype = _model_device_dtype(clip_vision)
     px = pixel_values.to(device=device, dtype=dtype)
-    if isinstance(clip_vision, CLIPVisionModelWithProjection):
-        n = clip_vision.config.num_hidden_layers
-        # hidden_states[-2] of the full model is the output of layer n-1: no need to run layer n
-        return clip_vision(px, num_layers=n - 1).hidden_states[-1]
+    if isinstance(clip_vision, PenultimateCLIPVision):
+        return clip_vision(px)
     return clip_vision(px, output_hidden_states=True).hidden_states[-2]
 
 
@@ -197,27 +234,53 @@ def image_tokens(resampler: Callable[[torch.Tensor], torch.Tensor], hidden: torc
     return resampler(hidden.to(device=device, dtype=dtype))
 
 
-def encode_image_tokens(clip_vision, resampler, pixel_values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(cond, uncond) image tokens for a preprocessed reference (1, 3, 224, 224)."""
-    cond = image_tokens(resampler, clip_image_hidden(clip_vision, pixel_values))
-    uncond = image_tokens(resampler, clip_uncond_hidden(clip_vision, pixel_values))
+ClipHidden = Callable[[torch.Tensor], torch.Tensor]
+
+
+def encode_image_tokens(clip_hidden, resampler, pixel_values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(cond, uncond) image tokens for a preprocessed reference (1, 3, 224, 224). ``clip_hidden`` is
+    a CLIP vision model (ours or transformers') or a callable pixel_values -> penultimate hidden states;
+    the unconditional tokens come from all-zero pixel values."""
+    if not callable(clip_hidden) or isinstance(clip_hidden, torch.nn.Module):
+        model = clip_hidden
+        clip_hidden = lambda px: clip_image_hidden(model, px)  # noqa: E731
+    cond = image_tokens(resampler, clip_hidden(pixel_values))
+    uncond = image_tokens(resampler, clip_hidden(torch.zeros_like(pixel_values)))
     return cond, uncond
 
 
 @dataclass
 class ReferenceEncoding:
+    """Everything the sampler needs from the reference picture."""
+
     image: np.ndarray  # prepared reference, uint8 (H, W, 3)
-    latent: torch.Tensor  # (1, 4, 1, H/8, W/8), scaled
+    moments: LatentMoments  # VAE posterior of ``image``
     image_tokens_cond: torch.Tensor  # (1, 16, D)
     image_tokens_uncond: torch.Tensor  # (1, 16, D)
+    scaling_factor: float = VAE_SCALING_FACTOR
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        """(width, height) of the output video."""
+        return int(self.image.shape[1]), int(self.image.shape[0])
+
+    def latent(self, generator: Optional[torch.Generator], sample: bool = True) -> torch.Tensor:
+        return self.moments.latent(generator, sample, self.scaling_factor)
 
 
-def encode_reference_all(img, height: int, width: int, vae, clip_vision, resampler,
-                         generator: Optional[torch.Generator] = None) -> ReferenceEncoding:
-    """Everything the sampler needs from the reference picture, in the reference's order
-    (CLIP first, then the VAE sample, which is the first draw from ``generator``)."""
-    img = _as_rgb_uint8(img, "encode_reference_all")
-    cond, uncond = encode_image_tokens(clip_vision, resampler, clip_preprocess(img))
+def encode_reference_all(img, height: int, width: int, vae_moments, clip_hidden, resampler,
+                         scaling_factor: float = VAE_SCALING_FACTOR) -> ReferenceEncoding:
+    """The one reference encoding of both front ends: CLIP image tokens of the uncropped picture
+    (official ``CLIPImageProcessor`` preprocessing, :func:`clip_preprocess`) and the VAE posterior of
+    the picture centre-cropped and resized to ``width`` x ``height``.
+
+    ``vae_moments``: our VAE or a :data:`VaeMoments` callable; ``clip_hidden``: a CLIP vision model or
+    a :data:`ClipHidden` callable (pixel values -> penultimate hidden states). No random draw here.
+    """
+    img = _as_rgb_uint8(img, "reference image")
+    if not callable(vae_moments) or isinstance(vae_moments, torch.nn.Module):
+        scaling_factor = vae_moments.config.scaling_factor
+        vae_moments = _vae_moments(vae_moments)
+    cond, uncond = encode_image_tokens(clip_hidden, resampler, clip_preprocess(img))
     prepared = prepare_reference_image(img, height, width)
-    latent = encode_reference(vae, prepared, generator)
-    return ReferenceEncoding(prepared, latent, cond, uncond)
+    return ReferenceEncoding(prepared, reference_latent_moments(vae_moments, prepared), cond, uncond, scaling_factor)

@@ -1,14 +1,23 @@
-"""Batch job lists and the ComfyUI API client, against a fake ComfyUI on loopback."""
+"""Batch job lists, the ComfyUI API client and the multi-server runner, against in-process fake
+ComfyUI servers speaking the real protocol on loopback (tests/core/comfy_api_fake.py)."""
 import json
-import socketserver
-import struct
+import os
+import signal
+import subprocess
+import sys
 import threading
-from http.server import BaseHTTPRequestHandler
+import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from tests.core.comfy_api_fake import FakeComfyServer
 from xdyna_core.batch import JobListError, fill_workflow, load_jobs, run_batch
+from xdyna_core.batch import runner as batch_runner
 from xdyna_core.batch.client import ComfyClient, ComfyError
+
+REPO = Path(__file__).resolve().parents[2]
 
 WORKFLOW = {
     "1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}, "_meta": {"title": "reference"}},
@@ -68,132 +77,242 @@ def test_fill_workflow(files):
         fill_workflow({"nodes": [], "links": []}, job, "a", "b")
 
 
-# --- a fake ComfyUI speaking the real HTTP + websocket protocol on loopback ---------------------
 
-class FakeComfy:
-    def __init__(self, fail_on=None):
-        self.fail_on = fail_on or set()
-        self.uploads, self.prompts, self.history, self.interrupts = [], [], {}, 0
-        self.ws_clients = {}
-
-
-def _ws_frame(obj) -> bytes:
-    payload = json.dumps(obj).encode()
-    n = len(payload)
-    head = bytes([0x81]) + (bytes([n]) if n < 126 else bytes([126]) + struct.pack(">H", n))
-    return head + payload
-
-
-def make_handler(fake: FakeComfy):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def _json(self, obj, code=200):
-            body = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self):
-            if self.path.startswith("/ws"):
-                client_id = self.path.split("clientId=")[1]
-                self.send_response(101)
-                self.send_header("Upgrade", "websocket")
-                self.send_header("Connection", "Upgrade")
-                self.end_headers()
-                self.wfile.flush()
-                fake.ws_clients[client_id] = self
-                self.close_connection = True
-                done = threading.Event()
-                self.ws_done = done
-                done.wait(10)
-                return
-            if self.path.startswith("/history/"):
-                pid = self.path.split("/")[-1]
-                return self._json({pid: fake.history[pid]} if pid in fake.history else {})
-            if self.path.startswith("/view"):
-                body = b"video-bytes:" + self.path.encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
-            self._json({}, 404)
-
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if self.path == "/upload/image":
-                name = body.split(b'filename="')[1].split(b'"')[0].decode()
-                fake.uploads.append(name)
-                return self._json({"name": name, "subfolder": "", "type": "input"})
-            if self.path == "/interrupt":
-                fake.interrupts += 1
-                return self._json({})
-            if self.path == "/prompt":
-                req = json.loads(body)
-                wf = req["prompt"]
-                ref = wf["1"]["inputs"]["image"]
-                if ref in fake.fail_on:
-                    return self._json({"error": {"type": "prompt_outputs_failed_validation", "message": "bad"},
-                                       "node_errors": {"3": {"class_type": "XDynaSampler",
-                                                             "errors": [{"message": "frame counts disagree", "details": "pose 3 vs face 2"}]}}}, 400)
-                pid = f"p{len(fake.prompts)}"
-                fake.prompts.append(wf)
-                ws = fake.ws_clients.pop(req["client_id"])
-                prefix = wf["5"]["inputs"]["filename_prefix"]
-                ws.wfile.write(_ws_frame({"type": "progress", "data": {"value": 1, "max": 2, "prompt_id": pid, "node": "3"}}))
-                ws.wfile.write(_ws_frame({"type": "executing", "data": {"node": None, "prompt_id": pid}}))
-                ws.wfile.flush()
-                fake.history[pid] = {"status": {"status_str": "success", "completed": True},
-                                     "outputs": {"5": {"images": [{"filename": prefix.split("/")[-1] + ".mp4",
-                                                                   "subfolder": "xdyna", "type": "output"}]}}}
-                ws.ws_done.set()
-                return self._json({"prompt_id": pid, "number": 0, "node_errors": {}})
-            self._json({}, 404)
-    return Handler
-
+# --- against fake ComfyUI servers ------------------------------------------------------------------
 
 @pytest.fixture
-def server():
-    def start(fake):
-        srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), make_handler(fake))
-        srv.daemon_threads = True
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        servers.append(srv)
-        return f"http://127.0.0.1:{srv.server_address[1]}"
-    servers = []
-    yield start
-    for s in servers:
-        s.shutdown()
-        s.server_close()
+def servers():
+    made = []
+
+    def make(**kw):
+        made.append(FakeComfyServer(name=f"s{len(made)}", **kw))
+        return made[-1]
+    yield make
+    for s in made:
+        s.close()
 
 
-def test_batch_runs_reports_failures_and_resumes(files, server, tmp_path):
+def many_jobs(files, n):
+    return load_jobs(write_jobs(files, [{"name": f"job{i:02d}", "reference": "a.png", "driving": "d.mp4", "seed": i}
+                                        for i in range(n)]))
+
+
+def queued_counts(fakes):
+    return Counter(j for f in fakes for j in f.queued)
+
+
+def test_batch_runs_reports_failures_and_resumes(files, servers, tmp_path):
     jobs = load_jobs(write_jobs(files, [{"name": n, "reference": r, "driving": "d.mp4"}
                                         for n, r in (("one", "a.png"), ("two", "b.png"), ("three", "c.png"))]))
-    fake = FakeComfy(fail_on={"b.png"})
-    url = server(fake)
+    fake = servers(fail_on={"b.png"})
     out = tmp_path / "out"
     logs = []
-    result = run_batch(jobs, WORKFLOW, ComfyClient(url, timeout=10), out, log=logs.append)
+    result = run_batch(jobs, WORKFLOW, ComfyClient(fake.url, timeout=10), out, log=logs.append)
     assert result.done == ["one", "three"]
-    assert "frame counts disagree" in result.failed["two"] and "XDynaSampler" in result.failed["two"]
-    assert (out / "one" / "one.mp4").read_bytes().startswith(b"video-bytes:")
-    assert any("1/2" in line for line in logs)
+    failure = result.failed["two"]
+    # the error names the node, the server, the job and its files
+    for part in ("frame counts disagree", "XDynaSampler", fake.url, "job two", "b.png", "d.mp4"):
+        assert part in failure, (part, failure)
+    assert (out / "one" / "one_00001.mp4").read_bytes() == b"video-bytes:s0:one_00001.mp4"
+    assert any("4/4" in line for line in logs)
+    assert any(line.startswith("progress: ") and "ETA" in line for line in logs)
     state = json.loads((out / "batch_state.json").read_text())
     assert state["jobs"]["two"]["status"] == "failed"
 
     # Resume: the finished jobs are skipped, the failed one is retried (and now succeeds).
     fake.fail_on.clear()
-    queued_before = len(fake.prompts)
-    result = run_batch(jobs, WORKFLOW, ComfyClient(url, timeout=10), out, log=logs.append)
+    queued_before = len(fake.queued)
+    result = run_batch(jobs, WORKFLOW, fake.url, out, log=logs.append)
     assert result.skipped == ["one", "three"] and result.done == ["two"]
-    assert len(fake.prompts) == queued_before + 1
+    assert len(fake.queued) == queued_before + 1
+
+
+def test_bad_server_reply_names_server_job_and_file(files, servers, tmp_path):
+    fake = servers(reply=b"<html>proxy error</html>")
+    jobs = load_jobs(write_jobs(files, [{"name": "solo", "reference": "a.png", "driving": "d.mp4"}]))
+    result = run_batch(jobs, WORKFLOW, fake.url, tmp_path / "out", log=lambda s: None, retries=0)
+    msg = result.failed["solo"]
+    for part in (fake.url, "POST /prompt", "not JSON", "proxy error", "job solo", "a.png", "d.mp4"):
+        assert part in msg, (part, msg)
+    assert "Expecting value" not in msg
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path):
-    with pytest.raises(ComfyError, match="cannot reach ComfyUI"):
+    with pytest.raises(ComfyError, match="cannot reach ComfyUI at http://127.0.0.1:9"):
         ComfyClient("http://127.0.0.1:9", timeout=2).queue({})
+
+
+def test_sync_client_follows_events(servers, tmp_path):
+    fake = servers()
+    with ComfyClient(fake.url, timeout=10) as client:
+        events = client.open_events()
+        pid = client.queue({"5": {"class_type": "SaveVideo", "inputs": {"filename_prefix": "xdyna/x"}}})
+        kinds = []
+        for ev in events:  # the binary preview frame the fake sends first is skipped
+            kinds.append(ev["type"])
+            if ev["type"] == "executing" and ev["data"]["node"] is None:
+                break
+        events.close()
+        assert kinds[0] == "status" and "progress" in kinds and "execution_success" in kinds
+        assert client.history(pid)["status"]["status_str"] == "success"
+        assert client.download("x_00001.mp4", "xdyna") == b"video-bytes:s0:x_00001.mp4"
+
+
+def test_twelve_jobs_over_three_servers_run_each_once(files, servers, tmp_path):
+    fakes = [servers(seconds=0.1) for _ in range(3)]
+    jobs = many_jobs(files, 12)
+    out = tmp_path / "out"
+    logs = []
+    result = run_batch(jobs, WORKFLOW, [f.url for f in fakes], out, log=logs.append)
+    assert sorted(result.done) == [j.name for j in jobs] and not result.failed
+    assert queued_counts(fakes) == Counter({j.name: 1 for j in jobs})
+    assert all(f.executed for f in fakes), [len(f.executed) for f in fakes]  # every server worked
+    state = json.loads((out / "batch_state.json").read_text())
+    for j in jobs:  # same layout as with one server: <out>/<job>/<file>
+        rec = state["jobs"][j.name]
+        assert rec["status"] == "done" and rec["outputs"] == [f"{j.name}/{j.name}_00001.mp4"]
+        server = next(f for f in fakes if f.url == rec["server"])
+        assert (out / rec["outputs"][0]).read_bytes() == f"video-bytes:{server.name}:{j.name}_00001.mp4".encode()
+    assert any(line.startswith(f"  {fakes[0].url}: ") for line in logs)  # per-server summary
+
+
+def test_per_server_holds_k_jobs(files, servers, tmp_path):
+    fake = servers(seconds=0.2)
+    result = run_batch(many_jobs(files, 4), WORKFLOW, fake.url, tmp_path / "out", log=lambda s: None, per_server=2)
+    assert len(result.done) == 4 and queued_counts([fake]) == Counter({f"job{i:02d}": 1 for i in range(4)})
+
+
+def test_killed_server_job_finishes_elsewhere(files, servers, tmp_path, monkeypatch):
+    monkeypatch.setattr(batch_runner, "PROBE_WAIT", 0.2)
+    fast = [servers(seconds=0.1) for _ in range(2)]
+    slow = servers(seconds=60)  # its job is still running when it is killed
+    jobs = many_jobs(files, 6)
+    out = tmp_path / "out"
+    killer = threading.Thread(target=lambda: (slow.started.wait(20), slow.kill()))
+    killer.start()
+    logs = []
+    result = run_batch(jobs, WORKFLOW, [f.url for f in fast + [slow]], out, log=logs.append)
+    killer.join()
+    assert slow.queued and not slow.executed  # it took a job and died with it
+    (lost,) = slow.queued
+    assert sorted(result.done) == [j.name for j in jobs] and not result.failed
+    # every job ran to completion exactly once; the dropped one was sent twice
+    assert Counter(j for f in fast for j in f.executed) == Counter({j.name: 1 for j in jobs})
+    assert result.attempts[lost] == 2 and result.servers[lost] != slow.url
+    assert any(f"[{lost}] {slow.url} dropped the job" in line for line in logs)
+    state = json.loads((out / "batch_state.json").read_text())
+    assert all(r["status"] == "done" for r in state["jobs"].values())
+
+
+def test_out_of_memory_goes_to_another_server_but_a_node_error_does_not(files, servers, tmp_path):
+    oom = servers(error_type="torch.OutOfMemoryError")
+    good = servers(seconds=0.05)
+    jobs = many_jobs(files, 4)
+    result = run_batch(jobs, WORKFLOW, [oom.url, good.url], tmp_path / "out", log=lambda s: None)
+    assert sorted(result.done) == [j.name for j in jobs] and not result.failed
+    assert Counter(good.executed) == Counter({j.name: 1 for j in jobs})
+    assert all(result.servers[j.name] == good.url for j in jobs)
+
+    broken = servers(error_type="ValueError")  # the job's own fault: reported, not retried
+    result = run_batch(many_jobs(files, 1), WORKFLOW, [broken.url, servers().url], tmp_path / "out2",
+                       log=lambda s: None)
+    msg = result.failed["job00"]
+    assert "ValueError: failed on purpose" in msg and broken.url in msg and result.attempts["job00"] == 1
+
+
+def test_job_fails_when_its_only_server_dies(files, servers, tmp_path, monkeypatch):
+    monkeypatch.setattr(batch_runner, "PROBE_WAIT", 0.05)
+    slow = servers(seconds=60)
+    threading.Thread(target=lambda: (slow.started.wait(20), slow.kill()), daemon=True).start()
+    result = run_batch(many_jobs(files, 2), WORKFLOW, slow.url, tmp_path / "out", log=lambda s: None)
+    assert set(result.failed) == {"job00", "job01"}
+    assert any("no server left" in m for m in result.failed.values())
+
+
+def _cli(files, urls, out):
+    jobs = write_jobs(files, [{"name": f"job{i:02d}", "reference": "a.png", "driving": "d.mp4", "seed": i}
+                              for i in range(9)])
+    wf = files / "wf.json"
+    wf.write_text(json.dumps(WORKFLOW))
+    cmd = [sys.executable, "-m", "xdyna_core", "batch", "--jobs", str(jobs), "--workflow", str(wf), "--out", str(out)]
+    for u in urls:
+        cmd += ["--server", u]
+    return cmd
+
+
+def test_client_killed_and_restarted_skips_done_and_redoes_running(files, servers, tmp_path):
+    fakes = [servers(seconds=0.8) for _ in range(3)]
+    out = tmp_path / "out"
+    cmd = _cli(files, [f.url for f in fakes], out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state_file = out / "batch_state.json"
+    deadline = time.monotonic() + 60
+    state = {}
+    while time.monotonic() < deadline:  # kill -9 once some jobs are done and others running
+        if state_file.exists():
+            state = json.loads(state_file.read_text())["jobs"]
+            statuses = Counter(r["status"] for r in state.values())
+            if statuses["done"] >= 2 and statuses["running"] >= 1:
+                break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.loads(state_file.read_text())["jobs"]  # as the client left it (jobs may have ended since)
+    done_before = {n for n, r in state.items() if r["status"] == "done"}
+    running_before = {n for n, r in state.items() if r["status"] == "running"}
+    assert done_before and running_before, state
+    queued_before = queued_counts(fakes)
+
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for name in done_before:
+        assert f"[{name}] already done, skipped" in again.stdout
+    final = json.loads(state_file.read_text())["jobs"]
+    assert all(final[f"job{i:02d}"]["status"] == "done" for i in range(9))
+    queued_after = queued_counts(fakes)
+    for name in done_before:  # finished jobs are not sent again
+        assert queued_after[name] == queued_before[name] == 1
+    for name in running_before:  # running ones are redone
+        assert queued_after[name] == queued_before[name] + 1
+    for i in range(9):
+        assert (out / final[f"job{i:02d}"]["outputs"][0]).is_file()
+
+
+def test_ctrl_c_interrupts_running_prompts_and_resumes(files, servers, tmp_path):
+    fakes = [servers(seconds=60) for _ in range(2)]
+    out = tmp_path / "out"
+    cmd = _cli(files, [f.url for f in fakes], out)
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    queued = 0
+    for line in proc.stdout:  # Ctrl-C once both servers run a job
+        queued += " queued on " in line
+        if queued == 2:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, rest
+    assert rest.count("stopped; interrupting ComfyUI at") == 2, rest
+    assert all(f.interrupts == 1 for f in fakes)
+    state = json.loads((out / "batch_state.json").read_text())["jobs"]
+    assert sorted(r["status"] for r in state.values()) == ["interrupted", "interrupted"]
+    for f in fakes:
+        f.seconds = 0.05
+    again = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0 and "9 done, 0 skipped, 0 failed" in again.stdout, again.stdout + again.stderr
+
+
+def test_wall_time_one_vs_three_servers(files, servers, tmp_path, capsys):
+    walls = {}
+    for n in (1, 3):
+        fakes = [servers(seconds=0.4) for _ in range(n)]
+        t0 = time.perf_counter()
+        result = run_batch(many_jobs(files, 6), WORKFLOW, [f.url for f in fakes], tmp_path / f"out{n}",
+                           log=lambda s: None)
+        walls[n] = time.perf_counter() - t0
+        assert len(result.done) == 6
+    with capsys.disabled():
+        print(f"\n6 jobs of 0.4 s: 1 server {walls[1]:.2f} s, 3 servers {walls[3]:.2f} s")
+    assert walls[3] < 0.6 * walls[1]

@@ -195,7 +195,8 @@ def test_full_size_files_load_structurally_on_meta():
 
 
 def test_vae_key_map_agrees_with_the_vae_module(tiny):
-    from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig, convert_ldm_vae_keys
+    from xdyna_core.loading.keys import convert_ldm_vae_keys
+    from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig
 
     parts = K.split_ldm_checkpoint(C.load_state_dict(tiny["sd15"]))
     cfg = AutoencoderKLConfig.from_dict(C.read_config_metadata(tiny["sd15"])["vae"])
@@ -285,8 +286,6 @@ def test_truncated_files_name_the_file_and_problem(tiny, tmp_path, role):
 
 
 def test_identify_every_file_of_the_set(tiny):
-    from xdyna_core.models.clip import convert_text_encoder_keys
-
     expected = {"unet": "xdyna_unet", "unet_adapters": "xdyna_unet_adapters", "pose_controlnet": "controlnet",
                 "face_controlnet": "controlnet", "ip_adapter": "ip_adapter", "clip_vision": "clip_vision",
                 "sd15": "sd_checkpoint"}
@@ -304,7 +303,7 @@ def test_identify_every_file_of_the_set(tiny):
     assert K.identify(parts["unet"] | mm) == "animatediff_unet"
     assert K.identify(mm) == "motion_module"
     raw = load_file(str(tiny["sd15"]))
-    assert convert_text_encoder_keys(raw).keys() == {k for k in parts["clip_text"] if not k.endswith("position_ids")}
+    assert K.convert_text_encoder_keys(raw).keys() == {k for k in parts["clip_text"] if not k.endswith("position_ids")}
 
 
 @pytest.mark.parametrize("role,what", [

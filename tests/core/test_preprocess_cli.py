@@ -317,8 +317,9 @@ def test_face_no_carry_and_no_face_at_all(tmp_path, face_clip, skeleton_models, 
     write_video(dim, [np.full((H, W, 3), 60, np.uint8)] * 2, fps=FPS)
     rc, out, err = run(["face", dim, "--out", tmp_path, "--backend", "dwpose", "--models", skeleton_models,
                         "--quiet"], capsys)
-    assert rc == 0 and "face found in 0/2 frames" in out and "no face in any frame" in err
-    assert all(is_black(f) for f in read_video(tmp_path / "dim_face_global.mp4")[0])
+    # the same rule as the graph's pose node: a driving clip must show a person
+    assert rc == 2 and "no person found in any of the 2 frames" in err
+    assert not (tmp_path / "dim_face_global.mp4").exists()
 
 
 def test_face_landmarks_dwpose_needs_dwpose_backend(tmp_path, face_clip, capsys):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.conftest import assets_dir
-from xdyna_core.models.clip import CLIPVisionConfig, CLIPVisionModelWithProjection
+from xdyna_core.models.clip import PenultimateCLIPVision, new_vision_encoder, vision_config, vision_tower
 from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig
 from xdyna_core.reference import (
     CLIP_MEAN,
@@ -33,15 +33,24 @@ def tiny_vae(golden):
 
 
 @pytest.fixture(scope="module")
-def tiny_clip():
-    cfg = CLIPVisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
-                           image_size=224, patch_size=56, projection_dim=16)
-    m = CLIPVisionModelWithProjection(cfg)
+def full_clip():
+    """transformers' CLIPVisionModelWithProjection (random weights): the model the official code runs."""
+    cfg = vision_config(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                        image_size=224, patch_size=56, projection_dim=16)
+    m = new_vision_encoder(cfg, projection=True)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in m.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.2)
     return m.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(full_clip):
+    """The standalone path's encoder with the same weights (built without the last layer)."""
+    m = new_vision_encoder(full_clip.config)
+    vision_tower(m).load_state_dict(vision_tower(full_clip).state_dict())
+    return PenultimateCLIPVision(m)
 
 
 def _random_image(h, w, seed=0):
@@ -175,12 +184,12 @@ def test_clip_preprocess_matches_clip_image_processor():
         assert torch.allclose(clip_preprocess(img), ref, atol=1e-6, rtol=0)
 
 
-def test_clip_hidden_and_uncond(tiny_clip):
+def test_clip_hidden_and_uncond(tiny_clip, full_clip):
     px = clip_preprocess(_random_image(260, 180, seed=5))
     hidden = clip_image_hidden(tiny_clip, px)
     with torch.no_grad():
-        full = tiny_clip(px, output_hidden_states=True)
-        zero = tiny_clip(torch.zeros_like(px))
+        full = full_clip(px, output_hidden_states=True)
+        zero = full_clip(torch.zeros_like(px), output_hidden_states=True)
     assert hidden.shape == (1, 17, 48)
     assert torch.allclose(hidden, full.hidden_states[-2], atol=1e-6)  # second-to-last layer output
     assert not torch.allclose(hidden, full.hidden_states[-1])
@@ -189,13 +198,9 @@ def test_clip_hidden_and_uncond(tiny_clip):
     assert torch.equal(clip_uncond_hidden(tiny_clip), unc)
 
 
-def test_clip_hidden_with_transformers_model(tiny_clip):
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.CLIPVisionConfig(**tiny_clip.config.to_dict())
-    ref = transformers.CLIPVisionModelWithProjection(cfg).eval()
-    ref.load_state_dict(tiny_clip.state_dict())
+def test_clip_hidden_with_transformers_model(tiny_clip, full_clip):
     px = clip_preprocess(_random_image(200, 200, seed=9))
-    assert torch.allclose(clip_image_hidden(ref, px), clip_image_hidden(tiny_clip, px), atol=1e-5)
+    assert torch.allclose(clip_image_hidden(full_clip, px), clip_image_hidden(tiny_clip, px), atol=1e-6)
 
 
 def test_image_tokens_reproduce_pipeline_golden(golden):
@@ -223,9 +228,15 @@ def test_encode_image_tokens_and_full_reference(tiny_vae, tiny_clip):
     cond, uncond = encode_image_tokens(tiny_clip, fake_resampler, px)
     assert torch.allclose(cond, clip_image_hidden(tiny_clip, px)[:, :4] * 2)
     assert torch.allclose(uncond, clip_uncond_hidden(tiny_clip, px)[:, :4] * 2)
-    enc = encode_reference_all(img, 128, 64, tiny_vae, tiny_clip, fake_resampler, torch.Generator().manual_seed(5))
-    assert enc.image.shape == (128, 64, 3)
+    enc = encode_reference_all(img, 128, 64, tiny_vae, tiny_clip, fake_resampler)
+    assert enc.image.shape == (128, 64, 3) and enc.size == (64, 128)
     assert np.array_equal(enc.image, prepare_reference_image(img, 128, 64))
-    # the VAE sample is the generator's first draw; CLIP uses the *uncropped* image
-    assert torch.equal(enc.latent, encode_reference(tiny_vae, enc.image, torch.Generator().manual_seed(5)))
+    # the VAE sample is the generator's first draw (made by the sampler); CLIP uses the *uncropped* image
+    assert torch.equal(enc.latent(torch.Generator().manual_seed(5)),
+                       encode_reference(tiny_vae, enc.image, torch.Generator().manual_seed(5)))
+    assert torch.equal(enc.latent(None, sample=False), encode_reference(tiny_vae, enc.image, sample=False))
+    # callables instead of models (what the nodes pass): the same encoding
+    same = encode_reference_all(img, 128, 64, lambda x: tiny_vae.encode(x), lambda p: clip_image_hidden(tiny_clip, p),
+                                fake_resampler, scaling_factor=tiny_vae.config.scaling_factor)
+    assert torch.equal(same.moments.mean, enc.moments.mean) and torch.equal(same.image_tokens_cond, enc.image_tokens_cond)
     assert torch.allclose(enc.image_tokens_cond, cond) and torch.allclose(enc.image_tokens_uncond, uncond)

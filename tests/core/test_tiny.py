@@ -68,36 +68,28 @@ def test_dimensions_are_consistent(tiny):
 
 @torch.no_grad()
 def test_everything_loads_and_runs(tiny):
-    from xdyna_core.models.clip import (
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-        convert_text_encoder_keys,
-    )
-    from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig, convert_ldm_vae_keys
+    from xdyna_core.loading.bundle import load_clip_vision, load_sd15_parts
+    from xdyna_core.loading.keys import convert_ldm_vae_keys
+    from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig
 
     g = torch.Generator().manual_seed(0)
-    # CLIP vision -> Resampler -> image tokens
-    vcfg = CLIPVisionConfig.from_dict(C.read_config_metadata(tiny["clip_vision"]))
-    vision = CLIPVisionModelWithProjection(vcfg)
-    vision.load_state_dict(load_file(str(tiny["clip_vision"])), strict=True)
-    pixels = torch.randn(1, 3, vcfg.image_size, vcfg.image_size, generator=g)
-    feats = vision(pixels.float()).hidden_states[-2]
+    # CLIP vision (transformers' model, loaded by the standalone loader) -> Resampler -> image tokens
+    vision = load_clip_vision(tiny["clip_vision"])
+    pixels = torch.randn(1, 3, vision.config.image_size, vision.config.image_size, generator=g)
+    feats = vision(pixels)
     _sane(feats, "clip vision")
     resampler, rep = C.load_resampler(tiny["ip_adapter"])
     assert rep.ok
     img_tokens = resampler(feats)
     _sane(img_tokens, "resampler")
 
-    # text encoder and VAE from the LDM single file, through the model modules' converters
+    # text encoder from the LDM single file; the VAE through the model module's converter
     raw = load_file(str(tiny["sd15"]))
     meta = C.read_config_metadata(tiny["sd15"])
-    text = CLIPTextModel(CLIPTextConfig.from_dict(meta["clip_text"]))
-    text.load_state_dict(convert_text_encoder_keys(raw), strict=True)
+    _, text = load_sd15_parts(tiny["sd15"])
     ids = torch.full((1, 77), 49407)
     ids[0, 0] = 49406
-    txt = text(ids)
+    txt = text(input_ids=ids).last_hidden_state
     _sane(txt, "clip text")
     vae = AutoencoderKL(AutoencoderKLConfig.from_dict(meta["vae"]))
     vae.load_state_dict(convert_ldm_vae_keys(raw), strict=True)

@@ -1,4 +1,4 @@
-"""The model set for real ComfyUI's native loaders (loading/tiny_comfy.py), checked without ComfyUI.
+"""The model set for real ComfyUI's native loaders (tests/real_comfyui/tiny_comfy.py), checked without ComfyUI.
 
 The real proof is tests/real_comfyui/ (CheckpointLoaderSimple and CLIPVisionLoader load these files in
 ComfyUI 0.8.0 and 0.3.64). Here: the keys and shapes ComfyUI's config detection reads (on meta
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from xdyna_core.loading import checkpoints as C
-from xdyna_core.loading import tiny_comfy as TC
+from tests.real_comfyui import tiny_comfy as TC
 
 
 @pytest.fixture(scope="module")

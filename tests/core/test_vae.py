@@ -6,13 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from xdyna_core.models.vae import (
-    AutoencoderKL,
-    AutoencoderKLConfig,
-    convert_ldm_vae_keys,
-    decode_video,
-    is_ldm_vae_layout,
-)
+from xdyna_core.loading.keys import convert_ldm_vae_keys, is_ldm_vae_layout
+from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig, decode_video
 
 
 @pytest.fixture(scope="module")

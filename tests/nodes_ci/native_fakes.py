@@ -33,18 +33,19 @@ class FakeClipVision:
         self.dtype = torch.float32
 
     def model(self, pixel_values, intermediate_output=-2):
-        out = self._m(pixel_values)
-        return (out.hidden_states[-1], out.hidden_states[intermediate_output], out.image_embeds)
+        # the bundle's encoder gives the penultimate layer only (what the X-Dyna nodes read)
+        assert intermediate_output == -2
+        return (None, self._m(pixel_values), None)
 
     def encode_image(self, image, crop=True):
         u8 = (image[0, ..., :3] * 255 + 0.5).to(torch.uint8).numpy()
         pix = clip_preprocess(u8, size=self.image_size)
-        return types.SimpleNamespace(penultimate_hidden_states=self._m(pix).hidden_states[-2])
+        return types.SimpleNamespace(penultimate_hidden_states=self._m(pix))
 
 
 def natives(models_dir):
     b = load_bundle(find_model_files(models_dir))
     with torch.no_grad():
-        text = b.text_encoder(torch.tensor([[49406] + [49407] * 76]))
+        text = b.text_encoder(input_ids=torch.tensor([[49406] + [49407] * 76])).last_hidden_state
     cond = [[text, {"pooled_output": None}]]
     return FakeVAE(b.vae), FakeClipVision(b.clip_vision), cond

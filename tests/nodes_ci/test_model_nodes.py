@@ -69,8 +69,8 @@ def run_graph(tiny, n=3, face=None, seed=1, steps=2):
     proj = node("XDynaIPAdapterLoader")[1]("ip-adapter-plus_sd15.safetensors")[0]
     ref_img, _ = read_video(assets_dir() / "reference_image" / "example_1.png")
     ref, prepared = node("XDynaReferenceEncode")[1](torch.from_numpy(ref_img.astype(np.float32) / 255), vae,
-                                                    clip_vision, proj, W, H, "sample", 42)
-    assert prepared.shape == (1, H, W, 3) and ref["latent"].shape == (1, 4, 1, H // 8, W // 8)
+                                                    clip_vision, proj, W, H, "sample")
+    assert prepared.shape == (1, H, W, 3) and ref["encoding"].moments.mean.shape == (1, 4, H // 8, W // 8)
     out = node("XDynaSampler")[1](model, cns, ref, cond, cond, pose_frames(n), seed, steps, 7.5, 1.0, 1.0, 16, 4, face=face)
     return out[0]["samples"], vae
 

@@ -20,7 +20,7 @@ def test_package_import_registers_folders_and_nodes(comfy):
     assert "xdyna" in folder_paths.folder_names_and_paths
     expected = {"XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode", "XDynaLoadPoseKeypoints",
                 "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression",
-                "XDynaSampler"}
+                "XDynaSampler", "XDynaQualityReport"}
     assert expected <= set(mod.NODE_CLASS_MAPPINGS)
     assert set(mod.NODE_CLASS_MAPPINGS) == set(mod.NODE_DISPLAY_NAME_MAPPINGS)
     assert mod.WEB_DIRECTORY == "./web"

@@ -6,7 +6,7 @@ Nothing here imports ComfyUI: the tests drive real servers through ../shared/too
 (override with COMFY_HARNESS), its HTTP API and, for the frontend checks, headless Chromium
 (`node` with playwright-core on NODE_PATH, Chromium at XDYNA_CHROMIUM or `chromium` on PATH).
 
-Model files come from xdyna_core/loading/tiny_comfy.py (sizes ComfyUI's native loaders accept) plus
+Model files come from tests/real_comfyui/tiny_comfy.py (sizes ComfyUI's native loaders accept) plus
 stand-in DWPose detectors; they are written once into XDYNA_COMFY_TEST_MODELS, else pytest's cache
 folder (.pytest_cache/d/xdyna_comfy_models), and reused while current (~1.2 GB, ~15 s to write).
 Inputs are short clips cut from ../shared/assets (4-6 frames, 256x448). Timings of every step are
@@ -14,6 +14,7 @@ printed at the end of the session (and written to XDYNA_COMFY_TIMINGS as JSON wh
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -86,7 +87,7 @@ def comfy_env():
 def comfy_models(comfy_env, request, tmp_path_factory):
     """models/ folder with the native-size test set and the stand-in DWPose detectors (cached)."""
     from tests.real_comfyui.standins import write_standin_dwpose
-    from xdyna_core.loading.tiny_comfy import (
+    from tests.real_comfyui.tiny_comfy import (
         comfy_test_set_ready,
         ensure_comfy_test_set,
     )
@@ -121,11 +122,11 @@ def comfy_inputs(comfy_env, tmp_path_factory):
 
 # ---------------------------------------------------------------------------------------- server
 
-@pytest.fixture(scope="session")
-def comfy_server(comfy_env, comfy_models, comfy_inputs):
-    """One ComfyUI (harness 'serve') for the API, batch and frontend tests of the session."""
+@contextlib.contextmanager
+def serve(comfy_env, models: Path, inputs: Path):
+    """A ComfyUI process (harness 'serve') until the block ends."""
     run_dir = Path(tempfile.mkdtemp(prefix="xdyna_serve_"))
-    env = comfy_env.harness_env(comfy_models, comfy_inputs, HARNESS_RUN_DIR=run_dir)
+    env = comfy_env.harness_env(models, inputs, HARNESS_RUN_DIR=run_dir)
     t0 = time.perf_counter()
     proc = subprocess.Popen(["bash", str(comfy_env.harness), "serve"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -148,3 +149,21 @@ def comfy_server(comfy_env, comfy_models, comfy_inputs):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_env, comfy_models, comfy_inputs):
+    """One ComfyUI (harness 'serve') for the API, batch and frontend tests of the session."""
+    with serve(comfy_env, comfy_models, comfy_inputs) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def comfy_server2(comfy_env, comfy_models, comfy_inputs, tmp_path_factory):
+    """A second ComfyUI on another port (own input folder) for the multi-server batch test."""
+    inputs = tmp_path_factory.mktemp("comfy_input2")
+    for f in comfy_inputs.iterdir():
+        if f.is_file():  # ComfyUI adds sub-folders of its own
+            shutil.copy(f, inputs / f.name)
+    with serve(comfy_env, comfy_models, inputs) as server:
+        yield server

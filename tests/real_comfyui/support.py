@@ -46,7 +46,7 @@ def cut_clip(src: Path, dst: Path, frames: int = CLIP_FRAMES, size=(CLIP_W, CLIP
 
 def variant_of(name: str, **overrides) -> dict:
     """The API twin of a shipped workflow at test size, loading the test set's native files."""
-    from xdyna_core.loading.tiny_comfy import NATIVE_WIDGETS
+    from tests.real_comfyui.tiny_comfy import NATIVE_WIDGETS
 
     wf = copy.deepcopy(json.loads(make_ui.twin_paths()[name][1].read_text()))
     for node in wf.values():

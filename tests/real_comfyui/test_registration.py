@@ -10,7 +10,7 @@ from tests.real_comfyui.support import EXT_NAME, record
 EXPECTED_NODES = {
     "XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode",
     "XDynaLoadPoseKeypoints", "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression",
-    "XDynaSampler",
+    "XDynaSampler", "XDynaQualityReport",
 }
 
 

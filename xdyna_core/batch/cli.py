@@ -1,4 +1,4 @@
-"""`python -m xdyna_core batch`: run a job list through a running ComfyUI."""
+"""`python -m xdyna_core batch`: run a job list through one or several running ComfyUI servers."""
 from __future__ import annotations
 
 import argparse
@@ -6,9 +6,41 @@ import json
 import sys
 from pathlib import Path
 
-from .client import ComfyClient, ComfyError
+from .client import ComfyError
 from .jobs import JobListError, load_jobs
 from .runner import run_batch
+
+DEFAULT_SERVER = "http://127.0.0.1:8188"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return v
 
 
 def build_parser(parser: argparse.ArgumentParser = None) -> argparse.ArgumentParser:
@@ -16,8 +48,14 @@ def build_parser(parser: argparse.ArgumentParser = None) -> argparse.ArgumentPar
     p.add_argument("--jobs", required=True, help="job list JSON (reference, driving and options per job)")
     p.add_argument("--workflow", required=True, help="API-format workflow (e.g. example_workflows/api/xdyna_pose_api.json)")
     p.add_argument("--out", required=True, help="folder for the results and the resume state")
-    p.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI address (default %(default)s)")
-    p.add_argument("--job-timeout", type=float, default=6 * 3600, help="seconds before a job is interrupted")
+    p.add_argument("--server", action="append", default=None, metavar="URL",
+                   help=f"ComfyUI address; repeat for several servers (default {DEFAULT_SERVER})")
+    p.add_argument("--per-server", type=_positive_int, default=1,
+                   help="jobs each server holds at once (default %(default)s: ComfyUI runs one prompt at a time)")
+    p.add_argument("--retries", type=_non_negative_int, default=2,
+                   help="times a job whose server dropped is sent to another server (default %(default)s)")
+    p.add_argument("--job-timeout", type=_seconds, default=6 * 3600,
+                   help="seconds before a job is interrupted and counted as its server's failure")
     return p
 
 
@@ -26,17 +64,25 @@ def main(argv=None) -> int:
     return run(args)
 
 
+def _log(line: str):
+    print(line, flush=True)  # a pipe reader (a supervisor, a test) sees each line as it happens
+
+
 def run(args) -> int:
     try:
         jobs = load_jobs(args.jobs)
-        workflow = json.loads(Path(args.workflow).read_text())
-        result = run_batch(jobs, workflow, ComfyClient(args.server), args.out, job_timeout=args.job_timeout)
+        try:
+            workflow = json.loads(Path(args.workflow).read_text())
+        except ValueError as e:
+            raise JobListError(f"workflow {args.workflow} is not valid JSON: {e}") from None
+        result = run_batch(jobs, workflow, args.server or [DEFAULT_SERVER], args.out, log=_log,
+                           job_timeout=args.job_timeout, per_server=args.per_server, retries=args.retries)
     except (JobListError, ComfyError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    print(f"{len(result.done)} done, {len(result.skipped)} skipped, {len(result.failed)} failed")
+    print(f"{len(result.done)} done, {len(result.skipped)} skipped, {len(result.failed)} failed", flush=True)
     for name, err in result.failed.items():
         print(f"  {name}: {err}", file=sys.stderr)
     return 0 if result.ok else 1

@@ -1,186 +1,276 @@
-"""A small ComfyUI HTTP + websocket client on the standard library.
+"""ComfyUI's HTTP + websocket API on aiohttp (the HTTP library ComfyUI itself ships).
 
 Only what a batch run needs: upload, queue, follow `/ws` events, read history, download outputs,
-interrupt. The websocket part speaks just enough of RFC 6455 for ComfyUI's JSON text frames
-(binary preview frames are skipped).
+interrupt, and a liveness probe. :class:`ComfyServer` is the asyncio client the batch runner uses
+(one per server, many jobs at once); :class:`ComfyClient` is the same API for plain synchronous
+scripts (it runs its own event loop in a background thread).
+
+Every error says which server answered what, so a farm of servers stays debuggable. A
+:class:`ComfyError` with ``server_side=True`` means the server, not the job, failed (connection
+lost, HTTP 5xx, no answer in time, out of memory): the runner may retry that job on another server.
 """
 from __future__ import annotations
 
-import base64
+import asyncio
 import json
 import mimetypes
-import os
-import socket
-import struct
-import urllib.error
-import urllib.parse
-import urllib.request
+import threading
 import uuid
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import AsyncIterator, Iterator, Optional
+
+import aiohttp
+
+#: exception types of an execution_error that are the server's trouble, not the job's
+SERVER_SIDE_EXCEPTIONS = ("OutOfMemoryError", "torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError",
+                          "MemoryError", "RuntimeError: CUDA error", "ConnectionError")
 
 
 class ComfyError(RuntimeError):
     """A request ComfyUI refused or a run that failed; `details` holds ComfyUI's own record."""
 
-    def __init__(self, message: str, details: Optional[dict] = None):
+    def __init__(self, message: str, details: Optional[dict] = None, server_side: bool = False):
         super().__init__(message)
         self.details = details or {}
+        self.server_side = server_side
 
 
 def describe_node_errors(body: dict) -> str:
     """One readable line per failing node from a /prompt 400 answer."""
     lines = []
-    err = body.get("error", {})
-    if err:
+    err = body.get("error", {}) if isinstance(body, dict) else {}
+    if isinstance(err, dict) and err:
         lines.append(f"{err.get('type', 'error')}: {err.get('message', '')}".strip())
-    for node_id, rec in (body.get("node_errors") or {}).items():
+    elif err:
+        lines.append(str(err))
+    for node_id, rec in ((body.get("node_errors") if isinstance(body, dict) else None) or {}).items():
         for e in rec.get("errors", []):
             lines.append(f"node {node_id} ({rec.get('class_type', '?')}): {e.get('message', '')} {e.get('details', '')}".strip())
     return "; ".join(lines) or json.dumps(body)[:500]
 
 
+def execution_error(data: dict) -> ComfyError:
+    """ComfyError from an `execution_error` event (or history message) of ComfyUI."""
+    kind = str(data.get("exception_type", ""))
+    msg = (f"node {data.get('node_id')} ({data.get('node_type')}): "
+           f"{kind + ': ' if kind else ''}{str(data.get('exception_message', 'failed')).strip()}")
+    server_side = any(kind.endswith(t) or kind == t for t in SERVER_SIDE_EXCEPTIONS)
+    return ComfyError(msg, data, server_side=server_side)
+
+
+def _parse_json(raw: bytes, url: str, what: str):
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        snippet = raw[:120].decode("utf-8", "replace").replace("\n", " ")
+        raise ComfyError(f"{url}: {what} answered with something that is not JSON ({snippet!r}); "
+                         f"is this address a ComfyUI server?", server_side=True) from None
+
+
+class ComfyServer:
+    """Async client of one ComfyUI server; share one aiohttp session between servers."""
+
+    def __init__(self, url: str, session: aiohttp.ClientSession, timeout: float = 60.0):
+        self.url = url.rstrip("/")
+        if not self.url.startswith(("http://", "https://")):
+            raise ComfyError(f"server address {url!r} must start with http:// or https://")
+        self.session = session
+        self.timeout = timeout
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    async def _request(self, method: str, path: str, **kwargs) -> bytes:
+        what = f"{method} {path.split('?')[0]}"
+        try:
+            async with self.session.request(method, self.url + path,
+                                            timeout=aiohttp.ClientTimeout(total=self.timeout), **kwargs) as resp:
+                payload = await resp.read()
+                if resp.status >= 400:
+                    try:
+                        details = json.loads(payload)
+                    except ValueError:
+                        details = {"raw": payload.decode("utf-8", "replace")[:2000]}
+                    raise ComfyError(f"{self.url}: {what} -> HTTP {resp.status}: {describe_node_errors(details)}",
+                                     details, server_side=resp.status >= 500)
+                return payload
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
+            raise ComfyError(f"cannot reach ComfyUI at {self.url} ({what}): {e or type(e).__name__}",
+                             server_side=True) from None
+        except asyncio.TimeoutError:
+            raise ComfyError(f"{self.url}: {what} got no answer within {self.timeout:g} s", server_side=True) from None
+
+    async def get_json(self, path: str):
+        return _parse_json(await self._request("GET", path), self.url, f"GET {path}")
+
+    async def post_json(self, path: str, obj) -> dict:
+        return _parse_json(await self._request("POST", path, json=obj), self.url, f"POST {path}")
+
+    async def alive(self) -> bool:
+        """True when the server answers its system status (used before handing it a job again)."""
+        try:
+            await self.get_json("/system_stats")
+            return True
+        except ComfyError:
+            return False
+
+    async def upload(self, path: Path, overwrite: bool = True) -> str:
+        """Upload a file into ComfyUI's input folder; returns the name to put in a loader widget."""
+        path = Path(path)
+        form = aiohttp.FormData()
+        form.add_field("image", path.read_bytes(), filename=path.name,
+                       content_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+        form.add_field("overwrite", str(overwrite).lower())
+        try:
+            info = _parse_json(await self._request("POST", "/upload/image", data=form), self.url,
+                               f"uploading {path}")
+            name = info["name"]
+        except ComfyError as e:
+            raise ComfyError(f"uploading {path}: {e}", e.details, e.server_side) from None
+        except (KeyError, TypeError):
+            raise ComfyError(f"{self.url}: uploading {path}: the answer has no file name: {info!r:.200}",
+                             server_side=True) from None
+        return f"{info['subfolder']}/{name}" if info.get("subfolder") else name
+
+    async def queue(self, workflow: dict, client_id: str) -> str:
+        answer = await self.post_json("/prompt", {"prompt": workflow, "client_id": client_id})
+        if not isinstance(answer, dict) or "prompt_id" not in answer:
+            raise ComfyError(f"{self.url} did not queue the workflow: {describe_node_errors(answer)}", answer)
+        return answer["prompt_id"]
+
+    async def history(self, prompt_id: str) -> dict:
+        record = await self.get_json(f"/history/{prompt_id}")
+        return record.get(prompt_id, {}) if isinstance(record, dict) else {}
+
+    async def download(self, filename: str, subfolder: str = "", kind: str = "output") -> bytes:
+        return await self._request("GET", "/view", params={"filename": filename, "subfolder": subfolder, "type": kind})
+
+    async def interrupt(self):
+        await self.post_json("/interrupt", {})
+
+    # -- websocket ----------------------------------------------------------------------------
+    async def open_events(self) -> "EventStream":
+        """Connect to `/ws` with a fresh client id (before queueing, so no event is missed).
+
+        A fresh id per connection: ComfyUI forgets a client id's socket when *any* socket with
+        that id closes, so a reused id would lose the events of the newer socket."""
+        client_id = uuid.uuid4().hex
+        try:
+            ws = await self.session.ws_connect(f"{self.url}/ws", params={"clientId": client_id}, max_msg_size=0)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            raise ComfyError(f"cannot open the websocket of ComfyUI at {self.url}: {e or type(e).__name__}",
+                             server_side=True) from None
+        return EventStream(ws, client_id, self.url)
+
+
+class EventStream:
+    """ComfyUI's JSON websocket messages (binary preview frames are skipped); iteration ends
+    when the server closes the socket."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, client_id: str, url: str):
+        self.ws, self.client_id, self.url = ws, client_id, url
+
+    async def next(self, timeout: Optional[float] = None) -> Optional[dict]:
+        """The next JSON message, None when the socket closed; asyncio.TimeoutError after
+        ``timeout`` seconds of silence."""
+        while True:
+            msg = await self.ws.receive(timeout=timeout)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                return _parse_json(msg.data.encode(), self.url, "the websocket")
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+                            aiohttp.WSMsgType.ERROR):
+                return None
+
+    def __aiter__(self) -> AsyncIterator[dict]:
+        return self._iterate()
+
+    async def _iterate(self):
+        while True:
+            ev = await self.next()
+            if ev is None:
+                return
+            yield ev
+
+    async def close(self):
+        await self.ws.close()
+
+
 class ComfyClient:
+    """Synchronous facade of :class:`ComfyServer` for scripts and tests (one background loop)."""
+
     def __init__(self, url: str = "http://127.0.0.1:8188", timeout: float = 60.0):
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.client_id = uuid.uuid4().hex
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._server: Optional[ComfyServer] = None
 
-    # -- HTTP ---------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: Optional[bytes] = None, headers: Optional[dict] = None):
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
+    def _call(self, make_coro, timeout: Optional[float] = None):
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, daemon=True, name=f"comfy-client {self.url}").start()
+
+            async def start():
+                return ComfyServer(self.url, aiohttp.ClientSession(), self.timeout)
+            self._server = asyncio.run_coroutine_threadsafe(start(), self._loop).result()
+        fut = asyncio.run_coroutine_threadsafe(make_coro(self._server), self._loop)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.read()
-        except urllib.error.HTTPError as e:
-            payload = e.read()
-            try:
-                details = json.loads(payload)
-            except ValueError:
-                details = {"raw": payload.decode("utf-8", "replace")[:2000]}
-            raise ComfyError(f"{method} {path} -> HTTP {e.code}: {describe_node_errors(details)}", details) from None
-        except urllib.error.URLError as e:
-            raise ComfyError(f"cannot reach ComfyUI at {self.url}: {e.reason}") from None
-
-    def get_json(self, path: str):
-        return json.loads(self._request("GET", path))
-
-    def post_json(self, path: str, obj) -> dict:
-        raw = self._request("POST", path, json.dumps(obj).encode(), {"Content-Type": "application/json"})
-        return json.loads(raw) if raw.strip() else {}
+            return fut.result(timeout)
+        except BaseException:
+            fut.cancel()
+            raise
 
     def upload(self, path: Path, overwrite: bool = True) -> str:
-        """Upload a file into ComfyUI's input folder; returns the name to put in a loader widget."""
-        path = Path(path)
-        boundary = uuid.uuid4().hex
-        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        parts = [
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
-            f"Content-Type: {ctype}\r\n\r\n".encode() + path.read_bytes() + b"\r\n",
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\n{str(overwrite).lower()}\r\n".encode(),
-            f"--{boundary}--\r\n".encode(),
-        ]
-        raw = self._request("POST", "/upload/image", b"".join(parts),
-                            {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        info = json.loads(raw)
-        return f"{info['subfolder']}/{info['name']}" if info.get("subfolder") else info["name"]
+        return self._call(lambda s: s.upload(path, overwrite))
 
     def queue(self, workflow: dict) -> str:
-        answer = self.post_json("/prompt", {"prompt": workflow, "client_id": self.client_id})
-        if "prompt_id" not in answer:
-            raise ComfyError(f"ComfyUI did not queue the workflow: {describe_node_errors(answer)}", answer)
-        return answer["prompt_id"]
+        return self._call(lambda s: s.queue(workflow, self.client_id))
 
     def history(self, prompt_id: str) -> dict:
-        return self.get_json(f"/history/{prompt_id}").get(prompt_id, {})
+        return self._call(lambda s: s.history(prompt_id))
+
+    def get_json(self, path: str):
+        return self._call(lambda s: s.get_json(path))
 
     def download(self, filename: str, subfolder: str = "", kind: str = "output") -> bytes:
-        q = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": kind})
-        return self._request("GET", f"/view?{q}")
+        return self._call(lambda s: s.download(filename, subfolder, kind))
 
     def interrupt(self):
-        self.post_json("/interrupt", {})
+        self._call(lambda s: s.interrupt())
 
-    # -- websocket ----------------------------------------------------------------------------
-    def open_events(self, timeout: Optional[float] = None) -> Iterator[dict]:
-        """Connect to `/ws` now (before queueing, so no event is missed) and return an iterator of
-        ComfyUI's JSON messages for this client id; it ends when the socket closes.
+    def open_events(self, timeout: Optional[float] = None) -> "SyncEvents":
+        """Open `/ws`; the following queue() uses this connection's client id. Iterating the
+        result raises TimeoutError after ``timeout`` (default: the client's) seconds of silence."""
+        stream = self._call(lambda s: s.open_events())
+        self.client_id = stream.client_id
+        return SyncEvents(self, stream, timeout or self.timeout)
 
-        Every connection gets a fresh client id, which the following queue() uses: ComfyUI forgets
-        a client id's socket when *any* socket with that id closes, so a reused id would lose the
-        events of the newer socket once the older one is closed."""
-        self.client_id = uuid.uuid4().hex
-        parsed = urllib.parse.urlparse(self.url)
-        if parsed.scheme != "http":
-            raise ComfyError("the batch client speaks plain http to ComfyUI; use it on a trusted network")
-        host, port = parsed.hostname, parsed.port or 80
+    def close(self):
+        if self._loop is not None:
+            self._call(lambda s: s.session.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class SyncEvents:
+    def __init__(self, client: ComfyClient, stream: EventStream, timeout: float):
+        self.client, self.stream, self.timeout = client, stream, timeout
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
         try:
-            sock = socket.create_connection((host, port), timeout=timeout or self.timeout)
-        except OSError as e:
-            raise ComfyError(f"cannot reach ComfyUI at {self.url}: {e}") from None
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall((f"GET /ws?clientId={self.client_id} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                      f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                      f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        reader = sock.makefile("rb")
-        status = reader.readline()
-        if b" 101 " not in status:
-            sock.close()
-            raise ComfyError(f"websocket upgrade refused by {self.url}: {status!r}")
-        while reader.readline() not in (b"\r\n", b""):
-            pass
-        return self._messages(sock, reader)
+            ev = self.client._call(lambda s: self.stream.next(self.timeout))
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no websocket message from {self.stream.url} for {self.timeout:g} s") from None
+        if ev is None:
+            raise StopIteration
+        return ev
 
-    @staticmethod
-    def _messages(sock, reader) -> Iterator[dict]:
-        try:
-            while True:
-                frame = _read_frame(reader)
-                if frame is None:
-                    return
-                opcode, payload = frame
-                if opcode == 1:
-                    yield json.loads(payload.decode("utf-8"))
-                elif opcode == 8:
-                    return
-                elif opcode == 9:  # ping -> pong (masked, as a client must)
-                    sock.sendall(_client_frame(10, payload))
-        finally:
-            sock.close()
-
-
-def _read_exact(reader, n: int) -> Optional[bytes]:
-    data = reader.read(n)
-    return data if data is not None and len(data) == n else None
-
-
-def _read_frame(reader):
-    head = _read_exact(reader, 2)
-    if head is None:
-        return None
-    opcode = head[0] & 0x0F
-    length = head[1] & 0x7F
-    if length == 126:
-        length = struct.unpack(">H", _read_exact(reader, 2))[0]
-    elif length == 127:
-        length = struct.unpack(">Q", _read_exact(reader, 8))[0]
-    mask = _read_exact(reader, 4) if head[1] & 0x80 else None
-    payload = _read_exact(reader, length) if length else b""
-    if payload is None:
-        return None
-    if mask:
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return opcode, payload
-
-
-def _client_frame(opcode: int, payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x80 | opcode])
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 65536:
-        head += bytes([0x80 | 126]) + struct.pack(">H", n)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack(">Q", n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    def close(self):
+        self.client._call(lambda s: self.stream.close())

@@ -14,13 +14,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 
 from . import keys as K
-from .checkpoints import (CheckpointError, load_controlnet, load_resampler, load_state_dict, load_xdyna_unet,
-                          read_config_metadata)
+from .checkpoints import LoadReport, build_and_load, load_controlnet, load_resampler, load_xdyna_unet
+from .configs import _count, infer_vae_config
+from .files import CheckpointError, load_state_dict, read_config_metadata
 
 WEIGHT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
@@ -78,65 +79,52 @@ def find_model_files(models_dir, face: bool = True) -> ModelFiles:
                                             "SD1.5 checkpoint (VAE and text encoder)", [ckd])
     vae_files = _weights_in(root / "vae")
     vae = next((p for p in vae_files if re.search(r"sd|ft-mse|vae", p.name, re.I)), None)
-    tok = None
+    from ..models.tokenizer import find_tokenizer_dir
+
+    tok = None  # SD1.5's vocab.json + merges.txt: only a non-empty prompt needs them
     for cand in ([sd15 / "tokenizer"] if sd15.is_dir() else []) + [root / "xdyna" / "tokenizer"]:
-        if (cand / "vocab.json").exists():
-            tok = cand
-            break
+        tok = tok or find_tokenizer_dir(cand)
     return ModelFiles(unet, pose, face_cn, ip, cv, sd15, vae, tok)
 
 
 # --------------------------------------------------------------------------------------------- configs
 
-def _count(keys, pattern: str) -> int:
-    idx = {int(m.group(1)) for k in keys for m in [re.match(pattern, k)] if m}
-    return max(idx) + 1 if idx else 0
-
-
-def _vae_config(sd: Dict[str, torch.Tensor], meta: Optional[dict]):
-    from ..models.vae import AutoencoderKLConfig
-
-    if meta:
-        return AutoencoderKLConfig.from_dict(meta)
-    levels = _count(sd, r"encoder\.down_blocks\.(\d+)\.")
-    chans = tuple(sd[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"].shape[0] for i in range(levels))
-    layers = _count(sd, r"encoder\.down_blocks\.0\.resnets\.(\d+)\.")
-    return AutoencoderKLConfig(block_out_channels=chans, layers_per_block=layers,
-                               latent_channels=sd["decoder.conv_in.weight"].shape[1])
-
-
 def _text_config(sd, meta):
-    from ..models.clip import CLIPTextConfig
+    """transformers' CLIPTextConfig from our metadata or ``config.json``, else from the shapes of the
+    tower weights (``embeddings.*``, ``encoder.layers.*``)."""
+    from ..models.clip import text_config
 
     if meta:
-        return CLIPTextConfig.from_dict(meta)
-    hidden = sd["text_model.embeddings.token_embedding.weight"].shape[1]
-    return CLIPTextConfig(
-        vocab_size=sd["text_model.embeddings.token_embedding.weight"].shape[0], hidden_size=hidden,
-        intermediate_size=sd["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
-        num_hidden_layers=_count(sd, r"text_model\.encoder\.layers\.(\d+)\."),
-        num_attention_heads=max(1, hidden // 64),
-        max_position_embeddings=sd["text_model.embeddings.position_embedding.weight"].shape[0])
+        return text_config(**meta)
+    token = sd["embeddings.token_embedding.weight"]
+    return text_config(
+        vocab_size=token.shape[0], hidden_size=token.shape[1],
+        intermediate_size=sd["encoder.layers.0.mlp.fc1.weight"].shape[0],
+        num_hidden_layers=_count(sd, r"encoder\.layers\.(\d+)\."),
+        num_attention_heads=max(1, token.shape[1] // 64),
+        max_position_embeddings=sd["embeddings.position_embedding.weight"].shape[0])
 
 
-def _vision_config(sd, meta):
-    from ..models.clip import CLIPVisionConfig
+def _vision_config(sd, meta, projection_dim: int):
+    """transformers' CLIPVisionConfig from our metadata, else from the tower weights' shapes."""
+    from ..models.clip import vision_config
 
     if meta:
-        return CLIPVisionConfig.from_dict(meta)
-    hidden = sd["vision_model.embeddings.class_embedding"].shape[0]
-    patch = sd["vision_model.embeddings.patch_embedding.weight"].shape[-1]
-    positions = sd["vision_model.embeddings.position_embedding.weight"].shape[0]
-    return CLIPVisionConfig(
-        hidden_size=hidden, intermediate_size=sd["vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
-        num_hidden_layers=_count(sd, r"vision_model\.encoder\.layers\.(\d+)\."),
-        num_attention_heads=16 if hidden in (1024, 1280) else max(1, hidden // 64),
-        patch_size=patch, image_size=int(round((positions - 1) ** 0.5)) * patch,
-        projection_dim=sd["visual_projection.weight"].shape[0] if "visual_projection.weight" in sd else 1024)
+        return vision_config(**meta)
+    hidden = sd["embeddings.class_embedding"].shape[0]
+    patch = sd["embeddings.patch_embedding.weight"].shape[-1]
+    positions = sd["embeddings.position_embedding.weight"].shape[0]
+    return vision_config(
+        hidden_size=hidden, intermediate_size=sd["encoder.layers.0.mlp.fc1.weight"].shape[0],
+        num_hidden_layers=_count(sd, r"encoder\.layers\.(\d+)\."),
+        # OpenCLIP ViT-L/H/bigG all use 16 heads; smaller towers 64-wide heads
+        num_attention_heads=16 if hidden in (1024, 1280, 1664) else max(1, hidden // 64),
+        patch_size=patch, image_size=int(round((positions - 1) ** 0.5)) * patch, projection_dim=projection_dim)
 
 
-def _load_module(model, sd, name, device, dtype):
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+def _load_module(model, sd, name, device, dtype, into=None):
+    """Load ``sd`` strictly into ``into`` (default: ``model``; e.g. the tower of a transformers model)."""
+    missing, unexpected = (into or model).load_state_dict(sd, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise CheckpointError(f"{name}: {len(missing)} missing keys (e.g. {missing[:3]}), "
@@ -144,40 +132,64 @@ def _load_module(model, sd, name, device, dtype):
     return model.to(device=device, dtype=dtype).eval()
 
 
+def _read_json(path: Path) -> Optional[dict]:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def load_sd15_parts(sd15: Path, vae_file: Optional[Path] = None, device="cpu", dtype=torch.float32):
-    """(vae, text_encoder) from an SD1.5 single file or diffusers folder (+ an optional separate VAE)."""
-    from ..models.clip import CLIPTextModel, convert_text_encoder_keys
-    from ..models.vae import AutoencoderKL, convert_ldm_vae_keys
+    """(vae, text_encoder) from an SD1.5 single file or diffusers folder (+ an optional separate VAE).
+    The text encoder is ``transformers.CLIPTextModel``."""
+    from ..models.clip import new_text_encoder, text_tower
+    from ..models.vae import AutoencoderKL
 
     sd15 = Path(sd15)
     meta = None if sd15.is_dir() else read_config_metadata(sd15)
     if sd15.is_dir():
         vae_sd = load_state_dict(sd15 / "vae")
-        text_sd = convert_text_encoder_keys(load_state_dict(sd15 / "text_encoder"))
+        text_sd = K.convert_text_encoder_keys(load_state_dict(sd15 / "text_encoder"))
+        text_meta = _read_json(sd15 / "text_encoder" / "config.json")
     else:
         parts = K.split_ldm_checkpoint(load_state_dict(sd15), parts=("vae", "clip_text"))
-        vae_sd, text_sd = parts["vae"], parts["clip_text"]
+        vae_sd, text_sd = parts["vae"], K.convert_text_encoder_keys(parts["clip_text"]) if parts["clip_text"] else {}
+        text_meta = (meta or {}).get("clip_text")
         if not vae_sd or not text_sd:
             raise CheckpointError(f"{sd15}: not a full SD1.5 checkpoint (it has no "
                                   f"{'VAE' if not vae_sd else 'text encoder'} weights)")
     vae_meta = (meta or {}).get("vae")
     if vae_file is not None:
-        vae_sd = convert_ldm_vae_keys(load_state_dict(vae_file))
+        vae_sd = K.convert_ldm_vae_keys(load_state_dict(vae_file))
         vae_meta = read_config_metadata(vae_file)
-    vae = _load_module(AutoencoderKL(_vae_config(vae_sd, vae_meta)), vae_sd, f"VAE of {vae_file or sd15}", device, dtype)
-    text = _load_module(CLIPTextModel(_text_config(text_sd, (meta or {}).get("clip_text"))), text_sd,
-                        f"text encoder of {sd15}", device, dtype)
+    name = f"VAE of {vae_file or sd15}"
+    vae = build_and_load(AutoencoderKL, infer_vae_config(vae_sd, vae_meta), vae_sd, device=device, dtype=dtype,
+                         report=LoadReport(name, "vae"))
+    tower_sd = K.clip_tower_keys(text_sd, K.CLIP_TEXT_TOWER)
+    text = new_text_encoder(_text_config(tower_sd, text_meta))
+    text = _load_module(text, tower_sd, f"text encoder of {sd15}", device, dtype, into=text_tower(text))
     return vae, text
 
 
 def load_clip_vision(path: Path, device="cpu", dtype=torch.float32):
-    from ..models.clip import CLIPVisionModelWithProjection, convert_vision_encoder_keys
+    """The IP-Adapter image encoder as :class:`~xdyna_core.models.clip.PenultimateCLIPVision`
+    (transformers' CLIP vision tower; its projection is unused and not loaded)."""
+    from ..models.clip import PenultimateCLIPVision, new_vision_encoder, vision_tower
 
-    sd = convert_vision_encoder_keys(load_state_dict(path))
-    if "vision_model.embeddings.class_embedding" not in sd:
-        raise CheckpointError(f"{path}: not a CLIP vision encoder (kind: {K.describe(K.identify(sd))})")
-    return _load_module(CLIPVisionModelWithProjection(_vision_config(sd, read_config_metadata(path))), sd,
-                        str(path), device, dtype)
+    raw = load_state_dict(path)
+    try:
+        sd = K.convert_vision_encoder_keys(raw)
+    except ValueError:
+        sd = {}
+    tower_sd = K.clip_tower_keys(sd, K.CLIP_VISION_TOWER)
+    if "embeddings.class_embedding" not in tower_sd:
+        raise CheckpointError(f"{path}: not a CLIP vision encoder (it is {K.describe(K.identify(raw))}); "
+                              f"expected e.g. CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors in models/clip_vision")
+    proj = sd.get(K.CLIP_VISION_PROJECTION)
+    cfg = _vision_config(tower_sd, read_config_metadata(path), proj.shape[0] if proj is not None else 1024)
+    model = new_vision_encoder(cfg)
+    model = _load_module(model, tower_sd, str(path), "cpu", torch.float32, into=vision_tower(model))
+    # drop the last layer before moving: it never reaches the device
+    return PenultimateCLIPVision(model).to(device=device, dtype=dtype).eval()
 
 
 @dataclass

@@ -7,6 +7,7 @@ This is the one place that knows how the files people download name their tensor
   ``spec/checkpoint_keys/xdyna_unet.json``;
 * the original LDM ("CompVis") single-file SD1.5 layout (``model.diffusion_model.*``,
   ``first_stage_model.*``, ``cond_stage_model.transformer.*``) <-> diffusers / HF names;
+* CLIP text / vision encoders (LDM, HF and OpenCLIP names -> transformers' names);
 * IP-Adapter-plus files (``image_proj`` + ``ip_adapter`` sections whose numbered keys
   ``"<i>.to_k_ip.weight"`` follow diffusers' attention-processor order);
 * what kind of model a state dict holds (``identify``), so a wrong file gets a useful error.
@@ -373,15 +374,107 @@ def _modernize_vae_key(k: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# CLIP text in the LDM checkpoint: cond_stage_model.transformer.<HF CLIPTextModel keys>
+# CLIP text and vision encoders. Files use the transformers 4.x names ("file layout"):
+# ``text_model.*``; ``vision_model.*`` + ``visual_projection.weight``. The towers themselves
+# (the modules under those prefixes) have the same names in every transformers version.
 # ---------------------------------------------------------------------------------------------
+CLIP_TEXT_TOWER = "text_model."
+CLIP_VISION_TOWER = "vision_model."
+CLIP_VISION_PROJECTION = "visual_projection.weight"
+_CLIP_TEXT_PREFIXES = (
+    LDM_CLIP_PREFIX,  # LDM / ComfyUI SD1.x single files
+    "conditioner.embedders.0.transformer.",  # SDXL-style single files (CLIP-L part)
+    "text_encoder.",
+    "transformer.",
+)
+_CLIP_TEXT_ROOTS = ("embeddings.", "encoder.", "final_layer_norm.")
+
+
 def convert_ldm_clip_to_hf(sd: Mapping):
     """Keys after ``cond_stage_model.transformer.`` -> HF ``CLIPTextModel`` keys (``text_model.*``).
     Old transformers versions saved them without the ``text_model.`` level."""
     out = {}
     for k, v in sd.items():
-        out[k if k.startswith("text_model.") else "text_model." + k] = v
+        out[k if k.startswith(CLIP_TEXT_TOWER) else CLIP_TEXT_TOWER + k] = v
     return out, []
+
+
+def convert_text_encoder_keys(sd: Mapping) -> dict:
+    """The ``text_model.*`` part of a text-encoder or full SD checkpoint, in the file layout.
+
+    Handles HF files (``text_model.*``), LDM single files (``cond_stage_model.transformer.*``,
+    including very old ones without the ``text_model.`` level) and drops ``position_ids`` (a
+    buffer transformers recomputes) and unused heads (``text_projection``, ``logit_scale``).
+    """
+    for p in _CLIP_TEXT_PREFIXES:
+        if any(k.startswith(p) for k in sd):
+            sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+            break
+    sd = {k: v for k, v in sd.items() if k.startswith((CLIP_TEXT_TOWER,) + _CLIP_TEXT_ROOTS)}
+    out = {k: v for k, v in convert_ldm_clip_to_hf(sd)[0].items() if not k.endswith("position_ids")}
+    if not out:
+        raise ValueError("no CLIP text-encoder weights found (expected keys starting with "
+                         "'text_model.' or 'cond_stage_model.transformer.')")
+    return out
+
+
+def _split_in_proj(out, prefix, w, b):
+    biases = b.chunk(3, 0) if b is not None else (None,) * 3
+    for name, wi, bi in zip(("q_proj", "k_proj", "v_proj"), w.chunk(3, 0), biases, strict=True):
+        out[f"{prefix}.{name}.weight"] = wi
+        if bi is not None:
+            out[f"{prefix}.{name}.bias"] = bi
+
+
+_OPENCLIP_LAYER_RENAMES = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1",
+                           "mlp.c_proj": "mlp.fc2", "attn.out_proj": "self_attn.out_proj"}
+
+
+def convert_vision_encoder_keys(sd: Mapping) -> dict:
+    """A CLIP vision state dict in the file layout (``vision_model.*`` + ``visual_projection.weight``).
+
+    Accepts HF files (IP-Adapter's ``image_encoder/model.safetensors``, ComfyUI ``models/clip_vision``
+    files such as ``CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors``), full HF CLIPModel files (text
+    tower dropped) and OpenCLIP files (``visual.conv1``, ``visual.transformer.resblocks.i`` with
+    fused ``attn.in_proj_*``, ``visual.proj`` (D, P) stored transposed).
+    """
+    hf = {k: v for k, v in sd.items() if k.startswith((CLIP_VISION_TOWER, CLIP_VISION_PROJECTION))}
+    if hf:
+        return {k: v for k, v in hf.items() if not k.endswith("position_ids")}
+
+    p = "visual." if any(k.startswith("visual.") for k in sd) else ""
+    if p + "conv1.weight" not in sd:
+        raise ValueError("no CLIP vision weights found (expected HF 'vision_model.*' keys or OpenCLIP "
+                         "'visual.conv1.weight' / 'visual.transformer.resblocks.*')")
+    vm = CLIP_VISION_TOWER
+    out = {
+        vm + "embeddings.class_embedding": sd[p + "class_embedding"],
+        vm + "embeddings.patch_embedding.weight": sd[p + "conv1.weight"],
+        vm + "embeddings.position_embedding.weight": sd[p + "positional_embedding"],
+    }
+    for src, dst in (("ln_pre", "pre_layrnorm"), ("ln_post", "post_layernorm")):
+        out[f"{vm}{dst}.weight"] = sd[f"{p}{src}.weight"]
+        out[f"{vm}{dst}.bias"] = sd[f"{p}{src}.bias"]
+    if p + "proj" in sd:
+        out[CLIP_VISION_PROJECTION] = sd[p + "proj"].t().contiguous()
+    rb = p + "transformer.resblocks."
+    layers = sorted({int(k[len(rb):].split(".")[0]) for k in sd if k.startswith(rb)})
+    for i in layers:
+        src, dst = f"{rb}{i}.", f"{vm}encoder.layers.{i}."
+        if any(k.startswith(src + "ls_") for k in sd):
+            raise ValueError("OpenCLIP vision towers with LayerScale (ls_1/ls_2) are not supported")
+        _split_in_proj(out, dst + "self_attn", sd[src + "attn.in_proj_weight"], sd.get(src + "attn.in_proj_bias"))
+        for a, b in _OPENCLIP_LAYER_RENAMES.items():
+            for t in ("weight", "bias"):
+                if f"{src}{a}.{t}" in sd:
+                    out[f"{dst}{b}.{t}"] = sd[f"{src}{a}.{t}"]
+    return out
+
+
+def clip_tower_keys(sd: Mapping, tower: str) -> dict:
+    """File layout -> the names inside one tower (``CLIP_TEXT_TOWER`` or ``CLIP_VISION_TOWER``);
+    everything outside it (the vision projection) is left out."""
+    return {k[len(tower):]: v for k, v in sd.items() if k.startswith(tower)}
 
 
 def split_ldm_checkpoint(sd: Mapping, parts: Iterable[str] = ("unet", "vae", "clip_text")) -> dict[str, dict]:
@@ -574,3 +667,41 @@ KIND_HINTS = {
     "motion_module": "X-Dyna needs its own UNet checkpoint, not a bare AnimateDiff module",
     "animatediff_unet": "X-Dyna needs its own UNet checkpoint, whose attention layers carry to_q_ff/to_out_ff",
 }
+
+
+# --------------------------------------------------------------------------------------------
+# LDM -> diffusers key conversion
+
+_LDM_PREFIXES = ("first_stage_model.", "vae.")
+
+
+def _strip_vae_prefix(sd: Mapping) -> Mapping:
+    for p in _LDM_PREFIXES:
+        if any(k.startswith(p) for k in sd):
+            return {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+    return dict(sd)
+
+
+def is_ldm_vae_layout(sd: Mapping) -> bool:
+    """True when the (prefix-stripped) keys use the original LDM names (``encoder.down.0.block.0``)."""
+    keys = _strip_vae_prefix({k: None for k in sd}).keys()
+    return any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.", "decoder.mid.")) for k in keys)
+
+
+def convert_ldm_vae_keys(sd: Mapping) -> Mapping:
+    """Map an LDM-layout VAE state dict to the diffusers layout used by :class:`AutoencoderKL`.
+
+    Accepts a full single-file SD checkpoint (only ``first_stage_model.*`` keys are taken), a bare
+    LDM VAE file, or a file already in the diffusers layout (returned with the prefix removed).
+    Keys that belong to training only (``loss.*``, discriminator, EMA counters) are dropped. The
+    attention projections stored as 1x1 convs (C, C, 1, 1) become linear weights (C, C).
+    """
+    sd = _strip_vae_prefix(sd)
+    if not is_ldm_vae_layout(sd):
+        return {k: v for k, v in sd.items() if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
+
+    training_only = ("loss.", "model_ema.", "discriminator.")
+    out, unmapped = convert_ldm_vae_to_diffusers({k: v for k, v in sd.items() if not k.startswith(training_only)})
+    if unmapped:
+        raise ValueError(f"convert_ldm_vae_keys: {len(unmapped)} VAE keys have no known mapping, e.g. {unmapped[:3]}")
+    return out

@@ -67,7 +67,7 @@ def tiny_paths(root, with_variants: bool = True) -> dict[str, Path]:
 # Configs (sizes as the golden tiny models)
 # ---------------------------------------------------------------------------------------------
 def tiny_configs() -> dict:
-    from ..models.clip import CLIPTextConfig, CLIPVisionConfig
+    from ..models.clip import text_config, vision_config
     from ..models.controlnet import ControlNetConfig
     from ..models.resampler import ResamplerConfig
     from ..models.unet3d import UNet3DConfig
@@ -83,11 +83,11 @@ def tiny_configs() -> dict:
         "face_controlnet": ControlNetConfig(conditioning_channels=6, **cn),
         "resampler": ResamplerConfig(dim=32, depth=2, dim_head=12, heads=4, num_queries=16,
                                      embedding_dim=image_dim, output_dim=text_dim, ff_mult=4),
-        "clip_vision": CLIPVisionConfig(hidden_size=image_dim, intermediate_size=4 * image_dim, num_hidden_layers=2,
-                                        num_attention_heads=4, image_size=224, patch_size=14, projection_dim=32),
+        "clip_vision": vision_config(hidden_size=image_dim, intermediate_size=4 * image_dim, num_hidden_layers=2,
+                                     num_attention_heads=4, image_size=224, patch_size=14, projection_dim=32),
         # the real tokenizer emits ids up to 49407, so the vocabulary keeps its full size
-        "clip_text": CLIPTextConfig(vocab_size=49408, hidden_size=text_dim, intermediate_size=4 * text_dim,
-                                    num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77),
+        "clip_text": text_config(vocab_size=49408, hidden_size=text_dim, intermediate_size=4 * text_dim,
+                                 num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77),
         "vae": AutoencoderKLConfig(block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4,
                                    norm_num_groups=4),
     }
@@ -151,7 +151,7 @@ def _save(path: Path, sd: Mapping[str, torch.Tensor], dtype: torch.dtype, kind: 
 
 def build_tiny_state_dicts(seed: int = 0) -> dict:
     """All tiny weights in memory: {role: (state_dict, config dict)}."""
-    from ..models.clip import CLIPTextModel, CLIPVisionModelWithProjection
+    from ..models.clip import config_dict, new_text_encoder, new_vision_encoder, text_tower
     from ..models.controlnet import ControlNetModel
     from ..models.resampler import Resampler
     from ..models.unet3d import UNet3DConditionModel
@@ -172,15 +172,17 @@ def build_tiny_state_dicts(seed: int = 0) -> dict:
     ip_file.update({f"{K.IP_ADAPTER}.{k}": v for k, v in ip.items()})
     out["ip_adapter"] = (ip_file, cfgs["resampler"].to_dict())
 
-    out["clip_vision"] = (_random_model_sd(CLIPVisionModelWithProjection, cfgs["clip_vision"], "clip_vision", seed),
-                          cfgs["clip_vision"].to_dict())
+    # transformers' file layout (vision_model.*, visual_projection.weight; text_model.*)
+    vision = _random_model_sd(lambda c: new_vision_encoder(c, projection=True), cfgs["clip_vision"], "clip_vision", seed)
+    out["clip_vision"] = (vision, config_dict(cfgs["clip_vision"]))
 
     vae = _random_model_sd(AutoencoderKL, cfgs["vae"], "vae", seed)
-    text = _random_model_sd(CLIPTextModel, cfgs["clip_text"], "clip_text", seed)
+    text = _random_model_sd(lambda c: text_tower(new_text_encoder(c)), cfgs["clip_text"], "clip_text", seed)
+    text = {K.CLIP_TEXT_TOWER + k: v for k, v in text.items()}
     # real SD1.5 files (transformers < 4.31) carry the position_ids buffer; keep it for realism
     text["text_model.embeddings.position_ids"] = torch.arange(cfgs["clip_text"].max_position_embeddings)[None]
     sd15 = K.join_ldm_checkpoint(unet={k: unet[k] for k in groups["sd15_unet"]}, vae=vae, clip_text=text)
-    sd15_cfg = {"unet": cfgs["unet"].to_dict(), "vae": cfgs["vae"].to_dict(), "clip_text": cfgs["clip_text"].to_dict()}
+    sd15_cfg = {"unet": cfgs["unet"].to_dict(), "vae": cfgs["vae"].to_dict(), "clip_text": config_dict(cfgs["clip_text"])}
     out["sd15"] = (sd15, sd15_cfg)
     return out
 

@@ -20,7 +20,7 @@ and 1x1-conv shaped attention weights are accepted directly by ``load_state_dict
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +29,7 @@ from torch import nn
 __all__ = [
     "AutoencoderKLConfig",
     "AutoencoderKL",
-    "convert_ldm_vae_keys",
     "decode_video",
-    "is_ldm_vae_layout",
 ]
 
 _DIFFUSERS_DOWN_BLOCK = "DownEncoderBlock2D"
@@ -392,43 +390,3 @@ def decode_video(vae: AutoencoderKL, latents: torch.Tensor, chunk: int = 8, outp
         x = (x.float() / 2 + 0.5).clamp(0, 1)
         out.append(x.permute(0, 2, 3, 1).to(output_device))
     return torch.cat(out, 0)
-
-
-# --------------------------------------------------------------------------------------------
-# LDM -> diffusers key conversion
-
-_LDM_PREFIXES = ("first_stage_model.", "vae.")
-
-
-def _strip_vae_prefix(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    for p in _LDM_PREFIXES:
-        if any(k.startswith(p) for k in sd):
-            return {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
-    return dict(sd)
-
-
-def is_ldm_vae_layout(sd: Dict[str, torch.Tensor]) -> bool:
-    """True when the (prefix-stripped) keys use the original LDM names (``encoder.down.0.block.0``)."""
-    keys = _strip_vae_prefix({k: None for k in sd}).keys()
-    return any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.", "decoder.mid.")) for k in keys)
-
-
-def convert_ldm_vae_keys(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Map an LDM-layout VAE state dict to the diffusers layout used by :class:`AutoencoderKL`.
-
-    Accepts a full single-file SD checkpoint (only ``first_stage_model.*`` keys are taken), a bare
-    LDM VAE file, or a file already in the diffusers layout (returned with the prefix removed).
-    Keys that belong to training only (``loss.*``, discriminator, EMA counters) are dropped. The
-    attention projections stored as 1x1 convs (C, C, 1, 1) become linear weights (C, C).
-    """
-    sd = _strip_vae_prefix(sd)
-    if not is_ldm_vae_layout(sd):
-        return {k: v for k, v in sd.items() if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
-
-    from ..loading.keys import convert_ldm_vae_to_diffusers  # the one home of the key maps
-
-    training_only = ("loss.", "model_ema.", "discriminator.")
-    out, unmapped = convert_ldm_vae_to_diffusers({k: v for k, v in sd.items() if not k.startswith(training_only)})
-    if unmapped:
-        raise ValueError(f"convert_ldm_vae_keys: {len(unmapped)} VAE keys have no known mapping, e.g. {unmapped[:3]}")
-    return out

@@ -14,10 +14,13 @@ Geometry, the same for pose and face so that their outputs line up frame for fra
     (align.fit_alignment on driving frame --align-frame, default: the first frame showing
     neck, shoulders and hips) and every frame is mapped into the reference picture, which is
     first centre-cropped/resized to --size if given (as the sampler prepares it).
-Detection always runs on the full-resolution decoded frames; points are mapped afterwards.
-Frames are taken every --stride frames from --start, at most --max-frames; outputs play at
-fps / stride. (X-Dyna's S-Face reference re-reads consecutive frames; here pose and face use the
-same frames.)
+A thin front over preprocess/driving.py, the functions the ComfyUI preprocessing nodes call, so the
+same video and options give the same keypoints, pose frames and face patches here and in a graph.
+With --size, frames are shrunk while they stream to the smallest size that covers the output, and
+detection runs on those; points are mapped into the output afterwards. Frames are taken every
+--stride frames from --start, at most --max-frames; outputs play at fps / stride. Face landmarks
+come from the output-geometry frames ('auto': DWPose's own face points when the poses have them,
+else insightface's 1k3d68 when found, else MediaPipe FaceMesh).
 
 Documented results: a frame without a person renders black and has "people": [] in the JSON;
 a frame without a face gets the last good face geometry (pixels of the current frame), or black
@@ -36,12 +39,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..progress import Progress
-from .detectors import LandmarkSource, make_landmark_source, make_pose_detector
-from .face_patches import carry_landmarks
-from .geometry import Geometry
-from .keypoints import KeypointFormatError, PoseFrame, load_keypoints, save_keypoints
-from .video import (VideoReadError, VideoWriteError, VideoWriter, expected_frame_count, iter_frames,
-                    probe_video, read_video)
+from . import driving as drv
+from .keypoints import KeypointFormatError, load_keypoints, save_keypoints
+from .video import VideoReadError, VideoWriteError, VideoWriter, iter_frames, probe_video, read_video
 
 PROG = "python -m xdyna_core.preprocess"
 EXIT_USAGE = 2
@@ -52,63 +52,49 @@ class CliError(Exception):
     """A user-facing problem: printed as one error message, exit status 2."""
 
 
-def fit_geometry(args, src_size, poses: List[PoseFrame], detector) -> Geometry:
-    """Geometry from the flags; with --align-reference the reference pose is detected here."""
-    size = args.size
-    if args.align_reference is None:
-        if size is None or tuple(size) == tuple(src_size):
-            return Geometry("none", src_size, tuple(src_size))
-        return Geometry(args.fit, src_size, size)
-
-    from .align import choose_driving_frame, fit_alignment
-
-    ref_img = read_video(args.align_reference, max_frames=1)[0][0]
-    if size is not None:
-        from ..reference import prepare_reference_image
-
-        ref_img = prepare_reference_image(ref_img, size[1], size[0])
-    if hasattr(detector, "reset"):
-        detector.reset()  # a tracking backend must not carry the reference into the video
-    ref_pose = detector(ref_img)
-    if hasattr(detector, "reset"):
-        detector.reset()
-    if ref_pose.main is None:
-        raise CliError(f"no person found in the reference image {args.align_reference}")
-    k = args.align_frame if args.align_frame is not None else choose_driving_frame(poses)
-    if not 0 <= k < len(poses):
-        raise CliError(f"--align-frame {k} is outside the {len(poses)} extracted frames")
-    alignment = fit_alignment(ref_pose, poses[k])
-    note = f"alignment on driving frame {k}: {alignment.description}"
-    print(("warning: " if alignment.is_fallback else "") + note, file=sys.stderr)
-    return Geometry("align", src_size, (ref_pose.width, ref_pose.height), alignment)
-
-
-# --------------------------------------------------------------------------- steps
-
-def _frames(args):
-    return iter_frames(args.video, stride=args.stride, start=args.start, max_frames=args.max_frames)
-
-
-def detect_poses(args, info, detector, quiet: bool, landmark_source: Optional[LandmarkSource] = None):
-    """Pass 1: poses (and face landmarks) of every selected frame, in decoded-frame pixels."""
-    total = expected_frame_count(info.frame_count, args.stride, args.start, args.max_frames)
-    frames = _frames(args)
-    poses: List[PoseFrame] = []
-    landmarks: List[Optional[np.ndarray]] = []
-    bar = Progress(total, "detect", enabled=not quiet)
-    if hasattr(detector, "reset"):
-        detector.reset()
-    for img in frames:
-        pose = detector(img)
-        poses.append(pose)
-        if landmark_source is not None:
-            landmarks.append(landmark_source(img, pose))
-        bar.update()
-    bar.close()
-    if not poses:
+def _read_frames(args, size: Optional[Tuple[int, int]]) -> List[np.ndarray]:
+    """The selected frames, shrunk while they stream to what covers the output size."""
+    frames = list(iter_frames(args.video, stride=args.stride, start=args.start, max_frames=args.max_frames,
+                              cover=size))
+    if not frames:
+        info = probe_video(args.video)
         raise CliError(f"no frames read from {args.video} (start={args.start}, stride={args.stride}, "
                        f"the video has {info.frame_count} frames)")
-    return poses, landmarks
+    return frames
+
+
+def _reference(args) -> Optional[np.ndarray]:
+    if args.align_reference is None:
+        return None
+    return read_video(args.align_reference, max_frames=1)[0][0]
+
+
+def _output_size(args, frames, reference) -> Tuple[Tuple[int, int], int]:
+    """(output size, size multiple to check): --size, else the reference's size when aligning, else
+    the video's own size (any size: these videos need not go to the sampler)."""
+    if args.size is not None:
+        return tuple(args.size), 1
+    if reference is not None:
+        return (reference.shape[1], reference.shape[0]), 1
+    return (frames[0].shape[1], frames[0].shape[0]), 1
+
+
+def extract(args, detector, quiet: bool):
+    """(DrivingPose, frames in the output geometry (uint8), output size) - the nodes' core path."""
+    frames = _read_frames(args, tuple(args.size) if args.size else None)
+    reference = _reference(args)
+    if reference is not None and args.align_frame is not None and not 0 <= args.align_frame < len(frames):
+        raise CliError(f"--align-frame {args.align_frame} is outside the {len(frames)} extracted frames")
+    size, multiple = _output_size(args, frames, reference)
+    bar = Progress(len(frames), "detect", enabled=not quiet)
+    try:
+        dp = drv.extract_driving_pose(frames, detector, size, args.fit, reference, on_frame=lambda i: bar.update(),
+                                      align_frame=args.align_frame, multiple=multiple)
+    finally:
+        bar.close()
+    if reference is not None:
+        print(("warning: " if dp.is_fallback else "") + dp.description.splitlines()[0], file=sys.stderr)
+    return dp, frames, size
 
 
 def _out_name(args, suffix: str) -> Path:
@@ -116,78 +102,60 @@ def _out_name(args, suffix: str) -> Path:
     return Path(args.out) / f"{stem}{suffix}"
 
 
-def render_to_video(poses: Sequence[PoseFrame], size: Tuple[int, int], path: Path, fps: float, crf: int,
-                    quiet: bool) -> int:
-    from .render import render_pose
-
-    bar = Progress(len(poses), "render", enabled=not quiet)
+def write_frames(frames: Sequence[np.ndarray], path: Path, fps: float, crf: int, quiet: bool, what: str) -> int:
+    bar = Progress(len(frames), what, enabled=not quiet)
     with VideoWriter(path, fps, crf=crf) as writer:
-        for pose in poses:
-            writer.write(render_pose(pose, size[0], size[1]))
+        for frame in frames:
+            writer.write(frame)
             bar.update()
     bar.close()
     return writer.count
 
 
-def _close(obj) -> None:
-    close = getattr(obj, "close", None)
-    if callable(close):
-        close()  # MediaPipe graphs hold native threads
-
-
 def run_pose(args) -> dict:
     info = probe_video(args.video)  # the input first: its error is the one that matters
-    name, detector = make_pose_detector(args.backend, args.models, args.max_people, args.stride > 2)
+    name, detector = drv.open_pose_detector(args.backend, args.models, args.max_people)
     try:
-        poses, _ = detect_poses(args, info, detector, args.quiet)
-        geom = fit_geometry(args, (poses[0].width, poses[0].height), poses, detector)
+        dp, _, size = extract(args, detector, args.quiet)
     finally:
-        _close(detector)
-    poses = [geom.pose(p) for p in poses]
+        drv.close_quietly(detector)
     fps = info.fps / args.stride
     video_path, json_path = _out_name(args, "_pose.mp4"), _out_name(args, "_keypoints.json")
-    save_keypoints(json_path, poses)
-    n = render_to_video(poses, geom.size, video_path, fps, args.crf, args.quiet)
-    empty = sum(1 for p in poses if not p.people)
-    print(f"pose: {n} frames at {fps:g} fps, {geom.size[0]}x{geom.size[1]}, backend {name}, "
-          f"{empty} without a person")
+    save_keypoints(json_path, dp.poses)
+    n = write_frames(drv.render_batch(dp.poses, size, batch=drv.Uint8Batch), video_path, fps, args.crf,
+                     args.quiet, "render")
+    print(f"pose: {n} frames at {fps:g} fps, {size[0]}x{size[1]}, backend {name}, "
+          f"{dp.without_person} without a person")
     print(f"wrote {video_path}\nwrote {json_path}")
-    return {"video": video_path, "keypoints": json_path, "frames": n, "no_person": empty, "backend": name}
+    return {"video": video_path, "keypoints": json_path, "frames": n, "no_person": dp.without_person,
+            "backend": name}
 
 
 def run_face(args) -> dict:
-    from .face_patches import face_patches
-
     info = probe_video(args.video)
-    if args.landmarks == "dwpose" and args.backend == "auto":
+    kind = {"dwpose": "pose_keypoint"}.get(args.landmarks, args.landmarks)
+    if kind == "pose_keypoint" and args.backend == "auto":
         args.backend = "dwpose"
-    name, detector = make_pose_detector(args.backend, args.models, 1, args.stride > 2)
+    if kind == "pose_keypoint" and args.backend != "dwpose":
+        raise CliError("--landmarks dwpose uses DWPose's own face points: it needs --backend dwpose")
+    name, detector = drv.open_pose_detector(args.backend, args.models, 1)
     try:
-        lm_name, source = make_landmark_source(args.landmarks, name, args.insightface_dir)
-        try:
-            poses, landmarks = detect_poses(args, info, detector, args.quiet, source)
-            geom = fit_geometry(args, (poses[0].width, poses[0].height), poses, detector)
-        finally:
-            _close(getattr(source, "__self__", None))
+        dp, frames, size = extract(args, detector, args.quiet)
     finally:
-        _close(detector)
-    landmarks = [None if lm is None else geom.points(np.asarray(lm, np.float32)) for lm in landmarks]
-    found = sum(lm is not None for lm in landmarks)
-    use = landmarks if args.no_carry else carry_landmarks(landmarks)
-
+        drv.close_quietly(detector)
+    driving = drv.map_frames(frames, dp.geometry.image, size, batch=drv.Uint8Batch)
+    del frames
+    bar = Progress(len(driving), "landmarks", enabled=not args.quiet)
+    landmarks, lm_name = drv.face_landmarks(driving, kind, dp.poses, list(args.models) + list(args.insightface_dir),
+                                            on_frame=lambda i: bar.update())
+    bar.close()
+    faces = drv.face_patch_batches(driving, landmarks, carry_missing=not args.no_carry, batch=drv.Uint8Batch)
+    found = sum(faces.has_face)
     fps = info.fps / args.stride
     local_path, global_path = _out_name(args, "_face_local.mp4"), _out_name(args, "_face_global.mp4")
-    frames = _frames(args)  # pass 2: decode again, nothing held in memory
-    bar = Progress(len(poses), "patches", enabled=not args.quiet)
-    with VideoWriter(local_path, fps, crf=args.crf) as wl, VideoWriter(global_path, fps, crf=args.crf) as wg:
-        for img, lm in zip(frames, use):
-            local, glob, _ = face_patches(geom.image(img), lm, clamp_windows=not args.no_carry)
-            wl.write(local)
-            wg.write(glob)
-            bar.update()
-    bar.close()
-    n = wl.count
-    print(f"face: {n} frames at {fps:g} fps, {geom.size[0]}x{geom.size[1]}, backend {name}, "
+    n = write_frames(faces.local, local_path, fps, args.crf, args.quiet, "patches")
+    write_frames(faces.global_, global_path, fps, args.crf, True, "patches")
+    print(f"face: {n} frames at {fps:g} fps, {size[0]}x{size[1]}, backend {name}, "
           f"landmarks {lm_name}, face found in {found}/{n} frames")
     if found == 0:
         print("warning: no face in any frame: the patches are black; switch the S-Face ControlNet off "
@@ -203,7 +171,8 @@ def run_render(args) -> dict:
     size = tuple(args.size) if args.size else (poses[0].width, poses[0].height)
     stem = args.name or Path(args.keypoints).stem.removesuffix("_keypoints")
     path = Path(args.out) / f"{stem}_pose.mp4"
-    n = render_to_video(poses, size, path, args.fps, args.crf, args.quiet)
+    n = write_frames(drv.render_batch(poses, size, batch=drv.Uint8Batch), path, args.fps, args.crf, args.quiet,
+                     "render")
     print(f"render: {n} frames at {args.fps:g} fps, {size[0]}x{size[1]}\nwrote {path}")
     return {"video": path, "frames": n}
 

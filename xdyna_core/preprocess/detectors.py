@@ -40,26 +40,3 @@ def make_pose_detector(backend: str, model_dirs: Sequence[str] = (), max_people:
             return mediapipe()
         except ImportError as e_mp:
             raise DetectorUnavailable(f"no pose backend available.\nDWPose: {e_dw}\nMediaPipe: {e_mp}") from None
-
-
-LandmarkSource = Callable[[np.ndarray, PoseFrame], Optional[np.ndarray]]
-
-
-def make_landmark_source(kind: str, pose_backend: str, insightface_dirs: Sequence[str] = ()) -> Tuple[str, LandmarkSource]:
-    """(name, source(image, pose of that image) -> (68, 2) landmarks or None)."""
-    from . import face_landmarks as fl
-
-    if kind == "auto":
-        kind = "dwpose" if pose_backend == "dwpose" else "mediapipe"
-    if kind == "dwpose":
-        if pose_backend != "dwpose":
-            raise DetectorUnavailable("--landmarks dwpose uses DWPose's own face points: it needs --backend dwpose")
-        return "dwpose", lambda image, pose: fl.landmarks_from_pose(pose)
-    if kind == "insightface":
-        model = fl.InsightFaceLandmarks(fl.find_insightface_landmark_model(insightface_dirs))
-        return "insightface", model.from_pose
-    if kind == "mediapipe":
-        return "mediapipe", fl.MediaPipeFaceLandmarks().from_pose
-    raise DetectorUnavailable(f"unknown landmark source {kind!r} (dwpose, insightface, mediapipe or auto)")
-
-

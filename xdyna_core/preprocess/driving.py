@@ -1,7 +1,8 @@
 """Driving-clip preprocessing on in-memory frame batches: the core behind the ComfyUI nodes.
 
-The CLI (:mod:`.cli`) works on video files; this module does the same steps on frames that are
-already decoded (a ComfyUI IMAGE batch: float32 [B, H, W, 3] in 0..1), one frame at a time:
+The one implementation of these steps: the ComfyUI nodes, the preprocessing CLI (:mod:`.cli`) and the
+animate job all call it, on decoded frames (a ComfyUI IMAGE batch: float32 [B, H, W, 3] in 0..1, or
+uint8 frames), one frame at a time:
 
 * :func:`extract_driving_pose` - detect the pose of every frame, choose the output geometry
   (crop2ratio crop, stretch, or alignment onto a reference person) and map the poses into it;
@@ -134,27 +135,47 @@ class ImageBatchWriter:
         out.copy_(torch.from_numpy(np.ascontiguousarray(f)))
         out.div_(255.0)
 
+    @property
+    def data(self) -> torch.Tensor:
+        return self.tensor
+
+
+class Uint8Batch:
+    """Preallocated uint8 [n, height, width, 3] numpy batch (the command line's frames: a quarter of
+    an IMAGE batch's memory); the same interface as :class:`ImageBatchWriter`."""
+
+    def __init__(self, n: int, width: int, height: int):
+        self.data = np.empty((int(n), int(height), int(width), 3), dtype=np.uint8)
+
+    def __setitem__(self, i: int, frame: np.ndarray) -> None:
+        f = np.asarray(frame)
+        if f.shape != self.data.shape[1:] or f.dtype != np.uint8:
+            raise ValueError(f"frame {i}: expected uint8 {self.data.shape[1:]}, got {f.dtype} {f.shape}")
+        self.data[i] = f
+
 
 def map_frames(frames: Sequence[np.ndarray], fn: Callable[[np.ndarray], np.ndarray], size: Tuple[int, int],
-               on_frame: OnFrame = None) -> torch.Tensor:
-    """IMAGE batch of ``fn(frame)`` (each a uint8 frame of ``size``)."""
-    out = ImageBatchWriter(len(frames), *size)
+               on_frame: OnFrame = None, batch=ImageBatchWriter):
+    """Batch of ``fn(frame)`` (each a uint8 frame of ``size``): an IMAGE tensor, or uint8 numpy with
+    ``batch=Uint8Batch``."""
+    out = batch(len(frames), *size)
     for i in range(len(frames)):
         out[i] = fn(frames[i])
         _tick(on_frame, i)
-    return out.tensor
+    return out.data
 
 
-def render_batch(poses: Sequence[PoseFrame], size: Tuple[int, int], on_frame: OnFrame = None) -> torch.Tensor:
-    """IMAGE batch of X-Dyna skeleton renders (a frame without a person is black)."""
+def render_batch(poses: Sequence[PoseFrame], size: Tuple[int, int], on_frame: OnFrame = None,
+                 batch=ImageBatchWriter):
+    """Batch of X-Dyna skeleton renders (a frame without a person is black); see :func:`map_frames`."""
     from .render import render_pose
 
     W, H = size
-    out = ImageBatchWriter(len(poses), W, H)
+    out = batch(len(poses), W, H)
     for i, p in enumerate(poses):
         out[i] = render_pose(p, W, H)
         _tick(on_frame, i)
-    return out.tensor
+    return out.data
 
 
 # --------------------------------------------------------------------------- detectors
@@ -337,15 +358,18 @@ class DrivingPose:
 
 
 def extract_driving_pose(frames: Sequence[np.ndarray], detector, size: Tuple[int, int], fit: str = "crop",
-                         reference: Optional[np.ndarray] = None, on_frame: OnFrame = None) -> DrivingPose:
+                         reference: Optional[np.ndarray] = None, on_frame: OnFrame = None,
+                         align_frame: Optional[int] = None, multiple: int = SIZE_MULTIPLE) -> DrivingPose:
     """Detect, fit and map the driving poses of a clip.
 
     ``reference`` (uint8 image) switches on alignment: the driving skeleton is fitted onto the
     person of the reference picture prepared as the sampler prepares it. It is checked before the
-    clip is processed. Frames without a person keep ``"people": []`` (black pose frames); a clip
-    with no person at all raises ValueError.
+    clip is processed; ``align_frame`` picks the driving frame the fit uses (None: the first frame
+    showing neck, shoulders and hips). Frames without a person keep ``"people": []`` (black pose
+    frames); a clip with no person at all raises ValueError. ``multiple=1`` allows any output size
+    (pose videos that do not go to the sampler).
     """
-    size = check_output_size(*size)
+    size = check_output_size(*size, multiple=multiple)
     if fit not in FITS:
         raise ValueError(f"unknown fit {fit!r}: expected one of {', '.join(FITS)}")
     if len(frames) == 0:
@@ -355,7 +379,7 @@ def extract_driving_pose(frames: Sequence[np.ndarray], detector, size: Tuple[int
     missing = require_person(poses, "the driving images")
     src = (poses[0].width, poses[0].height)
     if ref_pose is not None:
-        geom, desc = alignment_geometry(ref_pose, poses)
+        geom, desc = alignment_geometry(ref_pose, poses, align_frame)
     else:
         geom = plain_geometry(src, size, fit)
         desc = describe_geometry(geom)
@@ -475,8 +499,8 @@ def face_landmarks(frames: Sequence[np.ndarray], kind: str = "auto", poses: Opti
 
 @dataclass
 class FaceBatches:
-    local: torch.Tensor  # IMAGE [N, H, W, 3]: eye and mouth windows on black
-    global_: torch.Tensor  # IMAGE [N, H, W, 3]: the enlarged face box on black
+    local: torch.Tensor  # IMAGE [N, H, W, 3] (or uint8 numpy): eye and mouth windows on black
+    global_: torch.Tensor  # IMAGE [N, H, W, 3] (or uint8 numpy): the enlarged face box on black
     has_face: List[bool]  # landmarks found in that frame
 
     def preview(self) -> torch.Tensor:
@@ -485,7 +509,7 @@ class FaceBatches:
 
 
 def face_patch_batches(frames: Sequence[np.ndarray], landmarks: Sequence[Optional[np.ndarray]],
-                       carry_missing: bool = True, on_frame: OnFrame = None) -> FaceBatches:
+                       carry_missing: bool = True, on_frame: OnFrame = None, batch=ImageBatchWriter) -> FaceBatches:
     """S-Face local/global patches frame by frame; the same images as
     ``face_patches.face_patch_sequence(frames, landmarks, fix_failures=carry_missing)``.
 
@@ -503,17 +527,17 @@ def face_patch_batches(frames: Sequence[np.ndarray], landmarks: Sequence[Optiona
         raise ValueError("no frames given")
     use = carry_landmarks(landmarks) if carry_missing else list(landmarks)
     H, W = frames[0].shape[:2]
-    local, glob = ImageBatchWriter(n, W, H), ImageBatchWriter(n, W, H)
+    local, glob = batch(n, W, H), batch(n, W, H)
     for i in range(n):
         loc, glo, _ = face_patches(frames[i], use[i], clamp_windows=carry_missing)
         local[i], glob[i] = loc, glo
         _tick(on_frame, i)
-    return FaceBatches(local.tensor, glob.tensor, [lm is not None for lm in landmarks])
+    return FaceBatches(local.data, glob.data, [lm is not None for lm in landmarks])
 
 
 __all__ = [
     "SIZE_MULTIPLE", "FITS", "POSE_BACKENDS", "LANDMARK_SOURCES", "BackendUnavailable", "check_output_size",
-    "ImageBatchFrames", "ImageBatchWriter", "map_frames", "render_batch", "open_pose_detector", "detect_poses",
+    "ImageBatchFrames", "ImageBatchWriter", "Uint8Batch", "map_frames", "render_batch", "open_pose_detector", "detect_poses",
     "reference_pose", "drawable", "keypoint_round_trip", "parse_keypoints", "require_person", "plain_geometry",
     "alignment_geometry", "DrivingPose", "extract_driving_pose", "fit_keypoints", "align_keypoints",
     "poses_for_frames", "choose_landmark_source", "face_landmarks", "FaceBatches", "face_patch_batches",

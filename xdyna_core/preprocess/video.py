@@ -127,6 +127,17 @@ def _check_read_args(stride, start, max_frames, size) -> Optional[Size]:
     return size
 
 
+def cover_size(src: Size, target: Size) -> Size:
+    """The smallest size of ``src``'s aspect that still covers ``target`` (both (width, height)), or
+    ``src`` itself when it is already that small: what a driving frame is shrunk to while it
+    streams, so memory follows the working size whatever the source resolution."""
+    (w, h), (W, H) = src, target
+    scale = max(W / w, H / h)
+    if scale >= 1.0:
+        return int(w), int(h)
+    return max(int(W), math.ceil(w * scale - 1e-6)), max(int(H), math.ceil(h * scale - 1e-6))
+
+
 def resize_frame(frame: np.ndarray, size: Size) -> np.ndarray:
     """Plain resize to (width, height), no crop: area filter when shrinking (as the X-Dyna
     reference does for pose frames), bilinear when enlarging."""
@@ -155,28 +166,39 @@ def iter_frames(
     start: int = 0,
     max_frames: Optional[int] = None,
     size: Optional[Size] = None,
+    cover: Optional[Size] = None,
 ) -> Iterator[np.ndarray]:
     """Yield frames start, start+stride, ... (decode-order indices), at most max_frames of them,
-    as uint8 RGB (H, W, 3), resized to size=(width, height) if given.
+    as uint8 RGB (H, W, 3), resized to size=(width, height) if given, or shrunk (aspect kept) to
+    :func:`cover_size` of ``cover`` = (width, height) as they are decoded.
 
     Arguments and the file are checked at call time (not at the first next()); a decode error
     in the middle raises VideoReadError naming the file and the frame index.
     """
     size = _check_read_args(stride, start, max_frames, size)
+    cover = _check_read_args(1, 0, None, cover)
     p = _check_exists(path)
     if _is_image(p):
         img = _read_image(p)
-        return _iter_image(img, start, size)
+        return _iter_image(img, start, size, cover)
     _open(p).close()  # fail now on an unreadable file, not at the first next()
-    return _iter_video(p, stride, start, max_frames, size)
+    return _iter_video(p, stride, start, max_frames, size, cover)
 
 
-def _iter_image(img, start, size):
+def _fit(frame: np.ndarray, size: Optional[Size], cover: Optional[Size]) -> np.ndarray:
+    if size:
+        return resize_frame(frame, size)
+    if cover:
+        return resize_frame(frame, cover_size((frame.shape[1], frame.shape[0]), cover))
+    return frame
+
+
+def _iter_image(img, start, size, cover=None):
     if start == 0:
-        yield resize_frame(img, size) if size else img
+        yield _fit(img, size, cover)
 
 
-def _iter_video(p: Path, stride, start, max_frames, size):
+def _iter_video(p: Path, stride, start, max_frames, size, cover=None):
     import av
 
     container = _open(p)
@@ -189,8 +211,7 @@ def _iter_video(p: Path, stride, start, max_frames, size):
             for index, frame in enumerate(container.decode(stream)):
                 if index < start or (index - start) % stride:
                     continue  # skipped frames are decoded but never converted to RGB
-                rgb = frame.to_ndarray(format="rgb24")
-                yield resize_frame(rgb, size) if size else rgb
+                yield _fit(frame.to_ndarray(format="rgb24"), size, cover)
                 yielded += 1
                 if max_frames is not None and yielded >= max_frames:
                     return

@@ -19,7 +19,7 @@ X-Dyna UNet (whose file carries all keys).
 
 Weights are random and seeded (``tiny.random_state_dict``); ``ensure_comfy_test_set`` writes the set
 once and reuses it while the manifest matches (seed, version and configs), so repeated test runs
-cost nothing. ``python -m xdyna_core.loading.tiny_comfy --out DIR`` writes it from the shell.
+cost nothing. ``python -m tests.real_comfyui.tiny_comfy --out DIR`` writes it from the shell.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from . import keys as K
-from .tiny import TinyFile, _random_model_sd, _save
+from xdyna_core.loading import keys as K
+from xdyna_core.loading.tiny import TinyFile, _random_model_sd, _save
 
 #: Bump when the writer changes in a way the configs do not show.
 COMFY_SET_VERSION = 1
@@ -61,11 +61,11 @@ NATIVE_WIDGETS = {
 
 
 def comfy_test_configs() -> dict:
-    from ..models.clip import CLIPTextConfig, CLIPVisionConfig
-    from ..models.controlnet import ControlNetConfig
-    from ..models.resampler import ResamplerConfig
-    from ..models.unet3d import UNet3DConfig
-    from ..models.vae import AutoencoderKLConfig
+    from xdyna_core.models.clip import text_config, vision_config
+    from xdyna_core.models.controlnet import ControlNetConfig
+    from xdyna_core.models.resampler import ResamplerConfig
+    from xdyna_core.models.unet3d import UNet3DConfig
+    from xdyna_core.models.vae import AutoencoderKLConfig
 
     text_dim, image_dim, width = 768, 1024, (32, 32, 64, 64)
     cn = {"block_out_channels": width, "layers_per_block": 2, "num_attention_heads": 2,
@@ -78,10 +78,10 @@ def comfy_test_configs() -> dict:
         "resampler": ResamplerConfig(dim=32, depth=2, dim_head=12, heads=4, num_queries=16,
                                      embedding_dim=image_dim, output_dim=text_dim, ff_mult=4),
         # ComfyUI's clip_vision_config_vitl.json
-        "clip_vision": CLIPVisionConfig(hidden_size=image_dim, intermediate_size=4096, num_hidden_layers=24,
-                                        num_attention_heads=16, image_size=224, patch_size=14,
-                                        hidden_act="quick_gelu", projection_dim=768),
-        "clip_text": CLIPTextConfig(),  # SD1.5's CLIP-L (ComfyUI's sd1_clip_config.json)
+        "clip_vision": vision_config(hidden_size=image_dim, intermediate_size=4096, num_hidden_layers=24,
+                                     num_attention_heads=16, image_size=224, patch_size=14,
+                                     hidden_act="quick_gelu", projection_dim=768),
+        "clip_text": text_config(),  # SD1.5's CLIP-L (ComfyUI's sd1_clip_config.json)
         "vae": AutoencoderKLConfig(),  # SD VAE: ch 128, ch_mult 1-2-4-4, 2 res blocks
         "sd15_unet": UNet3DConfig(block_out_channels=(320, 320, 320, 320), layers_per_block=1,
                                   num_attention_heads=8, cross_attention_dim=text_dim),
@@ -89,7 +89,10 @@ def comfy_test_configs() -> dict:
 
 
 def _configs_digest(cfgs: dict) -> str:
-    blob = json.dumps({k: v.to_dict() for k, v in cfgs.items()}, sort_keys=True)
+    from xdyna_core.models.clip import config_dict
+
+    blob = json.dumps({k: config_dict(v) if k.startswith("clip_") else v.to_dict() for k, v in cfgs.items()},
+                      sort_keys=True)
     return hashlib.sha256(f"{COMFY_SET_VERSION}:{blob}".encode()).hexdigest()[:16]
 
 
@@ -103,11 +106,11 @@ def _model_sd(cls, cfg, role: str, seed: int, meta: bool) -> dict:
 def build_comfy_state_dicts(seed: int = 0, roles=None, meta: bool = False) -> dict:
     """{role: (state_dict, config dict)} for the requested roles (default: all of COMFY_LAYOUT).
     ``meta=True`` gives the same keys and shapes as meta tensors (for fast layout checks)."""
-    from ..models.clip import CLIPTextModel, CLIPVisionModelWithProjection
-    from ..models.controlnet import ControlNetModel
-    from ..models.resampler import Resampler
-    from ..models.unet3d import UNet3DConditionModel
-    from ..models.vae import AutoencoderKL
+    from xdyna_core.models.clip import config_dict, new_text_encoder, new_vision_encoder, text_tower
+    from xdyna_core.models.controlnet import ControlNetModel
+    from xdyna_core.models.resampler import Resampler
+    from xdyna_core.models.unet3d import UNet3DConditionModel
+    from xdyna_core.models.vae import AutoencoderKL
 
     roles = set(COMFY_LAYOUT if roles is None else roles)
     unknown = roles - set(COMFY_LAYOUT)
@@ -130,17 +133,18 @@ def build_comfy_state_dicts(seed: int = 0, roles=None, meta: bool = False) -> di
         ip_file.update({f"{K.IP_ADAPTER}.{k}": v for k, v in K.unet_to_ip_adapter_keys(ip_unet).items()})
         out["ip_adapter"] = (ip_file, cfgs["resampler"].to_dict())
     if "clip_vision" in roles:
-        out["clip_vision"] = (_model_sd(CLIPVisionModelWithProjection, cfgs["clip_vision"], "comfy_clip_vision",
-                                        seed, meta), cfgs["clip_vision"].to_dict())
+        out["clip_vision"] = (_model_sd(lambda c: new_vision_encoder(c, projection=True), cfgs["clip_vision"],
+                                        "comfy_clip_vision", seed, meta), config_dict(cfgs["clip_vision"]))
     if "sd15" in roles:
         base = _model_sd(UNet3DConditionModel, cfgs["sd15_unet"], "comfy_sd15_unet", seed, meta)
         base = {k: base[k] for k in K.split_unet_groups(base)["sd15_unet"]}  # no motion modules / adapters
-        text = _model_sd(CLIPTextModel, cfgs["clip_text"], "comfy_clip_text", seed, meta)
+        text = _model_sd(lambda c: text_tower(new_text_encoder(c)), cfgs["clip_text"], "comfy_clip_text", seed, meta)
+        text = {K.CLIP_TEXT_TOWER + k: v for k, v in text.items()}  # the file layout
         text["text_model.embeddings.position_ids"] = torch.arange(cfgs["clip_text"].max_position_embeddings)[None]
         vae = _model_sd(AutoencoderKL, cfgs["vae"], "comfy_vae", seed, meta)
         sd = K.join_ldm_checkpoint(unet=base, vae=vae, clip_text=text)
         out["sd15"] = (sd, {"unet": cfgs["sd15_unet"].to_dict(), "vae": cfgs["vae"].to_dict(),
-                            "clip_text": cfgs["clip_text"].to_dict()})
+                            "clip_text": config_dict(cfgs["clip_text"])})
     return out
 
 
@@ -196,7 +200,7 @@ def ensure_comfy_test_set(models_dir, seed: int = 0) -> dict[str, Path]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m xdyna_core.loading.tiny_comfy", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tests.real_comfyui.tiny_comfy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="the models/ folder to write into (created if needed)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)

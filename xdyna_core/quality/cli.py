@@ -1,0 +1,148 @@
+"""`python -m xdyna_core report`: score an animation result against its reference and driving video."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _offsets(text: str):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _non_negative(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m xdyna_core report",
+                                description="Pose agreement, identity and window-seam stability of a result.")
+    p.add_argument("--reference", required=True, help="the reference image the result was made from")
+    p.add_argument("--driving", required=True, help="the driving video")
+    p.add_argument("--result", required=True, help="the result video")
+    p.add_argument("--json", help="write every figure to this JSON file")
+    p.add_argument("--plot", help="write the per-frame plot to this PNG file")
+    p.add_argument("--models", help="ComfyUI-style models/ folder (DWPose in xdyna/detectors, ArcFace in "
+                                    "insightface/models/<pack>/); default $XDYNA_MODELS_DIR or $COMFYUI_DIR/models")
+    p.add_argument("--backend", choices=["auto", "dwpose", "mediapipe"], default="auto",
+                   help="pose detector: the one the driving pose came from")
+    p.add_argument("--landmarks", choices=["auto", "pose_keypoint", "insightface", "mediapipe"],
+                   default="auto", help="face landmarks for the identity crops")
+    p.add_argument("--fit", choices=["crop", "stretch"], default="crop", help="how the job fitted the driving frames")
+    p.add_argument("--align", action="store_true", help="the job aligned the driving skeleton onto the reference")
+    p.add_argument("--start", type=_non_negative, default=0, help="first driving frame the job used")
+    p.add_argument("--stride", type=_positive, default=1, help="the job's driving frame stride")
+    p.add_argument("--context-length", type=_positive, default=16)
+    p.add_argument("--context-overlap", type=_non_negative, default=4)
+    p.add_argument("--seed", type=int, default=None,
+                   help="the run's seed: its window offsets are replayed (with --steps and --latent)")
+    p.add_argument("--steps", type=_positive, default=25, help="the run's DDIM steps (default %(default)s)")
+    p.add_argument("--latent", choices=["sample", "mean"], default="sample",
+                   help="the run's reference latent mode (default %(default)s)")
+    p.add_argument("--window-offsets", type=_offsets, default=None,
+                   help="the sampler's per-step window offsets (comma list), instead of --seed; "
+                        "without both: offset 0")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _models_dir(arg):
+    if arg:
+        return Path(arg)
+    env = os.environ.get("XDYNA_MODELS_DIR") or (os.environ.get("COMFYUI_DIR") and str(Path(os.environ["COMFYUI_DIR"]) / "models"))
+    return Path(env) if env else None
+
+
+def _check_out(path, suffix: str, what: str):
+    if path is None:
+        return None
+    p = Path(path)
+    if p.suffix.lower() != suffix:
+        raise ValueError(f"--{what} {p}: expected a {suffix} file name")
+    if not p.parent.resolve().is_dir():
+        raise ValueError(f"--{what} {p}: folder {p.parent} does not exist")
+    return p
+
+
+def _read(option: str, path, **kwargs):
+    from ..preprocess.video import VideoReadError, read_video
+
+    try:
+        return read_video(path, **kwargs)[0]
+    except VideoReadError as e:
+        raise ValueError(f"--{option}: {e}") from None
+
+
+def run(args) -> int:
+    from ..sampling.context_windows import validate_context
+    from .report import ReportOptions, quality_report, summary
+
+    json_out, plot_out = _check_out(args.json, ".json", "json"), _check_out(args.plot, ".png", "plot")
+    try:
+        validate_context(args.context_length, args.context_overlap)
+    except ValueError as e:
+        raise ValueError(f"--context-length/--context-overlap: {e}") from None
+    models = _models_dir(args.models)
+    model_dirs = [str(models / "xdyna" / "detectors"), str(models / "insightface")] if models else []
+    insightface = [str(models / "insightface")] if models else []
+    reference = _read("reference", args.reference, max_frames=1)[0]
+    result = _read("result", args.result)
+    driving = _read("driving", args.driving, stride=args.stride, start=args.start, max_frames=len(result))
+    opts = ReportOptions(backend=args.backend, fit=args.fit, align=args.align, landmarks=args.landmarks,
+                         context_frames=args.context_length, context_overlap=args.context_overlap,
+                         window_offsets=args.window_offsets, seed=args.seed, steps=args.steps,
+                         latent=args.latent, model_dirs=model_dirs, insightface_dirs=insightface)
+    figures, plot = quality_report(reference, driving, result, opts, log=lambda s: print(s, file=sys.stderr))
+    print(summary(figures))
+    if json_out:
+        json_out.write_text(json.dumps(figures, indent=1, allow_nan=False))
+        print(f"wrote {json_out}")
+    if plot_out:
+        from PIL import Image
+
+        Image.fromarray(plot).save(plot_out)
+        print(f"wrote {plot_out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        from ..preprocess.video import VideoReadError
+
+        if isinstance(e, (ValueError, FileNotFoundError, VideoReadError, ImportError, OSError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
