@@ -111,6 +111,9 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=4, help="generated frames per UNet call (+1 reference)")
     ap.add_argument("--latent", type=int, nargs=2, default=None, metavar=("H", "W"))
     ap.add_argument("--timesteps", type=int, nargs="+", default=[961, 501, 41])
+    ap.add_argument("--golden", default=None, metavar="DIR",
+                    help="ControlNet only: the golden tiny pose ControlNet's weights and inputs from DIR "
+                         "(../shared/golden: tiny_controlnet_pose, controlnets)")
     ap.add_argument("--python-int", action="store_true",
                     help="pass timesteps as Python ints (the old calling convention: one compile per timestep)")
     ap.add_argument("--nets", nargs="+", choices=["unet", "controlnet", "unit"], default=["unet", "controlnet"],
@@ -138,7 +141,27 @@ def main(argv=None) -> int:
         x = torch.randn(2 * f, ch, h, w, generator=g).to(device)
         frames["unit"] = compare("UNet unit", lambda: FirstUnit(random_init_(UNet3DConditionModel(UNet3DConfig(**cfg["unet"])), 0)),
                                  lambda t: (x, t, ctx), ts, device, dtype, a.backend, a.mode)
-    if "controlnet" in a.nets:
+    if "controlnet" in a.nets and a.golden:
+        import json
+
+        from safetensors.torch import load_file
+
+        root = Path(a.golden)
+        gcfg = ControlNetConfig.from_diffusers_config(json.loads((root / "tiny_controlnet_pose.json").read_text())["config"])
+        gsd = load_file(str(root / "tiny_controlnet_pose.safetensors"))
+        case = {k: v.float().to(device) if v.is_floating_point() else v for k, v in
+                load_file(str(root / "controlnets.safetensors")).items()}
+
+        def make_golden():
+            net = ControlNetModel(gcfg)
+            net.load_state_dict({k: v.float() for k, v in gsd.items()})
+            return net
+
+        frames["controlnet"] = compare(
+            "ControlNet (golden tiny)", make_golden,
+            lambda t: (case["latents"], t, case["encoder_hidden_states"], case["cond_pose"]), ts, device, dtype,
+            a.backend, a.mode)
+    elif "controlnet" in a.nets:
         frames["controlnet"] = compare(
             "ControlNet", lambda: random_init_(ControlNetModel(ControlNetConfig(**cfg["cn"])), 1),
             lambda t: (cn_sample, t, text, image), ts, device, dtype, a.backend, a.mode)
