@@ -1,8 +1,8 @@
 """Memory layout after the spatial transformer: the pose ControlNet call with and without the leak.
 
 Before the fix, `SpatialTransformer` returned `proj_out(permuted tokens) + x`; the permuted
-(channels-last) tensor made the 1x1 conv and every following convolution run channels-last, which
-CPU convolution kernels handle far slower for these shapes. This bench times one full-size pose
+(channels-last) tensor made the 1x1 conv and every following convolution run channels-last, with
+other kernels (and other rounding) than the official layout. This bench times one full-size pose
 ControlNet call (random weights, fp32) both ways, alternating A/B so that machine load hits both
 alike, checks that the outputs are bit-identical and prints the time ratio.
 

@@ -1,8 +1,8 @@
 """Memory layout inside the networks: no channels-last tensor leaks out of a spatial transformer.
 
 A permuted (channels-last) tensor leaving the transformer made every following convolution run
-channels-last (1.2-1.4x slower pose ControlNet calls on CPU, bench/bench_layout.py) and changed the
-convolution kernels' summation order. With the layout of the official code (diffusers'
+channels-last (CPU speed effect 0.97-1.23x depending on size and load, bench/RESULTS.md) and
+changed the convolution kernels' summation order. With the layout of the official code (diffusers'
 `.contiguous()` before `proj_out`) our ControlNet is bit-identical to diffusers' ControlNetModel.
 """
 import pytest
