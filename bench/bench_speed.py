@@ -10,6 +10,8 @@ step, and MFU against a FLOP count taken with torch's FLOP counter on one window
     python bench/bench_speed.py --tiny --device cpu --frames 16 48 --steps 2         # CPU smoke run
     python bench/bench_speed.py --compare-fp32                                       # fp16/bf16 vs fp32 difference
     python bench/bench_speed.py --frames 16 --encoders --memory low                  # 8 GB budget mode: peaks per phase
+    python bench/bench_speed.py --frames 16 --compile default                        # torch.compile (compile time apart)
+    python bench/bench_speed.py --frames 16 --weights fp8 --channels-last            # fp8 weights; NHWC weights
 
 `--peak-tflops` sets the MFU denominator (default 790: dense bf16/fp16 measured on an H100 SXM).
 `--encoders` adds the CLIP vision encoder (ViT-H), Resampler and CLIP text encoder to the encode
@@ -177,6 +179,7 @@ def run(args, frames: int, nets, dim, device, dtype, encoders=None):
     wlen = len(windows[0])
     sample = torch.randn(2, 4, 1 + wlen, h, w, generator=g).to(device, dtype)
     ctx = torch.cat([text, tok_c], 1).expand(2, -1, -1)
+    unet, cn = getattr(unet, "_orig_mod", unet), getattr(cn, "_orig_mod", cn)   # count on the eager modules
     with torch.no_grad():
         down, mid = cn(sample[0, :, 1:].transpose(0, 1), 500, text.expand(wlen, -1, -1),
                        controlnet_cond=torch.rand(wlen, 3, H, W).to(device, dtype))
@@ -199,6 +202,25 @@ def run(args, frames: int, nets, dim, device, dtype, encoders=None):
     return latents
 
 
+def speedups(args, nets, dtype):
+    """Apply the --weights / --channels-last / --compile options to the UNet and ControlNet."""
+    unet, cn, vae = nets
+    if args.weights == "fp8":
+        from xdyna_core.models.fp8 import store_weights_fp8, weight_bytes
+
+        before = weight_bytes(unet) + weight_bytes(cn)
+        store_weights_fp8(unet, dtype)
+        store_weights_fp8(cn, dtype)
+        print(f"fp8 weights: UNet + ControlNet {before / 2**30:.2f} -> "
+              f"{(weight_bytes(unet) + weight_bytes(cn)) / 2**30:.2f} GiB")
+    if args.channels_last:
+        unet, cn = unet.to(memory_format=torch.channels_last), cn.to(memory_format=torch.channels_last)
+    if args.compile != "off":
+        mode = None if args.compile == "default" else args.compile
+        unet, cn = torch.compile(unet, mode=mode, dynamic=False), torch.compile(cn, mode=mode, dynamic=False)
+    return [unet, cn, vae]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, nargs="+", default=[16, 48, 192])
@@ -213,6 +235,12 @@ def main():
     ap.add_argument("--peak-tflops", type=float, default=790.0)
     ap.add_argument("--compare-fp32", action="store_true", help="max |fp16/bf16 - fp32| of the final latents")
     ap.add_argument("--encoders", action="store_true", help="run the CLIP vision/text encoders in the encode phase")
+    ap.add_argument("--compile", choices=["off", "default", "max-autotune", "reduce-overhead"], default="off",
+                    help="torch.compile the UNet and ControlNet (mode); a 1-step warm-up run compiles first "
+                         "and its time is printed apart")
+    ap.add_argument("--weights", choices=["default", "fp8"], default="default",
+                    help="fp8: UNet/ControlNet weights stored as float8_e4m3fn, computed in --dtype")
+    ap.add_argument("--channels-last", action="store_true", help="UNet/ControlNet conv weights in channels-last")
     ap.add_argument("--memory", choices=["high", "low"], default="high",
                     help="low: only the current phase's networks on the GPU (the 8 GB budget mode)")
     args = ap.parse_args()
@@ -223,8 +251,14 @@ def main():
         torch.backends.cudnn.allow_tf32 = True
     home = torch.device("cpu") if args.memory == "low" else device   # low: weights wait in CPU memory
     nets, dim = build(args.tiny, home, dtype)
+    nets = speedups(args, nets, dtype)
     encoders = build_encoders(args.tiny, home, dtype) if args.encoders else None
     print(f"device {device}, UNet {sum(p.numel() for p in nets[0].parameters()) / 1e9:.3f} G params")
+    if args.compile != "off":
+        for n in args.frames:
+            t0 = time.perf_counter()
+            run(argparse.Namespace(**{**vars(args), "time_steps": 1}), n, nets, dim, device, dtype, encoders)
+            print(f"      ^ compile + warm-up run for {n} frames: {time.perf_counter() - t0:.1f} s")
     results = {n: run(args, n, nets, dim, device, dtype, encoders) for n in args.frames}
     if args.compare_fp32 and dtype != torch.float32:
         nets32, _ = build(args.tiny, device, torch.float32)

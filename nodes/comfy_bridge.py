@@ -129,6 +129,33 @@ def operations(manual_cast: Optional[torch.dtype]):
     return comfy.ops.manual_cast if manual_cast is not None else comfy.ops.disable_weight_init
 
 
+# Weight storage choices of the UNet/ControlNet loaders ("default": the precision's dtype).
+WEIGHT_DTYPES = ["default", "fp8_e4m3fn"]
+_FP8_CLASSES: dict = {}
+
+
+def fp8_layer_class(cls: type) -> type:
+    """fp8 variant of a comfy.ops cast layer: ComfyUI moves and casts the float8 weight as for its own
+    fp8 models (so partial loading keeps streaming it), then the per-tensor scale is applied."""
+    from xdyna_core.models import fp8
+
+    if not hasattr(cls, "forward_comfy_cast_weights"):  # not a cast layer: the plain fp8 layer
+        return fp8.fp8_layer_class(cls)
+    if cls not in _FP8_CLASSES:
+        import comfy.ops
+
+        def forward_comfy_cast_weights(self, input, *args, **kwargs):
+            weight, bias = comfy.ops.cast_bias_weight(self, input)
+            weight = fp8.dequantize(weight, self.weight_scale, weight.dtype)
+            if isinstance(self, torch.nn.Conv2d):
+                return self._conv_forward(input, weight, bias)
+            return torch.nn.functional.linear(input, weight, bias)
+
+        _FP8_CLASSES[cls] = type(f"Fp8{cls.__name__}", (cls,), {
+            "forward_comfy_cast_weights": forward_comfy_cast_weights, "comfy_cast_weights": True})
+    return _FP8_CLASSES[cls]
+
+
 def wrap(module: torch.nn.Module):
     import comfy.model_patcher
 

@@ -39,9 +39,29 @@ def _xdyna_files():
     return bridge.list_files(bridge.XDYNA_FOLDER, exclude=("detectors/",))
 
 
-def _build(precision: str, params: int):
+def _build(precision: str, params: int, weight_dtype: str = "default"):
     storage, manual = bridge.pick_dtypes(precision, params)
-    return dict(operations=bridge.operations(manual), device=bridge.offload_device(), dtype=storage), manual or storage
+    if weight_dtype == "default":
+        return dict(operations=bridge.operations(manual), device=bridge.offload_device(), dtype=storage), manual or storage
+    if weight_dtype not in bridge.WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype must be one of {bridge.WEIGHT_DTYPES}, got {weight_dtype!r}")
+    # fp8 storage: load in the compute dtype, then store_weights_fp8 (ComfyUI casts per layer)
+    compute = manual or storage
+    return dict(operations=bridge.operations(compute), device=bridge.offload_device(), dtype=compute), compute
+
+
+def _store(model, weight_dtype: str, compute):
+    if weight_dtype != "default":
+        from xdyna_core.models.fp8 import store_weights_fp8
+
+        store_weights_fp8(model, compute, layer_class=bridge.fp8_layer_class)
+    model.compute_dtype = compute
+    return model.eval()
+
+
+_WEIGHT_DTYPE = (bridge.WEIGHT_DTYPES, {"default": "default", "tooltip": "fp8_e4m3fn: store the weights in "
+                                        "8 bits (half of fp16's memory, computed in the precision; small "
+                                        "quality loss)"})
 
 
 class XDynaModelLoader:
@@ -61,18 +81,18 @@ class XDynaModelLoader:
         }, "optional": {
             "sd15_checkpoint": ([NONE] + bridge.list_files("checkpoints"), {"default": NONE, "tooltip": "SD1.5 checkpoint for the base weights, when the X-Dyna file does not carry them"}),
             "ipadapter_name": ([NONE] + bridge.list_files("ipadapter"), {"default": NONE, "tooltip": "ip-adapter-plus_sd15 file, when the X-Dyna file lacks to_k_ip/to_v_ip"}),
+            "weight_dtype": _WEIGHT_DTYPE,
         }}
 
-    def load(self, unet_name, precision, sd15_checkpoint=NONE, ipadapter_name=NONE):
+    def load(self, unet_name, precision, sd15_checkpoint=NONE, ipadapter_name=NONE, weight_dtype="default"):
         from xdyna_core.loading.checkpoints import load_xdyna_unet
 
-        kw, compute = _build(precision, 1_320_000_000)
+        kw, compute = _build(precision, 1_320_000_000, weight_dtype)
         sd15 = None if sd15_checkpoint == NONE else bridge.full_path("checkpoints", sd15_checkpoint)
         ip = None if ipadapter_name == NONE else bridge.full_path("ipadapter", ipadapter_name)
         unet, report = load_xdyna_unet(bridge.full_path(bridge.XDYNA_FOLDER, unet_name), sd15_unet=sd15,
                                        ip_adapter=ip, **kw)
-        unet.compute_dtype = compute
-        unet.eval()
+        _store(unet, weight_dtype, compute)
         return (XDynaModel(bridge.wrap(unet), compute, report.summary()),)
 
 
@@ -90,20 +110,20 @@ class XDynaControlNetLoader:
             "pose_controlnet": (files, {"tooltip": "pose ControlNet (3-channel skeleton input)"}),
             "face_controlnet": ([NONE] + files, {"default": NONE, "tooltip": "S-Face ControlNet (6-channel); none = body motion only"}),
             "precision": (bridge.PRECISIONS, {"default": "auto"}),
+        }, "optional": {
+            "weight_dtype": _WEIGHT_DTYPE,
         }}
 
-    def load(self, pose_controlnet, face_controlnet, precision):
+    def load(self, pose_controlnet, face_controlnet, precision, weight_dtype="default"):
         from xdyna_core.loading.checkpoints import load_controlnet
 
-        kw, compute = _build(precision, 361_000_000)
+        kw, compute = _build(precision, 361_000_000, weight_dtype)
         pose, _ = load_controlnet(bridge.full_path(bridge.XDYNA_FOLDER, pose_controlnet), kind="pose", **kw)
-        pose.compute_dtype = compute
         face = None
         if face_controlnet != NONE:
             face, _ = load_controlnet(bridge.full_path(bridge.XDYNA_FOLDER, face_controlnet), kind="face", **kw)
-            face.compute_dtype = compute
-            face = bridge.wrap(face.eval())
-        return (XDynaControlNets(bridge.wrap(pose.eval()), face, compute),)
+            face = bridge.wrap(_store(face, weight_dtype, compute))
+        return (XDynaControlNets(bridge.wrap(_store(pose, weight_dtype, compute)), face, compute),)
 
 
 class XDynaIPAdapterLoader:

@@ -39,6 +39,9 @@ def _add_job_options(p: argparse.ArgumentParser, steps: int, size: str, length):
     p.add_argument("--context-overlap", type=J.non_negative_int, default=4)
     p.add_argument("--device", type=J.device_name, default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    p.add_argument("--weights", choices=["default", "fp8"], default="default",
+                   help="fp8: store the UNet/ControlNet weights as float8 e4m3 (half of fp16's memory), "
+                        "computed in --precision")
     p.add_argument("--memory", choices=["auto", "high", "low"], default="auto",
                    help="low: keep only the current phase's networks on the GPU (8 GB cards); "
                         "auto picks low below 12 GB")
@@ -57,7 +60,7 @@ def _options(args):
         backend=args.backend, landmarks=args.landmarks, pose_video=getattr(args, "pose", None),
         keypoints=getattr(args, "keypoints", None), prompt=args.prompt, negative_prompt=args.negative_prompt,
         context_frames=args.context_length, context_overlap=args.context_overlap, device=args.device,
-        precision=args.precision, memory=args.memory, detector_dirs=dirs, quiet=args.quiet)
+        precision=args.precision, weights=args.weights, memory=args.memory, detector_dirs=dirs, quiet=args.quiet)
 
 
 def _load(files, opts, quiet):
@@ -65,12 +68,18 @@ def _load(files, opts, quiet):
 
     from .animate import resolve_device
     from .loading.bundle import load_bundle
+    from .models.fp8 import check_weight_format, store_weights_fp8
     from .offload import resolve_memory_mode
 
     device, dtype = resolve_device(opts.device, opts.precision)
     if resolve_memory_mode(opts.memory, device) == "low":
         device = torch.device("cpu")   # weights wait in CPU memory; animate() moves each phase's networks
-    return load_bundle(files, device=device, dtype=dtype, log=None if quiet else (lambda s: print(s, file=sys.stderr)))
+    bundle = load_bundle(files, device=device, dtype=dtype, log=None if quiet else (lambda s: print(s, file=sys.stderr)))
+    if check_weight_format(opts.weights) == "fp8":
+        for net in (bundle.unet, bundle.pose_controlnet, bundle.face_controlnet):
+            if net is not None:
+                store_weights_fp8(net, dtype)
+    return bundle
 
 
 def _is_random_set(models_dir) -> bool:

@@ -50,6 +50,7 @@ class AnimateOptions:
     context_overlap: int = 4
     device: str = "auto"
     precision: str = "auto"             # auto | fp32 | fp16 | bf16
+    weights: str = "default"            # default | fp8 (UNet/ControlNet weights stored in float8, computed in precision)
     memory: str = "auto"                # auto | high | low (only the current phase's networks on the GPU)
     detector_dirs: List[str] = field(default_factory=list)
     quiet: bool = False

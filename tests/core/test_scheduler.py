@@ -78,3 +78,21 @@ def test_invalid_schedule_arguments_raise(steps, strength):
 def test_unknown_beta_schedule_raises():
     with pytest.raises(ValueError, match="beta_schedule"):
         DDIMScheduler(DDIMConfig(beta_schedule="cosine"))
+
+
+def test_device_coefficient_table_gives_the_same_steps():
+    """The step loop's per-step (alpha_bar_t, alpha_bar_prev) table reproduces the lookup bit for bit."""
+    sched = DDIMScheduler()
+    steps = 25
+    ts = sched.timesteps(steps)
+    table = sched.step_alpha_bars(ts, steps)
+    assert table.shape == (steps, 2) and table.dtype == torch.float32
+    g = torch.Generator().manual_seed(0)
+    for s, t in enumerate(ts):
+        eps, x = torch.randn(2, 1, 4, 3, 4, 4, generator=g).unbind(0)
+        ab_t, ab_prev = sched.alpha_bar(t), sched.alpha_bar(t - sched.step_ratio(steps))
+        x0 = (x - (1 - ab_t) ** 0.5 * eps) / ab_t ** 0.5
+        expected = ab_prev ** 0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
+        prev, _ = sched.step(eps, t, x, steps, alpha_bars=table[s])
+        assert torch.equal(prev, expected), f"step {s}"
+        assert torch.equal(sched.step(eps, t, x, steps)[0], expected), f"step {s} (lookup)"

@@ -202,5 +202,8 @@ class SpatialTransformer(nn.Module):
         y = y.permute(0, 2, 3, 1).reshape(bf, h * w, c)
         for block in self.transformer_blocks:
             y = block(y, context, frames=frames)
-        y = y.reshape(bf, h, w, c).permute(0, 3, 1, 2)
+        # Back to the standard (B·F, C, h, w) layout before the 1×1 conv: a permuted (channels-last)
+        # tensor would make proj_out return channels-last, and that layout would leak into every
+        # following convolution (the official code also calls .contiguous() here; same values).
+        y = y.reshape(bf, h, w, c).permute(0, 3, 1, 2).contiguous()
         return self.proj_out(y) + x

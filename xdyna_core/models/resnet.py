@@ -45,7 +45,13 @@ class TimestepEmbedding(nn.Module):
 
 
 def broadcast_timesteps(timestep, batch: int, device) -> torch.Tensor:
-    t = torch.as_tensor(timestep, device=device)
+    """(batch,) timesteps on `device`. Samplers should pass a tensor already on the device: a Python
+    number becomes a host-to-device copy per call and, under torch.compile, a constant baked into
+    the graph (one recompile per timestep); a tensor is a graph input."""
+    if isinstance(timestep, torch.Tensor):
+        t = timestep.to(device)
+    else:
+        t = torch.as_tensor(timestep, device=device)
     if t.ndim == 0:
         t = t[None]
     if t.shape[0] == 1 and batch > 1:

@@ -70,6 +70,7 @@ class ControlClip:
         self.groups = tuple(int(g) for g in groups)
         # per group: (min, max) of the transformed clip, or None for a constant group (-> zeros)
         self._ranges: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        self._device_ranges: dict = {}  # device -> self._ranges there (see prepare_device)
         start = 0
         for gi, g in enumerate(self.groups):
             part = frames[:, start:start + g]
@@ -94,17 +95,31 @@ class ControlClip:
     def size(self) -> tuple[int, int]:
         return tuple(self.frames.shape[-2:])
 
+    def prepare_device(self, device) -> None:
+        """Copy the clip-wide min/max to ``device`` once (a sampler calls this before its loop)."""
+        device = torch.device(device) if device is not None else self.frames.device
+        if device not in self._device_ranges:
+            self._device_ranges[device] = [None if r is None else tuple(v.to(device) for v in r)
+                                           for r in self._ranges]
+
     def window(self, indices, device=None, dtype=torch.float32) -> torch.Tensor:
         """Normalised frames ``indices`` as ``(len(indices), C, H, W)`` in [0, 1] on ``device``."""
+        device = torch.device(device) if device is not None else self.frames.device
         idx = torch.as_tensor(list(indices), dtype=torch.long)
-        raw = self.frames.index_select(0, idx.to(self.frames.device)).to(device)
+        raw = self.frames.index_select(0, idx.to(self.frames.device))
+        if raw.device != device:
+            # host frames -> GPU from pinned memory: the copy is queued, the host does not wait
+            if device.type == "cuda" and raw.device.type == "cpu":
+                raw = raw.pin_memory()
+            raw = raw.to(device, non_blocking=True)
+        self.prepare_device(device)
         out, start = [], 0
-        for g, rng in zip(self.groups, self._ranges):
+        for g, rng in zip(self.groups, self._device_ranges[device]):
             part = raw[:, start:start + g]
             if rng is None:
                 out.append(torch.zeros(part.shape, device=part.device, dtype=torch.float32))
             else:
-                lo, hi = (v.to(part.device) for v in rng)
+                lo, hi = rng
                 x = _to_unit(part).to(torch.float32)
                 out.append((x - lo) / (hi - lo))
             start += g

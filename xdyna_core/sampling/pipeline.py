@@ -23,7 +23,12 @@ Model call conventions (the ``xdyna_core.models`` classes follow them):
   (``xdyna_core.models.ControlNetModel`` does), the image features are computed once for both CFG
   halves.
 
-``t`` is passed as a Python ``int``.
+``t`` is passed as a 0-d int64 tensor on the compute device (a compiled network then sees a graph
+input rather than a constant, and no host-to-device copy happens per call).
+
+The step loop makes no blocking host/device transfer: timesteps, DDIM coefficients and window
+indices go to the device once before it, control frames are copied from pinned memory without
+blocking (CUDA), and nothing is read back to the host (no ``.item()``/``.tolist()``).
 
 Memory is flat in video length: only ``window_batch_size`` windows (default 1) go through the networks
 at a time, the ControlNets run on that window's frames only, and control images stay where the caller
@@ -142,6 +147,31 @@ class _ControlCache:
             del self.store[i]
 
 
+class _DeviceIndices:
+    """Window frame indices as long tensors on the compute device, made once per distinct window.
+
+    A host tensor used on a GPU is a host-to-device copy, blocking unless pinned; :meth:`prefetch`
+    moves every window of a run in one pinned, non-blocking copy before the step loop."""
+
+    def __init__(self):
+        self._store = {}
+
+    def prefetch(self, windows, device) -> None:
+        device = torch.device(device)
+        todo = [w for w in dict.fromkeys(tuple(w) for w in windows) if (w, device) not in self._store]
+        if not todo:
+            return
+        flat = _to_device(torch.tensor([i for w in todo for i in w], dtype=torch.long), device)
+        for w, part in zip(todo, flat.split([len(w) for w in todo])):
+            self._store[(w, device)] = part
+
+    def __call__(self, window, device) -> torch.Tensor:
+        key = (tuple(window), torch.device(device))
+        if key not in self._store:
+            self.prefetch([key[0]], key[1])
+        return self._store[key]
+
+
 class XDynaSampler:
     """Runs the official X-Dyna denoising loop with the given networks (see module docstring)."""
 
@@ -151,6 +181,7 @@ class XDynaSampler:
         self.pose_controlnet = pose_controlnet
         self.face_controlnet = face_controlnet
         self.scheduler = scheduler or DDIMScheduler()
+        self._indices = _DeviceIndices()
 
     # ------------------------------------------------------------------ conditions
     def prepare(self, ref_latent: torch.Tensor, text_cond: torch.Tensor, text_uncond: torch.Tensor,
@@ -192,6 +223,7 @@ class XDynaSampler:
             _check(clip is not None, f"a {name} ControlNet was given but no {name}_cond frames")
             _check(net is not None, f"{name}_cond frames were given but no {name} ControlNet")
             clip = clip if isinstance(clip, ControlClip) else make(clip)
+            clip.prepare_device(device)  # its min/max on the device now, not inside the step loop
             _check(clip.size == (8 * h, 8 * w),
                    f"{name} control frames are {clip.size[0]}x{clip.size[1]} px but the latents "
                    f"({h}x{w}) need {8 * h}x{8 * w} px")
@@ -226,7 +258,7 @@ class XDynaSampler:
                             do_cfg=do_cfg, guidance_scale=gs, controls=controls, dtype=dtype, device=device)
 
     # ------------------------------------------------------------------ one step
-    def _control_residuals(self, cond: Conditioning, frames: torch.Tensor, windows, t: int, cache=None):
+    def _control_residuals(self, cond: Conditioning, frames: torch.Tensor, windows, t, cache=None):
         """Summed ControlNet residuals for a batch of windows, laid out like the UNet batch.
 
         ``frames``: (k, 4, F, h, w) noisy window latents (model dtype). Returns (down list, mid), each
@@ -250,7 +282,8 @@ class XDynaSampler:
         halves = cond.control_text.shape[0]          # 1 (shared/no CFG) or 2 (uncond, cond)
         fresh = {}
         if todo:
-            sample = flat[[first_pos[i] for i in todo]].repeat(halves, 1, 1, 1)
+            # basic indexing + stack: a list index would be a host tensor copied to the device
+            sample = torch.stack([flat[first_pos[i]] for i in todo]).repeat(halves, 1, 1, 1)
             m = len(todo)
             text = cond.control_text.repeat_interleave(m, dim=0)
             total = None                             # 12 down residuals + mid, summed over controls
@@ -281,10 +314,10 @@ class XDynaSampler:
             out.append(r)
         return out[:-1], out[-1]
 
-    def _window_eps(self, cond: Conditioning, latents: torch.Tensor, windows, t: int, cache=None) -> torch.Tensor:
+    def _window_eps(self, cond: Conditioning, latents: torch.Tensor, windows, t, cache=None) -> torch.Tensor:
         """UNet eps for a batch of equally long windows: (B, k, 4, F, h, w) float32."""
         k, f = len(windows), len(windows[0])
-        idx = torch.tensor([i for win in windows for i in win]).to(latents.device, non_blocking=True)
+        idx = torch.cat([self._indices(win, latents.device) for win in windows])
         frames = latents[0].index_select(1, idx).reshape(latents.shape[1], k, f, *latents.shape[-2:])
         frames = frames.permute(1, 0, 2, 3, 4).to(cond.dtype)                      # (k, 4, F, h, w)
         ref = cond.ref_latent.to(cond.dtype).expand(k, -1, -1, -1, -1)
@@ -297,10 +330,13 @@ class XDynaSampler:
             raise RuntimeError(f"unet returned shape {tuple(eps.shape)}, expected {tuple(sample.shape)}")
         return eps[:, :, 1:].float().reshape(cond.batch, k, *eps.shape[1:2], f, *eps.shape[-2:])
 
-    def predict_noise(self, cond: Conditioning, latents: torch.Tensor, t: int, windows,
+    def predict_noise(self, cond: Conditioning, latents: torch.Tensor, t, windows,
                       window_batch_size: int = 1, hooks: Optional[SamplerHooks] = None,
                       step: int = 0, num_steps: int = 1) -> torch.Tensor:
-        """Window-averaged, guided eps for latents (1, 4, N, h, w) at timestep ``t``."""
+        """Window-averaged, guided eps for latents (1, 4, N, h, w) at timestep ``t`` (an int, or a
+        0-d tensor on the latents' device as the step loop passes it)."""
+        if not isinstance(t, torch.Tensor):
+            t = torch.tensor(int(t), device=latents.device)
         with torch.no_grad():
             return self._predict_noise(cond, latents, t, windows, window_batch_size,
                                        hooks or SamplerHooks(), step, num_steps)
@@ -319,7 +355,10 @@ class XDynaSampler:
         missing = [i for i in range(n) if i not in uses]
         if missing:
             raise RuntimeError(f"context windows do not cover frames {missing}")
-        count = torch.tensor([uses[i] for i in range(n)], dtype=torch.float32).to(latents.device, non_blocking=True)
+        # per-frame window counts, made on the device (small integers: exact in float32)
+        all_idx = torch.cat([self._indices(win, latents.device) for win in windows])
+        count = torch.zeros(n, device=latents.device, dtype=torch.float32).index_add_(
+            0, all_idx, torch.ones(all_idx.shape, device=latents.device, dtype=torch.float32))
         cache = _ControlCache(uses)
         finite = []  # per window, kept on the device until the step's end
         for start in range(0, len(windows), window_batch_size):
@@ -331,7 +370,7 @@ class XDynaSampler:
             finite.append(torch.isfinite(eps).transpose(0, 1).reshape(len(batch), -1).all(dim=1))
             for j, win in enumerate(batch):
                 # indices inside one window are distinct, so this is a plain (deterministic) add
-                idx = torch.tensor(win).to(latents.device, non_blocking=True)
+                idx = self._indices(win, latents.device)
                 acc[:, :, idx] += eps[:, j]
                 if hooks.progress is not None:
                     hooks.progress(step, num_steps, start + j, len(windows))
@@ -383,14 +422,28 @@ class XDynaSampler:
         del keep, noise, mixed
 
         num_steps = len(timesteps)
+        # Everything the loop needs on the device goes there now (one copy each), so the loop itself
+        # never waits on a host/device transfer.
+        step_windows = [context_windows(n, context_frames, context_overlap, o) for o in offsets]
+        self._indices.prefetch([w for ws in step_windows for w in ws], dev)
+        t_device = _to_device(torch.tensor(timesteps, dtype=torch.long), dev)
+        alpha_bars = _to_device(self.scheduler.step_alpha_bars(timesteps, steps), dev)
         with torch.no_grad():
-            for s, t in enumerate(timesteps):
-                windows = context_windows(n, context_frames, context_overlap, offsets[s])
-                eps = self.predict_noise(cond, latents, t, windows, window_batch_size, hooks, s, num_steps)
-                latents, x0 = self.scheduler.step(eps, t, latents, steps)
+            for s in range(num_steps):
+                windows = step_windows[s]
+                eps = self.predict_noise(cond, latents, t_device[s], windows, window_batch_size, hooks, s, num_steps)
+                latents, x0 = self.scheduler.step(eps, timesteps[s], latents, steps, alpha_bars=alpha_bars[s])
                 if hooks.preview is not None:
                     hooks.preview(s, num_steps, x0, latents)
         return latents
+
+
+def _to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """Host tensor -> device; through pinned memory and without blocking when the device is CUDA."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 def sample_video(unet: Callable, ref_latent: torch.Tensor, text_cond: torch.Tensor,
@@ -435,8 +488,12 @@ def decode_latents(vae_decode: Callable[[torch.Tensor], torch.Tensor], latents: 
     _check(int(chunk) == chunk and chunk >= 1, f"chunk must be a positive integer, got {chunk!r}")
     _check(layout in ("bcfhw", "nhwc"), f"layout must be 'bcfhw' or 'nhwc', got {layout!r}")
     device = torch.device(device) if device is not None else latents.device
+    output_device = torch.device(output_device)
+    # GPU -> host: the frames land in pinned memory through queued copies, waited for once at the
+    # end, so decoding the next chunk never waits for the previous chunk's transfer.
+    async_copy = device.type == "cuda" and output_device.type == "cpu"
     n = latents.shape[2]
-    out = None
+    out = None  # frame-major: (N, 3, H, W) for "bcfhw" (permuted at the end), (N, H, W, 3) for "nhwc"
     with torch.no_grad():
         for a in range(0, n, chunk):
             if should_cancel is not None and should_cancel():
@@ -448,13 +505,13 @@ def decode_latents(vae_decode: Callable[[torch.Tensor], torch.Tensor], latents: 
             img = vae_decode(z)
             _check(img.ndim == 4 and img.shape[0] == z.shape[0] and img.shape[1] == 3,
                    f"vae_decode must return (n, 3, H, W), got {tuple(img.shape)}")
-            img = (img.float() / 2 + 0.5).clamp(0, 1).to(output_device)
+            img = (img.float() / 2 + 0.5).clamp(0, 1)
+            if layout == "nhwc":
+                img = img.permute(0, 2, 3, 1)
             if out is None:
-                hh, ww = img.shape[-2:]
-                shape = (1, 3, n, hh, ww) if layout == "bcfhw" else (n, hh, ww, 3)
-                out = torch.empty(shape, dtype=torch.float32, device=output_device)
-            if layout == "bcfhw":
-                out[0, :, a:a + chunk] = img.permute(1, 0, 2, 3)
-            else:
-                out[a:a + chunk] = img.permute(0, 2, 3, 1)
-    return out
+                out = torch.empty((n,) + tuple(img.shape[1:]), dtype=torch.float32, device=output_device,
+                                  pin_memory=async_copy)
+            out[a:a + chunk].copy_(img, non_blocking=async_copy)
+        if async_copy:
+            torch.cuda.current_stream(device).synchronize()
+    return out.permute(1, 0, 2, 3).unsqueeze(0).contiguous() if layout == "bcfhw" else out

@@ -93,12 +93,27 @@ class DDIMScheduler:
         sqrt_one_minus = ((1 - ab) ** 0.5).to(device=sample.device, dtype=sample.dtype)
         return sqrt_ab * sample + sqrt_one_minus * noise
 
-    def step(self, eps: torch.Tensor, t: int, sample: torch.Tensor,
-             num_inference_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One DDIM step (eta = 0). Returns ``(prev_sample, pred_original_sample)``."""
-        prev_t = t - self.step_ratio(num_inference_steps)
-        ab_t = self.alpha_bar(t).to(device=sample.device)
-        ab_prev = self.alpha_bar(prev_t).to(device=sample.device)
+    def step_alpha_bars(self, timesteps, num_inference_steps: int, device=None) -> torch.Tensor:
+        """``(len(timesteps), 2)`` float32 table of ``(alpha_bar(t), alpha_bar(t_prev))`` per step.
+
+        A sampler moves it to the compute device once before its loop and passes row ``s`` to
+        :meth:`step`, so the loop makes no host-to-device copy per step (the values are the same
+        float32 numbers :meth:`step` would look up).
+        """
+        ratio = self.step_ratio(num_inference_steps)
+        rows = [torch.stack([self.alpha_bar(int(t)), self.alpha_bar(int(t) - ratio)]) for t in timesteps]
+        return torch.stack(rows).to(device)
+
+    def step(self, eps: torch.Tensor, t: int, sample: torch.Tensor, num_inference_steps: int,
+             alpha_bars: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DDIM step (eta = 0). Returns ``(prev_sample, pred_original_sample)``.
+
+        ``alpha_bars``: this step's row of :meth:`step_alpha_bars` (already on the device); without
+        it the coefficients are looked up for ``t`` and copied to the device.
+        """
+        if alpha_bars is None:
+            alpha_bars = self.step_alpha_bars([t], num_inference_steps, sample.device)[0]
+        ab_t, ab_prev = alpha_bars[0], alpha_bars[1]
         beta_t = 1 - ab_t
         x0 = (sample - beta_t ** 0.5 * eps) / ab_t ** 0.5
         direction = (1 - ab_prev) ** 0.5 * eps
