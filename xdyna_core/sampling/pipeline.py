@@ -59,17 +59,37 @@ class NonFiniteLatents(RuntimeError):
     """A window's noise prediction held NaN/inf: raised at the end of that step, naming step and window."""
 
 
-def _raise_if_non_finite(finite: list, windows, step: int, num_steps: int) -> None:
-    """``finite``: one on-device bool per window. One host sync per step (not one per UNet call):
-    on a GPU the queue drains once per step, microseconds against a step of seconds."""
-    flags = torch.cat(finite)
-    if bool(flags.all()):
-        return
-    w = int((~flags).nonzero()[0])
-    raise NonFiniteLatents(
-        f"the denoising produced non-finite values (NaN/inf) at step {step + 1}/{num_steps}, window "
-        f"{w + 1}/{len(windows)} (driving frames {windows[w][0]}..{windows[w][-1]}): fp16 overflow or damaged "
-        f"weights; run in fp32 or bf16 (command line: --precision)")
+class _FiniteCheck:
+    """One step's per-window finite flags, read without stalling the device: on CUDA they are copied to
+    pinned host memory without blocking and looked at once that copy is done (a step or two later on a
+    busy GPU); the error still names the step and window where NaN/inf appeared."""
+
+    def __init__(self, flags: torch.Tensor, windows, step: int, num_steps: int):
+        self.windows, self.step, self.num_steps = windows, step, num_steps
+        self.event = None
+        if flags.device.type == "cuda":
+            self.host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
+            self.host.copy_(flags, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = flags
+
+    def ready(self) -> bool:
+        return self.event is None or self.event.query()
+
+    def raise_if_non_finite(self) -> None:
+        if self.event is not None:
+            self.event.synchronize()
+        flags = self.host
+        if flags.device.type == "meta" or bool(flags.all()):  # meta: a shape-only run has no values
+            return
+        w = int((~flags).nonzero()[0])
+        win = self.windows[w]
+        raise NonFiniteLatents(
+            f"the denoising produced non-finite values (NaN/inf) at step {self.step + 1}/{self.num_steps}, "
+            f"window {w + 1}/{len(self.windows)} (driving frames {win[0]}..{win[-1]}): fp16 overflow or damaged "
+            f"weights; run in fp32 or bf16 (command line: --precision)")
 
 
 @dataclass
@@ -374,7 +394,7 @@ class XDynaSampler:
                 acc[:, :, idx] += eps[:, j]
                 if hooks.progress is not None:
                     hooks.progress(step, num_steps, start + j, len(windows))
-        _raise_if_non_finite(finite, windows, step, num_steps)
+        self.finite_flags = torch.cat(finite)  # looked at by sample() without a sync (_FiniteCheck)
         eps = acc / count.view(1, 1, n, 1, 1)
         if not cond.do_cfg:
             return eps
@@ -428,13 +448,19 @@ class XDynaSampler:
         self._indices.prefetch([w for ws in step_windows for w in ws], dev)
         t_device = _to_device(torch.tensor(timesteps, dtype=torch.long), dev)
         alpha_bars = _to_device(self.scheduler.step_alpha_bars(timesteps, steps), dev)
+        checks = []  # NaN/inf flags of finished steps, read once the device has them
         with torch.no_grad():
             for s in range(num_steps):
                 windows = step_windows[s]
                 eps = self.predict_noise(cond, latents, t_device[s], windows, window_batch_size, hooks, s, num_steps)
+                checks.append(_FiniteCheck(self.finite_flags, windows, s, num_steps))
                 latents, x0 = self.scheduler.step(eps, timesteps[s], latents, steps, alpha_bars=alpha_bars[s])
+                while checks and checks[0].ready():
+                    checks.pop(0).raise_if_non_finite()
                 if hooks.preview is not None:
                     hooks.preview(s, num_steps, x0, latents)
+            for check in checks:
+                check.raise_if_non_finite()
         return latents
 
 
