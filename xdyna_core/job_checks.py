@@ -16,9 +16,6 @@ Every failure is a `JobCheckError` (or the loaders' CheckpointError) with a one-
 """
 from __future__ import annotations
 
-import argparse
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -28,79 +25,8 @@ class JobCheckError(ValueError):
     """A job that cannot run as asked; the message names the option or file and what is expected."""
 
 
-# ------------------------------------------------------------------------------ parse-time value types
-def _fail(expected: str, text: str):
-    raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        _fail("a whole number >= 1", text)
-    return v
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        _fail("a whole number >= 0", text)
-    return v
-
-
-def finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not math.isfinite(v):
-        _fail("a finite number", text)
-    return v
-
-
-def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not (math.isfinite(v) and v > 0):
-        _fail("a positive number", text)
-    return v
-
-
-def seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        _fail("a whole number", text)
-    if not -2 ** 63 <= v < 2 ** 64:  # what torch.Generator.manual_seed accepts
-        _fail("a whole number in [-2^63, 2^64)", text)
-    return v
-
-
-def frame_size(text: str):
-    """WxH, positive multiples of 64 (the UNet halves the 1/8-size latent three times)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m:
-        _fail("WIDTHxHEIGHT such as 512x896", text)
-    w, h = int(m.group(1)), int(m.group(2))
-    if w <= 0 or h <= 0 or w % 64 or h % 64:
-        _fail("width and height as positive multiples of 64 (X-Dyna was trained at 512x896)", text)
-    return w, h
-
-
-DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
-
-
-def device_name(text: str) -> str:
-    if not re.fullmatch(DEVICE_PATTERN, text):
-        _fail("auto, cpu, cuda, cuda:N or mps", text)
-    return text
+from .arg_types import (DEVICE_PATTERN, device_name, finite_float, frame_size, non_negative_int,  # noqa: F401
+                        positive_float, positive_int, seed)
 
 
 # ------------------------------------------------------------------------------ checks after parsing

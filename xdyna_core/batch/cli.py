@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..arg_types import non_negative_int, positive_int, positive_seconds
 from .client import ComfyError
 from .jobs import JobListError, load_jobs
 from .runner import run_batch
@@ -13,34 +14,7 @@ from .runner import run_batch
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
-
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return v
 
 
 def build_parser(parser: argparse.ArgumentParser = None) -> argparse.ArgumentParser:
@@ -50,11 +24,11 @@ def build_parser(parser: argparse.ArgumentParser = None) -> argparse.ArgumentPar
     p.add_argument("--out", required=True, help="folder for the results and the resume state")
     p.add_argument("--server", action="append", default=None, metavar="URL",
                    help=f"ComfyUI address; repeat for several servers (default {DEFAULT_SERVER})")
-    p.add_argument("--per-server", type=_positive_int, default=1,
+    p.add_argument("--per-server", type=positive_int, default=1,
                    help="jobs each server holds at once (default %(default)s: ComfyUI runs one prompt at a time)")
-    p.add_argument("--retries", type=_non_negative_int, default=2,
+    p.add_argument("--retries", type=non_negative_int, default=2,
                    help="times a job whose server dropped is sent to another server (default %(default)s)")
-    p.add_argument("--job-timeout", type=_seconds, default=6 * 3600,
+    p.add_argument("--job-timeout", type=positive_seconds, default=6 * 3600,
                    help="seconds before a job is interrupted and counted as its server's failure")
     return p
 

@@ -31,13 +31,13 @@ one-frame video. User errors (unreadable video, missing model files, bad JSON) p
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..arg_types import non_negative_int, positive_float, positive_int
 from ..progress import Progress
 from . import driving as drv
 from .keypoints import KeypointFormatError, load_keypoints, save_keypoints
@@ -179,24 +179,6 @@ def run_render(args) -> dict:
 
 # --------------------------------------------------------------------------- argument parsing
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -210,15 +192,6 @@ def parse_size(text: str) -> Tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
     return w, h
 
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,19 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pose detector (auto: DWPose if its ONNX files are found, else MediaPipe)")
         p.add_argument("--models", action="append", default=[], metavar="DIR",
                        help="folder with yolox_l.onnx / dw-ll_ucoco_384.onnx (repeatable; searched first)")
-        p.add_argument("--stride", type=_positive_int, default=1, help="take every N-th frame (default 1)")
-        p.add_argument("--start", type=_non_negative_int, default=0, help="first frame index (default 0)")
-        p.add_argument("--max-frames", type=_positive_int, help="at most this many frames")
+        p.add_argument("--stride", type=positive_int, default=1, help="take every N-th frame (default 1)")
+        p.add_argument("--start", type=non_negative_int, default=0, help="first frame index (default 0)")
+        p.add_argument("--max-frames", type=positive_int, help="at most this many frames")
         p.add_argument("--fit", choices=("crop", "stretch"), default="crop",
                        help="with --size: crop to the aspect first (X-Dyna crop2ratio, default) or stretch")
         p.add_argument("--align-reference", metavar="IMG",
                        help="map the driving pose onto the person in this reference image")
-        p.add_argument("--align-frame", type=_non_negative_int, metavar="K",
+        p.add_argument("--align-frame", type=non_negative_int, metavar="K",
                        help="extracted frame to fit the alignment on (default: first full-torso frame)")
 
     p = sub.add_parser("pose", help="render the X-Dyna pose video and save POSE_KEYPOINT JSON")
     common(p)
-    p.add_argument("--max-people", type=_non_negative_int, default=1,
+    p.add_argument("--max-people", type=non_negative_int, default=1,
                    help="people per frame for DWPose, best first (0 = all; default 1, X-Dyna drives one)")
     p.set_defaults(func=run_pose)
 
@@ -271,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="render POSE_KEYPOINT JSON to a pose video")
     p.add_argument("keypoints", help="POSE_KEYPOINT JSON file")
     common(p, video=False)
-    p.add_argument("--fps", type=_positive_float, default=DEFAULT_RENDER_FPS,
+    p.add_argument("--fps", type=positive_float, default=DEFAULT_RENDER_FPS,
                    help=f"frame rate of the video (default {DEFAULT_RENDER_FPS:g})")
     p.set_defaults(func=run_render)
     return parser

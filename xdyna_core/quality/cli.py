@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..arg_types import non_negative_int, positive_int
+
 
 def _offsets(text: str):
     try:
@@ -15,24 +17,6 @@ def _offsets(text: str):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _non_negative(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,13 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
                    default="auto", help="face landmarks for the identity crops")
     p.add_argument("--fit", choices=["crop", "stretch"], default="crop", help="how the job fitted the driving frames")
     p.add_argument("--align", action="store_true", help="the job aligned the driving skeleton onto the reference")
-    p.add_argument("--start", type=_non_negative, default=0, help="first driving frame the job used")
-    p.add_argument("--stride", type=_positive, default=1, help="the job's driving frame stride")
-    p.add_argument("--context-length", type=_positive, default=16)
-    p.add_argument("--context-overlap", type=_non_negative, default=4)
+    p.add_argument("--start", type=non_negative_int, default=0, help="first driving frame the job used")
+    p.add_argument("--stride", type=positive_int, default=1, help="the job's driving frame stride")
+    p.add_argument("--context-length", type=positive_int, default=16)
+    p.add_argument("--context-overlap", type=non_negative_int, default=4)
     p.add_argument("--seed", type=int, default=None,
                    help="the run's seed: its window offsets are replayed (with --steps and --latent)")
-    p.add_argument("--steps", type=_positive, default=25, help="the run's DDIM steps (default %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=25, help="the run's DDIM steps (default %(default)s)")
     p.add_argument("--latent", choices=["sample", "mean"], default="sample",
                    help="the run's reference latent mode (default %(default)s)")
     p.add_argument("--window-offsets", type=_offsets, default=None,

@@ -1,0 +1,88 @@
+"""Parse-time value types of every command line (argparse ``type=``): a bad value is reported with the
+option's name before anything is loaded."""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+
+def _fail(expected: str, text: str):
+    raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        _fail("a whole number >= 1", text)
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        _fail("a whole number >= 0", text)
+    return v
+
+
+def finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v):
+        _fail("a finite number", text)
+    return v
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        _fail("a positive number", text)
+    return v
+
+
+def seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        _fail("a whole number", text)
+    if not -2 ** 63 <= v < 2 ** 64:  # what torch.Generator.manual_seed accepts
+        _fail("a whole number in [-2^63, 2^64)", text)
+    return v
+
+
+def frame_size(text: str):
+    """WxH, positive multiples of 64 (the UNet halves the 1/8-size latent three times)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m:
+        _fail("WIDTHxHEIGHT such as 512x896", text)
+    w, h = int(m.group(1)), int(m.group(2))
+    if w <= 0 or h <= 0 or w % 64 or h % 64:
+        _fail("width and height as positive multiples of 64 (X-Dyna was trained at 512x896)", text)
+    return w, h
+
+
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+def device_name(text: str) -> str:
+    if not re.fullmatch(DEVICE_PATTERN, text):
+        _fail("auto, cpu, cuda, cuda:N or mps", text)
+    return text
+
+
+def positive_seconds(text: str) -> float:
+    v = positive_float(text)
+    if v == math.inf:
+        _fail("a positive number of seconds", text)
+    return v
