@@ -124,13 +124,19 @@ def _unwrap(obj: Any, path: Path) -> dict:
     return flat
 
 
-def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
-    """Any supported file (or diffusers folder) -> flat ``{key: tensor}`` on CPU, keys cleaned."""
+def resolve_file(path: PathLike) -> tuple[Path, str]:
+    """(weights file, its format): a diffusers folder resolves to its weights file."""
     path = Path(path)
     fmt = detect_format(path)
     if fmt == "directory":
         path = resolve_weights_file(path)
         fmt = detect_format(path)
+    return path, fmt
+
+
+def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
+    """Any supported file (or diffusers folder) -> flat ``{key: tensor}`` on CPU, keys cleaned."""
+    path, fmt = resolve_file(path)
     if fmt == "safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -14,18 +14,14 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from . import keys as K
-from .files import CheckpointError, detect_format, load_state_dict, resolve_weights_file
+from .files import CheckpointError, load_state_dict, resolve_file
 
 CONTROLNET_COND_KEY = "controlnet_cond_embedding.conv_in.weight"
 
 
 def read_shapes(path) -> Optional[Dict[str, Tuple[int, ...]]]:
     """Tensor names and shapes of a weights file or diffusers folder, or None for legacy pickles."""
-    path = Path(path)
-    fmt = detect_format(path)
-    if fmt == "directory":
-        path = resolve_weights_file(path)
-        fmt = detect_format(path)
+    path, fmt = resolve_file(path)
     if fmt == "safetensors":
         from safetensors import SafetensorError, safe_open
 
