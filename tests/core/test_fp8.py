@@ -108,7 +108,9 @@ def test_cli_weights_fp8_option(tmp_path):
                                       str(tmp_path), "--out", "o.mp4", "--device", "cpu", "--weights", "fp8"])
     opts = _options(args)
     assert opts.weights == "fp8"
-    bundle = _load(tmp_path, opts, quiet=True)
+    from xdyna_core.loading.bundle import find_model_files
+
+    bundle = _load(find_model_files(tmp_path, face=opts.face), opts, quiet=True)
     for net in (bundle.unet, bundle.pose_controlnet, bundle.face_controlnet):
         assert net.conv_in.weight.dtype == FP8_DTYPE and net.compute_dtype == torch.float32
     assert bundle.vae.decoder.conv_in.weight.dtype == torch.float32      # the VAE is left alone
