@@ -143,10 +143,15 @@ def load_on_device(patchers: Iterable, memory_required: int = 0) -> None:
 
 
 def free_models(patchers: Iterable) -> None:
-    """Evict our models (after an interrupt, or when the user asks not to keep them loaded)."""
+    """Unload OUR models (after an interrupt, or when the user asks not to keep them loaded): only the
+    entries of ComfyUI's loaded-model list that are our patchers, so other packs' models stay loaded."""
     mm = _mm()
+    ours = [p for p in patchers if p is not None]
     try:
-        mm.free_memory(1e30, mm.get_torch_device(), keep_loaded=[])
+        loaded = mm.current_loaded_models
+        for i in range(len(loaded) - 1, -1, -1):
+            if any(loaded[i].model is p for p in ours) and loaded[i].model_unload():
+                loaded.pop(i)
     except Exception as e:  # never mask the original error
         log.warning("X-Dyna: freeing models failed: %s", e)
     mm.soft_empty_cache()

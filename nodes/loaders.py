@@ -64,7 +64,7 @@ class XDynaModelLoader:
         }}
 
     def load(self, unet_name, precision, sd15_checkpoint=NONE, ipadapter_name=NONE):
-        from xdyna_core.loading.checkpoints import load_xdyna_unet
+        from ..xdyna_core.loading.checkpoints import load_xdyna_unet
 
         kw, compute = _build(precision, 1_320_000_000)
         sd15 = None if sd15_checkpoint == NONE else bridge.full_path("checkpoints", sd15_checkpoint)
@@ -93,7 +93,7 @@ class XDynaControlNetLoader:
         }}
 
     def load(self, pose_controlnet, face_controlnet, precision):
-        from xdyna_core.loading.checkpoints import load_controlnet
+        from ..xdyna_core.loading.checkpoints import load_controlnet
 
         kw, compute = _build(precision, 361_000_000)
         pose, _ = load_controlnet(bridge.full_path(bridge.XDYNA_FOLDER, pose_controlnet), kind="pose", **kw)
@@ -120,7 +120,7 @@ class XDynaIPAdapterLoader:
         }}
 
     def load(self, ipadapter_name):
-        from xdyna_core.loading.checkpoints import load_resampler
+        from ..xdyna_core.loading.checkpoints import load_resampler
 
         # Small (30 M parameters): fp32 storage keeps the image tokens exact.
         model, _ = load_resampler(bridge.full_path("ipadapter", ipadapter_name), device=bridge.offload_device(),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..xdyna_core.preprocess.driving import check_same_size
 from . import comfy_bridge as bridge
 
 CONTROL_MAX = 4.0
@@ -26,9 +27,7 @@ def check_inputs(reference: dict, pose: torch.Tensor, face, use_face: bool, cont
     h, w = reference["height"], reference["width"]
     if pose.ndim != 4 or pose.shape[0] < 1:
         raise ValueError(f"pose: expected an IMAGE batch of skeleton frames, got shape {tuple(pose.shape)}")
-    if tuple(pose.shape[1:3]) != (h, w):
-        raise ValueError(f"pose frames are {pose.shape[2]}x{pose.shape[1]} but the reference was encoded at "
-                         f"{w}x{h}: extract the pose at the same width/height")
+    check_same_size((pose.shape[2], pose.shape[1]), (w, h), "the pose frames' size")
     if use_face:
         for part in ("local", "global"):
             f = face[part]
@@ -74,10 +73,10 @@ class XDynaSampler:
 
     def sample(self, model, controlnets, reference, positive, negative, pose, seed, steps, cfg, pose_strength,
                face_strength, context_length, context_overlap, face=None):
-        from xdyna_core.job import SamplingSettings, face_control, progress_total, run_sampling
-        from xdyna_core.models.attention import use_attention_backend
-        from xdyna_core.sampling.memory import window_activation_bytes
-        from xdyna_core.sampling.pipeline import SamplerHooks, SamplingCancelled
+        from ..xdyna_core.job import SamplingSettings, face_control, progress_total, run_sampling
+        from ..xdyna_core.models.attention import use_attention_backend
+        from ..xdyna_core.sampling.memory import window_activation_bytes
+        from ..xdyna_core.sampling.pipeline import SamplerHooks, SamplingCancelled
 
         enc = reference["encoding"]
         use_face, why = face_control(face is not None, controlnets.face is not None,

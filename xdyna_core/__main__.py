@@ -19,7 +19,7 @@ def _size(text: str):
 
 
 def _add_job_options(p: argparse.ArgumentParser, steps: int, size: str, length):
-    p.add_argument("--size", type=_size, default=_size(size), help="output WxH, multiples of 64 (default %(default)s)")
+    p.add_argument("--size", type=_size, default=_size(size), help="output WxH, multiples of 8 (default %(default)s)")
     p.add_argument("--steps", type=int, default=steps, help="DDIM steps (default %(default)s)")
     p.add_argument("--cfg", type=float, default=7.5, help="guidance scale; <= 1 disables CFG (default %(default)s)")
     p.add_argument("--seed", type=int, default=42)

@@ -110,12 +110,23 @@ def test_mismatched_frame_counts_are_clear(tiny, comfy):
         run_graph(tiny, face=face)
 
 
-def test_interrupt_stops_and_frees(tiny, comfy):
+def test_interrupt_stops_and_frees_only_our_models(tiny, comfy):
+    import comfy.model_management as mm
+
     from tests.nodes_ci.fake_comfy import InterruptProcessingException
 
+    other = object()  # another pack's model, loaded before ours
+    mm.load_models_gpu([other])
     comfy.interrupt = True
     with pytest.raises(InterruptProcessingException):
         run_graph(tiny)
-    assert comfy.freed >= 1 and comfy.interrupt is False
+    assert comfy.interrupt is False
+    # the sampler's load call (the one asking room for activations) holds our UNet and ControlNet(s)
+    ours = [m for models, extra in zip(comfy.loaded, comfy.memory_required) if extra > 0 for m in models]
+    others = [m for models in comfy.loaded for m in models if not any(m is o for o in ours)]
+    still = [lm.model for lm in mm.current_loaded_models]
+    assert ours and comfy.freed == len(ours)
+    assert not any(m is o for m in still for o in ours)  # ours unloaded
+    assert other in still and all(any(m is s for s in still) for m in others)  # every other model stays
     samples, _ = run_graph(tiny)  # the next run works
     assert torch.isfinite(samples).all()
