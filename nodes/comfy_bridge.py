@@ -215,6 +215,7 @@ class Progress:
 # ------------------------------------------------------------------------------ UI previews
 
 PREVIEW_KEY = "xdyna_preview"
+WARNING_KEY = "xdyna_warning"  # UI output: lines web/xdyna.js shows on the node (empty list: none)
 
 
 def frames_preview(images: torch.Tensor, prefix: str, fps: float = 8.0, max_frames: int = 48,
@@ -259,6 +260,23 @@ def with_frames_preview(method, output_index: int, prefix: str):
     def run(self, *args, **kwargs):
         result = method(self, *args, **kwargs)
         return {"ui": frames_preview(result[output_index], prefix), "result": result}
+    return run
+
+
+def with_warning(method, reason):
+    """Node method -> the same method whose result also carries ``reason(arguments)`` (a line, or None)
+    as a warning web/xdyna.js shows on the node; the signature is kept like with_frames_preview's."""
+    import inspect
+
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        result = method(self, *args, **kwargs)
+        why = reason(bound.arguments)
+        return {"ui": {WARNING_KEY: [why] if why else []}, "result": result}
     return run
 
 

@@ -19,13 +19,22 @@ def tiny(comfy):
     return paths, vae, clip_vision, cond
 
 
+def result_of(method):
+    """A node method as ComfyUI calls it, giving the output tuple (a {"ui", "result"} dict unwrapped)."""
+    def call(*args, **kwargs):
+        out = method(*args, **kwargs)
+        return out["result"] if isinstance(out, dict) else out
+    call.__wrapped__ = method  # the contract test reads the method's signature
+    return call
+
+
 def node(name):
     from nodes import loaders, reference, sampler
 
     for mod in (loaders, reference, sampler):
         if name in mod.NODE_CLASS_MAPPINGS:
             cls = mod.NODE_CLASS_MAPPINGS[name]
-            return cls, getattr(cls(), cls.FUNCTION)
+            return cls, result_of(getattr(cls(), cls.FUNCTION))
     raise KeyError(name)
 
 
@@ -130,3 +139,19 @@ def test_interrupt_stops_and_frees_only_our_models(tiny, comfy):
     assert other in still and all(any(m is s for s in still) for m in others)  # every other model stays
     samples, _ = run_graph(tiny)  # the next run works
     assert torch.isfinite(samples).all()
+
+
+def test_unused_face_controlnet_is_a_warning_on_the_node(tiny, comfy):
+    """The face ControlNet is loaded but no face input is connected: the node shows why it ran pose only."""
+    from nodes import sampler
+
+    shown = []
+    run = sampler.XDynaSampler.run
+    monkey = lambda self, *a, **k: shown.append(run(self, *a, **k)) or shown[-1]["result"]  # noqa: E731
+    sampler.XDynaSampler.run = monkey
+    try:
+        run_graph(tiny)  # pose + face ControlNets loaded, no face input
+    finally:
+        sampler.XDynaSampler.run = run
+    assert shown[0]["ui"]["xdyna_warning"] == [
+        "a face ControlNet is loaded but no face patches are given: running pose only"]
