@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 
+from ..xdyna_core.loading import recognise
 from . import comfy_bridge as bridge
 
 NONE = "none"
@@ -35,8 +36,11 @@ class XDynaImageProj:
     patcher: object
 
 
-def _xdyna_files():
-    return bridge.list_files(bridge.XDYNA_FOLDER, exclude=("detectors/",))
+def _files_for(role: str, folder: str = bridge.XDYNA_FOLDER):
+    """The files of ``folder`` a dropdown for ``role`` lists: those that are that role, or whose kind
+    cannot be told cheaply (recognised by safetensors header, else by name)."""
+    names = bridge.list_files(folder, exclude=("detectors/",))
+    return [n for n in names if recognise.serves(bridge.full_path(folder, n), role)]
 
 
 def _build(precision: str, params: int):
@@ -51,16 +55,18 @@ class XDynaModelLoader:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("XDYNA_MODEL",)
     RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The X-Dyna UNet (loaded on the GPU by the sampler): the model input of X-Dyna Sampler.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "unet_name": (_xdyna_files(), {"tooltip": "X-Dyna UNet file in models/xdyna"}),
+            "unet_name": (_files_for(recognise.UNET), {"tooltip": "X-Dyna UNet file in models/xdyna "
+                                                                  "(ControlNets are not listed)"}),
             "precision": (bridge.PRECISIONS, {"default": "auto", "tooltip": "auto follows ComfyUI's policy (fp16 on most GPUs, fp32 on CPU)"}),
         }, "optional": {
             "sd15_checkpoint": ([NONE] + bridge.list_files("checkpoints"), {"default": NONE, "tooltip": "SD1.5 checkpoint for the base weights, when the X-Dyna file does not carry them"}),
-            "ipadapter_name": ([NONE] + bridge.list_files("ipadapter"), {"default": NONE, "tooltip": "ip-adapter-plus_sd15 file, when the X-Dyna file lacks to_k_ip/to_v_ip"}),
+            "ipadapter_name": ([NONE] + _files_for(recognise.IP_ADAPTER, "ipadapter"), {"default": NONE, "tooltip": "ip-adapter-plus_sd15 file, when the X-Dyna file lacks to_k_ip/to_v_ip"}),
         }}
 
     def load(self, unet_name, precision, sd15_checkpoint=NONE, ipadapter_name=NONE):
@@ -81,15 +87,19 @@ class XDynaControlNetLoader:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("XDYNA_CONTROLNETS",)
     RETURN_NAMES = ("controlnets",)
+    OUTPUT_TOOLTIPS = ("The pose (+ S-Face) ControlNets: the controlnets input of X-Dyna Sampler.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = _xdyna_files()
         return {"required": {
-            "pose_controlnet": (files, {"tooltip": "pose ControlNet (3-channel skeleton input)"}),
-            "face_controlnet": ([NONE] + files, {"default": NONE, "tooltip": "S-Face ControlNet (6-channel); none = body motion only"}),
-            "precision": (bridge.PRECISIONS, {"default": "auto"}),
+            "pose_controlnet": (_files_for(recognise.POSE_CONTROLNET),
+                                {"tooltip": "pose ControlNet (3-channel skeleton input) in models/xdyna"}),
+            "face_controlnet": ([NONE] + _files_for(recognise.FACE_CONTROLNET),
+                                {"default": NONE, "tooltip": "S-Face ControlNet (6-channel) in models/xdyna; none = "
+                                                             "body motion only"}),
+            "precision": (bridge.PRECISIONS, {"default": "auto", "tooltip": "auto follows ComfyUI's policy (fp16 on "
+                                                                            "most GPUs, fp32 on CPU)"}),
         }}
 
     def load(self, pose_controlnet, face_controlnet, precision):
@@ -111,12 +121,14 @@ class XDynaIPAdapterLoader:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("XDYNA_IMAGE_PROJ",)
     RETURN_NAMES = ("image_proj",)
+    OUTPUT_TOOLTIPS = ("The IP-Adapter-plus Resampler: the image_proj input of X-Dyna Reference Encode.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "ipadapter_name": (bridge.list_files("ipadapter"), {"tooltip": "ip-adapter-plus_sd15.safetensors or .bin"}),
+            "ipadapter_name": (_files_for(recognise.IP_ADAPTER, "ipadapter"),
+                               {"tooltip": "ip-adapter-plus_sd15.safetensors or .bin in models/ipadapter"}),
         }}
 
     def load(self, ipadapter_name):

@@ -236,11 +236,15 @@ class XDynaLoadPoseKeypoints:
     FUNCTION = "load"
     RETURN_TYPES = ("POSE_KEYPOINT",)
     RETURN_NAMES = ("pose_keypoint",)
+    OUTPUT_TOOLTIPS = ("Keypoints per frame (POSE_KEYPOINT): for X-Dyna Pose From Keypoints or Pose Align.",)
 
     @classmethod
     def INPUT_TYPES(cls):
+        # xdyna_json_upload: web/xdyna.js adds an upload button that puts a .json into the input folder
         return {"required": {"keypoints_file": (bridge.input_files([".json"]),
-                                                {"tooltip": "a .json file in ComfyUI's input folder"})}}
+                                                {"xdyna_json_upload": True,
+                                                 "tooltip": "a .json file in ComfyUI's input folder (the upload "
+                                                            "button adds one)"})}}
 
     @classmethod
     def IS_CHANGED(cls, keypoints_file):

@@ -1,4 +1,6 @@
 """Loader, reference and sampler nodes: contracts and a full run on the tiny set (fake ComfyUI)."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -58,6 +60,26 @@ def test_folders_registered_and_listed(tiny, comfy):
     spec = cls.INPUT_TYPES()
     assert "xdyna_unet.safetensors" in spec["required"]["unet_name"][0]
     assert "ip-adapter-plus_sd15.safetensors" in spec["optional"]["ipadapter_name"][0]
+
+
+def test_loader_lists_hold_only_files_that_can_serve(tiny, comfy):
+    """Dropdowns filtered by what each file is: safetensors by header (also without our metadata, and
+    under any name), pickles by name; a file that cannot be told cheaply stays in every list."""
+    from safetensors.torch import load_file, save_file
+
+    paths = tiny[0]
+    xdyna = paths["unet"].parent
+    for role in ("pose_controlnet", "face_controlnet"):  # renamed, metadata dropped: only keys tell
+        save_file(load_file(str(paths[role])), str(xdyna / f"model_{role[:4]}.safetensors"))
+    (xdyna / "mystery.ckpt").write_bytes(b"not read")
+    (xdyna / "sface_controlnet.ckpt").write_bytes(b"not read")
+    unet = node("XDynaModelLoader")[0].INPUT_TYPES()["required"]["unet_name"][0]
+    spec = node("XDynaControlNetLoader")[0].INPUT_TYPES()["required"]
+    pose, face = spec["pose_controlnet"][0], spec["face_controlnet"][0]
+    assert unet == ["mystery.ckpt", "xdyna_unet.safetensors"]
+    assert pose == ["model_pose.safetensors", "mystery.ckpt", "xdyna_pose_controlnet.safetensors"]
+    assert face == ["none", "model_face.safetensors", "mystery.ckpt", "sface_controlnet.ckpt",
+                    "xdyna_face_controlnet.safetensors"]
 
 
 def test_missing_file_names_the_folder(tiny, comfy):
@@ -155,3 +177,27 @@ def test_unused_face_controlnet_is_a_warning_on_the_node(tiny, comfy):
         sampler.XDynaSampler.run = run
     assert shown[0]["ui"]["xdyna_warning"] == [
         "a face ControlNet is loaded but no face patches are given: running pose only"]
+
+
+def test_every_input_and_output_has_a_tooltip(comfy):
+    """Every X-Dyna node: a description, a tooltip on each input and one per output."""
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("ComfyUI-XDyna", REPO / "__init__.py",
+                                                  submodule_search_locations=[str(REPO)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["ComfyUI-XDyna"] = pack
+    try:
+        spec.loader.exec_module(pack)
+    finally:
+        sys.modules.pop("ComfyUI-XDyna", None)
+    assert len(pack.NODE_CLASS_MAPPINGS) >= 11
+    for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+        assert cls.DESCRIPTION, name
+        for section in ("required", "optional"):
+            for key, value in cls.INPUT_TYPES().get(section, {}).items():
+                assert len(value) > 1 and value[1].get("tooltip"), f"{name}.{key} has no tooltip"
+        assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES), f"{name} outputs"
+        assert all(getattr(cls, "OUTPUT_TOOLTIPS")), name
