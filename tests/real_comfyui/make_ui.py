@@ -38,50 +38,89 @@ UPLOAD_VALUE = "image"
 # Frontend-only node types (not in /object_info, never in API format).
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
+XDYNA_PAGE = "https://huggingface.co/Boese0601/X-Dyna"  # the released X-Dyna weights (convert: see the note)
 NOTE_COMMON = (
-    "Model files (nothing is downloaded):\n"
+    "What to download (nothing is downloaded for you) and where it goes:\n"
     "  models/xdyna/          xdyna_unet.safetensors, xdyna_pose_controlnet.safetensors{face}\n"
-    "  models/ipadapter/      ip-adapter-plus_sd15.safetensors\n"
+    "                         from " + XDYNA_PAGE + " (the released .ckpt files;\n"
+    "                         python -m xdyna_core convert FILE.ckpt models/xdyna/NAME.safetensors)\n"
+    "  models/ipadapter/      ip-adapter-plus_sd15.safetensors   (huggingface.co/h94/IP-Adapter, models/)\n"
     "  models/clip_vision/    CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors\n"
-    "  models/checkpoints/    v1-5-pruned-emaonly.safetensors\n"
+    "                         (h94/IP-Adapter models/image_encoder/model.safetensors, renamed)\n"
+    "  models/checkpoints/    v1-5-pruned-emaonly.safetensors (Stable Diffusion 1.5)\n"
     "{detectors}"
-    "\nwidth/height must be the same on every node that has them (512x896 is X-Dyna's training size).\n"
-    "'frames (start, count)' picks the driving frames to animate; raise count for longer clips.\n"
+    "\nThe working size is set once, on X-Dyna Reference Encode (multiples of 8; X-Dyna was trained at\n"
+    "512x896); the driving video and the poses follow it. X-Dyna Load Driving Video decodes only the frames\n"
+    "used (start, frame_count, stride or target_fps) at that size, and passes their sound to Create Video.\n"
     "Batch runs: python -m xdyna_core batch --workflow example_workflows/api/{name}_api.json ..."
 )
-DETECTORS = ("  models/xdyna/detectors/ yolox_l.onnx, dw-ll_ucoco_384.onnx (DWPose; without them the\n"
+DETECTORS = ("  models/xdyna/detectors/ yolox_l.onnx, dw-ll_ucoco_384.onnx (DWPose, optional; without them the\n"
              "                         pose backend 'auto' uses MediaPipe: pip install mediapipe==0.10.14)\n")
 
-# Per workflow: title, note text and layout (columns of node ids, top to bottom).
+# ComfyUI's missing-model dialog: one entry per file (name, folder, source page). The frontend keys
+# entries by url, so each file's page address is made unique with a fragment naming the file.
+_MODELS = {
+    "unet": ("xdyna_unet.safetensors", "xdyna", XDYNA_PAGE + "#xdyna_unet.safetensors"),
+    "pose": ("xdyna_pose_controlnet.safetensors", "xdyna", XDYNA_PAGE + "#xdyna_pose_controlnet.safetensors"),
+    "face": ("xdyna_face_controlnet.safetensors", "xdyna", XDYNA_PAGE + "#xdyna_face_controlnet.safetensors"),
+    "ip": ("ip-adapter-plus_sd15.safetensors", "ipadapter",
+           "https://huggingface.co/h94/IP-Adapter/resolve/main/models/ip-adapter-plus_sd15.safetensors"),
+    "clip": ("CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "clip_vision",
+             "https://huggingface.co/h94/IP-Adapter/resolve/main/models/image_encoder/model.safetensors"),
+    "sd15": ("v1-5-pruned-emaonly.safetensors", "checkpoints",
+             "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly.safetensors"),
+}
+
+
+def models_of(*keys) -> list:
+    return [{"name": n, "directory": d, "url": u} for n, d, u in (_MODELS[k] for k in keys)]
+
+
+# Per workflow: card title and one-sentence description (the template browser), note text, layout
+# (columns of node ids, top to bottom) and the model files it needs.
 WORKFLOWS = {
     "xdyna_pose": {
+        "title": "X-Dyna: animate a photo with a dance video",
+        "description": "The person in the reference photo moves like the dancer in the driving video, with its sound.",
         "note": "X-Dyna: animate the reference photo with the body motion of the driving video.\n\n"
                 + NOTE_COMMON.format(face="", detectors=DETECTORS, name="xdyna_pose"),
-        "columns": [["1", "4", "7", "5", "6"], ["10", "11", "12", "13"], ["2", "3", "14", "15"],
+        "columns": [["1", "4", "7", "5", "6"], ["10", "15", "11"], ["2", "3", "14"],
                     ["20"], ["21", "22", "23"]],
+        "models": models_of("unet", "pose", "ip", "clip", "sd15"),
     },
     "xdyna_pose_sface": {
+        "title": "X-Dyna: body motion and facial expressions",
+        "description": "Animates the reference photo with the body motion and the facial expressions (S-Face) "
+                       "of the driving video, with its sound.",
         "note": "X-Dyna with S-Face: body motion plus facial expressions of the driving video.\n"
                 "The S-Face patches come from the pose keypoints' face points (DWPose / MediaPipe);\n"
                 "'landmarks' can also use insightface's 1k3d68.onnx (models/insightface/models/<pack>/).\n\n"
                 + NOTE_COMMON.format(face=",\n                          xdyna_face_controlnet.safetensors",
                                      detectors=DETECTORS, name="xdyna_pose_sface"),
-        "columns": [["1", "4", "7", "5", "6"], ["10", "11", "12", "13"], ["2", "3", "14", "16", "15"],
+        "columns": [["1", "4", "7", "5", "6"], ["10", "15", "11"], ["2", "3", "14", "16"],
                     ["20"], ["21", "22", "23"]],
+        "models": models_of("unet", "pose", "face", "ip", "clip", "sd15"),
     },
     "xdyna_pose_video": {
+        "title": "X-Dyna: animate a photo with a skeleton video",
+        "description": "Animates the reference photo with a pre-rendered X-Dyna pose (skeleton) video, without "
+                       "pose detection.",
         "note": "X-Dyna driven by your own pose source: a pre-rendered skeleton video (X-Dyna style:\n"
                 "OpenPose body without the head, plus hands, on black), e.g. the official aligned poses.\n"
                 "Other POSE_KEYPOINT sources (comfyui_controlnet_aux DWPose/OpenPose, pose editors) go\n"
                 "through 'X-Dyna Pose From Keypoints' (or 'X-Dyna Pose Align') into the sampler's pose.\n\n"
                 + NOTE_COMMON.format(face="", detectors="", name="xdyna_pose_video"),
-        "columns": [["1", "4", "7", "5", "6"], ["10", "11", "12", "13"], ["2", "3", "14", "15"],
+        "columns": [["1", "4", "7", "5", "6"], ["10", "15", "11"], ["2", "3", "14"],
                     ["20"], ["21", "22", "23"]],
+        "models": models_of("unet", "pose", "ip", "clip", "sd15"),
     },
 }
+# Folder names the pack is installed under (the template browser keys its titles by this name).
+PACK_NAMES = ("ComfyUI-XDyna", "comfyui-xdyna", "ComfyUI-XDyna-main", "comfyui_xdyna")
+LOCALES_PATH = REPO / "locales" / "en" / "main.json"
 
 COLUMN_GAP, ROW_GAP, MARGIN = 60, 40, 40
-NOTE_SIZE = (560, 300)
+NOTE_SIZE = (680, 330)
 
 
 # ------------------------------------------------------------------------------------- specs
@@ -186,7 +225,7 @@ def widget_names(spec: dict) -> list:
 # Room for what web/xdyna.js draws: the progress label and the animated frame preview.
 LABEL_H, PREVIEW_H = 24, 200
 PREVIEW_TYPES = {"XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression"}
-LABEL_TYPES = PREVIEW_TYPES | {"XDynaSampler", "XDynaReferenceEncode"}
+LABEL_TYPES = PREVIEW_TYPES | {"XDynaSampler", "XDynaReferenceEncode", "XDynaLoadDrivingVideo"}
 
 
 def _node_size(node_type: str, spec: dict) -> list:
@@ -230,7 +269,11 @@ def _depth_order(api: dict) -> list:
     return order
 
 
-def api_to_ui(api: dict, specs: dict, columns: list, note: str = "") -> dict:
+# What a linked widget shows (the frontend keeps a value under the link).
+LINKED_WIDGET_VALUES = {"fps": 30.0, "width": 512, "height": 896}
+
+
+def api_to_ui(api: dict, specs: dict, columns: list, note: str = "", models: list | None = None) -> dict:
     """UI-format workflow (schema version 0.4, as ComfyUI's frontend saves it) for an API graph."""
     placed = [nid for col in columns for nid in col]
     if sorted(placed, key=int) != sorted(api, key=int):
@@ -288,7 +331,7 @@ def api_to_ui(api: dict, specs: dict, columns: list, note: str = "") -> dict:
         (p, size) = pos[nid]
         ui = {"id": int(nid), "type": t, "pos": p, "size": size, "flags": {}, "order": order[nid], "mode": 0,
               "inputs": inputs, "outputs": outputs, "properties": {"Node name for S&R": t},
-              "widgets_values": widget_values(spec, node["inputs"], {"fps": 30.0})}
+              "widgets_values": widget_values(spec, node["inputs"], LINKED_WIDGET_VALUES)}
         title = node.get("_meta", {}).get("title")
         if title and title != spec["display_name"]:
             ui["title"] = title
@@ -300,8 +343,11 @@ def api_to_ui(api: dict, specs: dict, columns: list, note: str = "") -> dict:
         nodes.append({"id": last_id, "type": "Note", "pos": [MARGIN, MARGIN], "size": list(NOTE_SIZE), "flags": {},
                       "order": len(api), "mode": 0, "inputs": [], "outputs": [], "properties": {},
                       "widgets_values": [note], "color": "#432", "bgcolor": "#653"})
-    return {"last_node_id": last_id, "last_link_id": link_id, "nodes": nodes, "links": links, "groups": [],
-            "config": {}, "extra": {"ds": {"scale": 0.6, "offset": [100, 20]}}, "version": 0.4}
+    ui = {"last_node_id": last_id, "last_link_id": link_id, "nodes": nodes, "links": links, "groups": [],
+          "config": {}, "extra": {"ds": {"scale": 0.75, "offset": [20, 10]}}, "version": 0.4}
+    if models:
+        ui["models"] = models  # the frontend's missing-model dialog reads these
+    return ui
 
 
 def ui_to_api_view(ui: dict, specs: dict) -> dict:
@@ -339,8 +385,19 @@ def twin_paths() -> dict:
 def render(name: str, specs: dict | None = None) -> str:
     _, api_path = twin_paths()[name]
     api = json.loads(api_path.read_text())
-    ui = api_to_ui(api, specs or load_specs(), WORKFLOWS[name]["columns"], WORKFLOWS[name]["note"])
+    wf = WORKFLOWS[name]
+    ui = api_to_ui(api, specs or load_specs(), wf["columns"], wf["note"], wf["models"])
     return json.dumps(ui, indent=1) + "\n"
+
+
+def render_locales() -> str:
+    """locales/en/main.json: the template cards' titles and descriptions, which ComfyUI's frontend reads
+    from the pack's translations (keyed by the folder the pack is installed under)."""
+    titles = {n: w["title"] for n, w in WORKFLOWS.items()}
+    descriptions = {n: w["description"] for n, w in WORKFLOWS.items()}
+    data = {"templateWorkflows": {"template": {p: titles for p in PACK_NAMES},
+                                  "templateDescription": {p: descriptions for p in PACK_NAMES}}}
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
 def used_types() -> set:
@@ -392,6 +449,13 @@ def main(argv=None) -> int:
         if not args.check:
             ui_path.write_text(text)
             print(f"wrote {ui_path.relative_to(REPO)}")
+    locales = render_locales()
+    if not LOCALES_PATH.exists() or LOCALES_PATH.read_text() != locales:
+        stale.append(LOCALES_PATH)
+        if not args.check:
+            LOCALES_PATH.parent.mkdir(parents=True, exist_ok=True)
+            LOCALES_PATH.write_text(locales)
+            print(f"wrote {LOCALES_PATH.relative_to(REPO)}")
     if args.thumbnails and not args.check:
         write_thumbnails(args.thumbnails)
     if args.check and stale:
