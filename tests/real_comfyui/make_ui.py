@@ -429,11 +429,45 @@ def write_thumbnails(url: str) -> None:
             print(f"wrote {ui_path.with_suffix('.jpg').relative_to(REPO)}")
 
 
+# The pictures each card shows (files of ../shared/assets): the reference photo and the driving input.
+THUMB_INPUTS = {
+    "xdyna_pose": ("reference_image/example_1.png", "driving_video/example_1_driving_1.mp4", "driving video"),
+    "xdyna_pose_sface": ("reference_image/example_2.jpg", "driving_video/example_2_driving_2.mp4", "driving video"),
+    "xdyna_pose_video": ("reference_image/example_1.png", "poses/example_1_pose_1.mp4", "pose video"),
+}
+
+
+def write_input_thumbnails(assets: Path) -> None:
+    """<name>.jpg next to each UI file: the reference photo and a frame of the driving input, labelled,
+    readable at card size. (No output frame: the released weights are not available to render one.)"""
+    import av
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=26)
+    w, h = THUMB_SIZE
+    for name, (ref, clip, label) in THUMB_INPUTS.items():
+        with av.open(str(assets / clip)) as c:
+            frame = next(iter(c.decode(video=0))).to_image()
+        card = Image.new("RGB", (w, h), (24, 24, 28))
+        draw = ImageDraw.Draw(card)
+        panels = [(Image.open(assets / ref).convert("RGB"), "reference photo"), (frame, label)]
+        pw = (w - 60) // 2
+        for i, (img, text) in enumerate(panels):
+            img.thumbnail((pw, h - 70), Image.LANCZOS)
+            x = 20 + i * (pw + 20) + (pw - img.width) // 2
+            card.paste(img, (x, 20))
+            draw.text((20 + i * (pw + 20) + pw // 2, h - 28), text, fill=(235, 235, 235), font=font, anchor="mm")
+        path = WORKFLOW_DIR / f"{name}.jpg"
+        card.save(path, quality=88, optimize=True)
+        print(f"wrote {path.relative_to(REPO)}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="only compare; exit 1 when a file differs")
     ap.add_argument("--refresh-specs", metavar="URL", help="rewrite node_specs.json from a running ComfyUI first")
     ap.add_argument("--thumbnails", metavar="URL", help="also draw the template thumbnails with a running ComfyUI")
+    ap.add_argument("--input-thumbnails", metavar="ASSETS", help="template thumbnails from the example inputs")
     args = ap.parse_args(argv)
     if args.refresh_specs:
         with urllib.request.urlopen(args.refresh_specs.rstrip("/") + "/object_info", timeout=60) as r:
@@ -456,6 +490,8 @@ def main(argv=None) -> int:
             LOCALES_PATH.parent.mkdir(parents=True, exist_ok=True)
             LOCALES_PATH.write_text(locales)
             print(f"wrote {LOCALES_PATH.relative_to(REPO)}")
+    if args.input_thumbnails and not args.check:
+        write_input_thumbnails(Path(args.input_thumbnails))
     if args.thumbnails and not args.check:
         write_thumbnails(args.thumbnails)
     if args.check and stale:

@@ -8,7 +8,7 @@ from tests.real_comfyui import make_ui
 from tests.real_comfyui.support import EXT_NAME, record
 
 EXPECTED_NODES = {
-    "XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode",
+    "XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode", "XDynaLoadDrivingVideo",
     "XDynaLoadPoseKeypoints", "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression",
     "XDynaSampler",
 }
@@ -50,3 +50,22 @@ def test_templates_are_listed_and_served(comfy_server):
         thumb = ui_path.with_suffix(".jpg")
         if thumb.exists():
             assert comfy_server.get(f"/api/workflow_templates/{EXT_NAME}/{name}.jpg") == thumb.read_bytes()
+
+
+def test_every_input_and_output_has_a_tooltip(comfy_server):
+    """What the frontend shows on hover, as the live server describes our nodes."""
+    info = comfy_server.get("/object_info")
+    for name in EXPECTED_NODES:
+        node = info[name]
+        for section in ("required", "optional"):
+            for key, spec in node["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{key}"
+        assert len(node["output_tooltips"]) == len(node["output"]) and all(node["output_tooltips"]), name
+
+
+def test_template_titles_and_descriptions_are_served(comfy_server):
+    """The template browser titles a pack's cards from its translations (locales/en/main.json)."""
+    en = comfy_server.get("/i18n")["en"]["templateWorkflows"]
+    for name, wf in make_ui.WORKFLOWS.items():
+        assert en["template"][EXT_NAME][name] == wf["title"]
+        assert en["templateDescription"][EXT_NAME][name] == wf["description"]
