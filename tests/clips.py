@@ -25,9 +25,10 @@ def sound_at(t: np.ndarray) -> np.ndarray:
 
 
 def write_clip(path, seconds: float, fps: int, width: int, height: int, audio_rate: int = 0,
-               audio_codec: str = "aac", crf: int = 0, preset: str = "ultrafast") -> int:
+               audio_codec: str = "aac", crf: int = 0, preset: str = "ultrafast", level=frame_level) -> int:
     """Write the clip (h264 yuv420p; stereo sound when ``audio_rate`` > 0: left the ramp, right its
-    negative). Returns the frame count. Frames are made one at a time (a long 1080p clip stays small)."""
+    negative). Returns the frame count. Frames are made one at a time (a long 1080p clip stays small);
+    ``level(i)`` is frame i's grey."""
     import av
 
     n = int(round(seconds * fps))
@@ -39,7 +40,7 @@ def write_clip(path, seconds: float, fps: int, width: int, height: int, audio_ra
         if audio_rate:
             a = out.add_stream(audio_codec, rate=audio_rate, layout="stereo")
         for i in range(n):
-            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), frame_level(i), np.uint8), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), level(i), np.uint8), format="rgb24")
             for p in v.encode(frame):
                 out.mux(p)
         if a is not None:
