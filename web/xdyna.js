@@ -13,6 +13,9 @@
 //    patches are given: running pose only") is shown in amber on the node until its next run.
 // 4. Upload button for keypoint JSON on X-Dyna Load Pose Keypoints (inputs marked xdyna_json_upload):
 //    the file goes to ComfyUI's input folder through the same /upload/image route the image upload uses.
+// 5. Template cards: the template browser titles a pack's templates with their file names. The cards
+//    of this pack are listed as a category of their own with the titles and one-sentence descriptions
+//    of web/templates.json (written by tests/real_comfyui/make_ui.py); the files stay where they are.
 // Works with the frontends of ComfyUI 0.3.64 (1.27) and 0.8.0 (1.35); uses only the legacy
 // extension API (app.registerExtension, node prototype hooks, api events).
 import { app } from "../../scripts/app.js";
@@ -352,6 +355,44 @@ function addJsonUpload(node, inputName) {
     return onRemoved?.apply(this, arguments);
   };
 }
+
+// ------------------------------------------------------------------------------------ template cards
+
+const CARDS_URL = new URL("./templates.json", import.meta.url).href;
+
+function patchTemplateBrowser() {
+  if (!api.getWorkflowTemplates || !api.getCoreWorkflowTemplates || api.__xdynaCards) return;
+  api.__xdynaCards = true;
+  let cards = null;
+  let pack = null; // the folder name ComfyUI serves our templates under
+  const customTemplates = api.getWorkflowTemplates.bind(api);
+  const coreTemplates = api.getCoreWorkflowTemplates.bind(api);
+  api.getWorkflowTemplates = async function () {
+    const byPack = await customTemplates();
+    try {
+      cards = cards || (await (await fetch(CARDS_URL)).json());
+      const names = new Set(cards.map((c) => c.name));
+      for (const [mod, list] of Object.entries(byPack || {})) {
+        if (list.length && list.every((n) => names.has(n))) {
+          pack = mod;
+          delete byPack[mod]; // listed below, with titles, instead of by file name
+        }
+      }
+    } catch (e) {
+      console.warn("X-Dyna: template titles not loaded", e);
+    }
+    return byPack;
+  };
+  api.getCoreWorkflowTemplates = async function (locale) {
+    const core = await coreTemplates(locale);
+    if (!pack || !cards || !Array.isArray(core)) return core;
+    return [...core, { moduleName: pack, title: "X-Dyna", type: "video",
+      templates: cards.map((c) => ({ name: c.name, title: c.title, description: c.description,
+                                     mediaType: "image", mediaSubtype: "jpg" })) }];
+  };
+}
+
+patchTemplateBrowser();
 
 // ------------------------------------------------------------------------------------ registration
 

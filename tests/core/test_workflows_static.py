@@ -175,9 +175,9 @@ def test_sound_fps_and_template_metadata(name):
     assert create["inputs"]["audio"] == [driving, 1] and create["inputs"]["fps"] == [driving, 2]
     wf = make_ui.WORKFLOWS[name]
     assert wf["title"] and wf["description"].endswith(".") and wf["description"].count(". ") == 0
-    locales = json.loads(make_ui.LOCALES_PATH.read_text())["templateWorkflows"]
-    assert locales["template"]["ComfyUI-XDyna"][name] == wf["title"]
-    assert locales["templateDescription"]["ComfyUI-XDyna"][name] == wf["description"]
+    cards = {c["name"]: c for c in json.loads(make_ui.CARDS_PATH.read_text())}
+    assert cards[name]["title"] == wf["title"] and cards[name]["description"] == wf["description"]
+    assert not set("-_") & set(wf["description"])  # the browser shows - and _ of descriptions as spaces
     named = {v for n in api.values() for k, v in n["inputs"].items()
              if isinstance(v, str) and v.endswith(".safetensors")}
     listed = {m["name"]: m for m in ui["models"]}

@@ -90,8 +90,8 @@ WORKFLOWS = {
     },
     "xdyna_pose_sface": {
         "title": "X-Dyna: body motion and facial expressions",
-        "description": "Animates the reference photo with the body motion and the facial expressions (S-Face) "
-                       "of the driving video, with its sound.",
+        "description": "Animates the reference photo with the body motion and the facial expressions of the "
+                       "driving video, with its sound.",
         "note": "X-Dyna with S-Face: body motion plus facial expressions of the driving video.\n"
                 "The S-Face patches come from the pose keypoints' face points (DWPose / MediaPipe);\n"
                 "'landmarks' can also use insightface's 1k3d68.onnx (models/insightface/models/<pack>/).\n\n"
@@ -103,8 +103,8 @@ WORKFLOWS = {
     },
     "xdyna_pose_video": {
         "title": "X-Dyna: animate a photo with a skeleton video",
-        "description": "Animates the reference photo with a pre-rendered X-Dyna pose (skeleton) video, without "
-                       "pose detection.",
+        "description": "Animates the reference photo with a ready skeleton (pose) video, without any pose "
+                       "detection.",
         "note": "X-Dyna driven by your own pose source: a pre-rendered skeleton video (X-Dyna style:\n"
                 "OpenPose body without the head, plus hands, on black), e.g. the official aligned poses.\n"
                 "Other POSE_KEYPOINT sources (comfyui_controlnet_aux DWPose/OpenPose, pose editors) go\n"
@@ -115,9 +115,9 @@ WORKFLOWS = {
         "models": models_of("unet", "pose", "ip", "clip", "sd15"),
     },
 }
-# Folder names the pack is installed under (the template browser keys its titles by this name).
-PACK_NAMES = ("ComfyUI-XDyna", "comfyui-xdyna", "ComfyUI-XDyna-main", "comfyui_xdyna")
-LOCALES_PATH = REPO / "locales" / "en" / "main.json"
+# The template cards' titles and descriptions, for web/xdyna.js (ComfyUI 0.8.0's template browser
+# titles a pack's templates with their file names; the extension lists ours as a category with these).
+CARDS_PATH = REPO / "web" / "templates.json"
 
 COLUMN_GAP, ROW_GAP, MARGIN = 60, 40, 40
 NOTE_SIZE = (680, 330)
@@ -390,14 +390,10 @@ def render(name: str, specs: dict | None = None) -> str:
     return json.dumps(ui, indent=1) + "\n"
 
 
-def render_locales() -> str:
-    """locales/en/main.json: the template cards' titles and descriptions, which ComfyUI's frontend reads
-    from the pack's translations (keyed by the folder the pack is installed under)."""
-    titles = {n: w["title"] for n, w in WORKFLOWS.items()}
-    descriptions = {n: w["description"] for n, w in WORKFLOWS.items()}
-    data = {"templateWorkflows": {"template": {p: titles for p in PACK_NAMES},
-                                  "templateDescription": {p: descriptions for p in PACK_NAMES}}}
-    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+def render_cards() -> str:
+    """web/templates.json: [{name, title, description}] of every workflow, in menu order."""
+    cards = [{"name": n, "title": w["title"], "description": w["description"]} for n, w in WORKFLOWS.items()]
+    return json.dumps(cards, indent=1) + "\n"
 
 
 def used_types() -> set:
@@ -483,13 +479,12 @@ def main(argv=None) -> int:
         if not args.check:
             ui_path.write_text(text)
             print(f"wrote {ui_path.relative_to(REPO)}")
-    locales = render_locales()
-    if not LOCALES_PATH.exists() or LOCALES_PATH.read_text() != locales:
-        stale.append(LOCALES_PATH)
+    cards = render_cards()
+    if not CARDS_PATH.exists() or CARDS_PATH.read_text() != cards:
+        stale.append(CARDS_PATH)
         if not args.check:
-            LOCALES_PATH.parent.mkdir(parents=True, exist_ok=True)
-            LOCALES_PATH.write_text(locales)
-            print(f"wrote {LOCALES_PATH.relative_to(REPO)}")
+            CARDS_PATH.write_text(cards)
+            print(f"wrote {CARDS_PATH.relative_to(REPO)}")
     if args.input_thumbnails and not args.check:
         write_input_thumbnails(Path(args.input_thumbnails))
     if args.thumbnails and not args.check:

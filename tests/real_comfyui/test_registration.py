@@ -63,9 +63,7 @@ def test_every_input_and_output_has_a_tooltip(comfy_server):
         assert len(node["output_tooltips"]) == len(node["output"]) and all(node["output_tooltips"]), name
 
 
-def test_template_titles_and_descriptions_are_served(comfy_server):
-    """The template browser titles a pack's cards from its translations (locales/en/main.json)."""
-    en = comfy_server.get("/i18n")["en"]["templateWorkflows"]
-    for name, wf in make_ui.WORKFLOWS.items():
-        assert en["template"][EXT_NAME][name] == wf["title"]
-        assert en["templateDescription"][EXT_NAME][name] == wf["description"]
+def test_template_cards_are_served_to_the_web_extension(comfy_server):
+    """web/xdyna.js reads the cards' titles and descriptions from the pack's web folder."""
+    cards = comfy_server.get(f"/extensions/{EXT_NAME}/templates.json")
+    assert [c["name"] for c in cards] == list(make_ui.WORKFLOWS)

@@ -79,12 +79,18 @@ async function dialogs(page) {
     report.errorsBeforeLoad = report.consoleErrors.length + report.pageErrors.length;
 
     if (a.templates) {
-      // The template browser as a user opens it (menu command), on the "Custom Nodes" cards.
+      // The template browser as a user opens it (menu command), on this pack's cards; then a fresh page.
       await page.evaluate(async () => { await window.app.extensionManager.command.execute('Comfy.BrowseTemplates'); });
-      await page.waitForTimeout(2500);
-      report.templatesText = (await dialogs(page)).join('\n');
+      await page.waitForTimeout(2000);
+      // the browser opens on "All Templates": find this pack's cards with its search box
+      await page.getByPlaceholder(/search/i).first().fill('X-Dyna');
+      await page.waitForTimeout(2000);
+      report.templatesText = await page.evaluate(() => [...document.querySelectorAll('[role="dialog"], .p-dialog')]
+        .filter((el) => el.getClientRects().length > 0).map((el) => el.innerText).join('\n'));
+      await page.goto(a.url + '/', { waitUntil: 'domcontentloaded', timeout: 60000 });
+      await page.waitForFunction(() => window.app && window.app.graph && window.app.canvas, null, { timeout: 60000 });
+      await page.waitForTimeout(1000);
       for (let i = 0; i < 3; i++) await page.keyboard.press('Escape');
-      await page.waitForTimeout(500);
     }
 
     await page.evaluate(async (wf) => { await window.app.loadGraphData(wf); }, workflow);
