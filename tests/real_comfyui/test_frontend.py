@@ -14,7 +14,9 @@ NAMES = sorted(make_ui.WORKFLOWS)
 EXTENSION = "XDyna.ProgressAndPreview"
 # Noise of every start in a fresh user folder (no user.css, saved workflows or template index, no
 # favicon) and registry look-ups that are blocked offline; nothing else may show up.
-BENIGN = re.compile(r"status of 404 .*/(api/userdata|user\.css|favicon\.ico)|api\.comfy\.org")
+BENIGN = re.compile(r"status of 404 .*/(api/userdata|user\.css|favicon\.ico)|api\.comfy\.org"
+                    # the missing-model dialog asks the model pages for file sizes (offline here)
+                    r"|(Connecting to '|Fetch API cannot load )https://huggingface\.co/|Error fetching file size")
 # Inputs the frontend adds to what it queues (a preview widget of LoadVideo), not part of the graph.
 FRONTEND_EXTRAS = {"video-preview"}
 
