@@ -344,7 +344,7 @@ def api_to_ui(api: dict, specs: dict, columns: list, note: str = "", models: lis
                       "order": len(api), "mode": 0, "inputs": [], "outputs": [], "properties": {},
                       "widgets_values": [note], "color": "#432", "bgcolor": "#653"})
     ui = {"last_node_id": last_id, "last_link_id": link_id, "nodes": nodes, "links": links, "groups": [],
-          "config": {}, "extra": {"ds": {"scale": 0.75, "offset": [20, 10]}}, "version": 0.4}
+          "config": {}, "extra": {"ds": {"scale": 0.75, "offset": [90, 60]}}, "version": 0.4}
     if models:
         ui["models"] = models  # the frontend's missing-model dialog reads these
     return ui
