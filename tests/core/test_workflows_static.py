@@ -167,7 +167,7 @@ def test_sizes_agree_and_batch_runner_can_fill_it(name, tmp_path):
 @pytest.mark.parametrize("name", NAMES)
 def test_sound_fps_and_template_metadata(name):
     """The driving clip's sound and fps reach Create Video; the card has a title and a one-sentence
-    description (locales/en/main.json, what the template browser shows); the missing-model dialog
+    description (web/templates.json, which web/xdyna.js gives the template browser); the missing-model dialog
     gets every model file the loaders name, with its folder and source page."""
     ui, api = _load(name)
     driving = next(nid for nid, n in api.items() if n["class_type"] == "XDynaLoadDrivingVideo")
