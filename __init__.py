@@ -6,8 +6,6 @@ only its own nodes.
 """
 import importlib
 import logging
-import os
-import sys
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
@@ -15,14 +13,11 @@ WEB_DIRECTORY = "./web"
 
 _log = logging.getLogger("ComfyUI-XDyna")
 
-# The nodes import the pure-PyTorch core as the top-level package `xdyna_core` (it is also used
-# standalone), so the extension folder must be importable.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.append(_HERE)
+# Everything is imported package-relatively (the nodes import the core as `..xdyna_core`): nothing
+# is put on sys.path, so our `nodes` and `tests` folders never shadow ComfyUI's own `nodes` module.
 
 # Node modules are added here as they are written; each exports its own mappings.
-_NODE_MODULES = ("loaders", "reference", "pose", "expression", "sampler", "quality")
+_NODE_MODULES = ("loaders", "reference", "driving", "pose", "expression", "sampler", "quality")
 
 try:  # model folders first: the loaders' dropdowns and the detector lookup read them
     from .nodes import comfy_bridge as _bridge

@@ -77,7 +77,7 @@ def detector_dirs() -> List[str]:
     its config.yaml's annotator_ckpts_path, ckpts/ of each folder name in dwpose.CONTROLNET_AUX_PACKS)."""
     dirs = [os.path.join(p, "detectors") for p in folder_paths_of(XDYNA_FOLDER)]
     dirs += folder_paths_of("insightface")
-    from xdyna_core.preprocess.dwpose import controlnet_aux_ckpts_roots
+    from ..xdyna_core.preprocess.dwpose import controlnet_aux_ckpts_roots
 
     custom_nodes = folder_paths_of("custom_nodes")
     try:
@@ -137,7 +137,7 @@ _FP8_CLASSES: dict = {}
 def fp8_layer_class(cls: type) -> type:
     """fp8 variant of a comfy.ops cast layer: ComfyUI moves and casts the float8 weight as for its own
     fp8 models (so partial loading keeps streaming it), then the per-tensor scale is applied."""
-    from xdyna_core.models import fp8
+    from ..xdyna_core.models import fp8
 
     if not hasattr(cls, "forward_comfy_cast_weights"):  # not a cast layer: the plain fp8 layer
         return fp8.fp8_layer_class(cls)
@@ -169,10 +169,15 @@ def load_on_device(patchers: Iterable, memory_required: int = 0) -> None:
 
 
 def free_models(patchers: Iterable) -> None:
-    """Evict our models (after an interrupt, or when the user asks not to keep them loaded)."""
+    """Unload OUR models (after an interrupt, or when the user asks not to keep them loaded): only the
+    entries of ComfyUI's loaded-model list that are our patchers, so other packs' models stay loaded."""
     mm = _mm()
+    ours = [p for p in patchers if p is not None]
     try:
-        mm.free_memory(1e30, mm.get_torch_device(), keep_loaded=[])
+        loaded = mm.current_loaded_models
+        for i in range(len(loaded) - 1, -1, -1):
+            if any(loaded[i].model is p for p in ours) and loaded[i].model_unload():
+                loaded.pop(i)
     except Exception as e:  # never mask the original error
         log.warning("X-Dyna: freeing models failed: %s", e)
     mm.soft_empty_cache()
@@ -236,6 +241,7 @@ class Progress:
 # ------------------------------------------------------------------------------ UI previews
 
 PREVIEW_KEY = "xdyna_preview"
+WARNING_KEY = "xdyna_warning"  # UI output: lines web/xdyna.js shows on the node (empty list: none)
 
 
 def frames_preview(images: torch.Tensor, prefix: str, fps: float = 8.0, max_frames: int = 48,
@@ -301,6 +307,23 @@ def image_preview(images: torch.Tensor, prefix: str) -> dict:
     except Exception as e:  # a preview is a nicety
         log.warning("X-Dyna: preview not written: %s", e)
         return {}
+
+
+def with_warning(method, reason):
+    """Node method -> the same method whose result also carries ``reason(arguments)`` (a line, or None)
+    as a warning web/xdyna.js shows on the node; the signature is kept like with_frames_preview's."""
+    import inspect
+
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        result = method(self, *args, **kwargs)
+        why = reason(bound.arguments)
+        return {"ui": {WARNING_KEY: [why] if why else []}, "result": result}
+    return run
 
 
 # ------------------------------------------------------------------------------ native models

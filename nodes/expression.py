@@ -2,7 +2,7 @@
 X-Dyna's face ControlNet. Thin adapter over xdyna_core.preprocess.driving."""
 from __future__ import annotations
 
-from xdyna_core.preprocess import driving as drv
+from ..xdyna_core.preprocess import driving as drv
 
 from . import comfy_bridge as bridge
 

@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 
+from ..xdyna_core.loading import recognise
 from . import comfy_bridge as bridge
 
 NONE = "none"
@@ -35,8 +36,11 @@ class XDynaImageProj:
     patcher: object
 
 
-def _xdyna_files():
-    return bridge.list_files(bridge.XDYNA_FOLDER, exclude=("detectors/",))
+def _files_for(role: str, folder: str = bridge.XDYNA_FOLDER):
+    """The files of ``folder`` a dropdown for ``role`` lists: those that are that role, or whose kind
+    cannot be told cheaply (recognised by safetensors header, else by name)."""
+    names = bridge.list_files(folder, exclude=("detectors/",))
+    return [n for n in names if recognise.serves(bridge.full_path(folder, n), role)]
 
 
 def _build(precision: str, params: int, weight_dtype: str = "default"):
@@ -52,7 +56,7 @@ def _build(precision: str, params: int, weight_dtype: str = "default"):
 
 def _store(model, weight_dtype: str, compute):
     if weight_dtype != "default":
-        from xdyna_core.models.fp8 import store_weights_fp8
+        from ..xdyna_core.models.fp8 import store_weights_fp8
 
         store_weights_fp8(model, compute, layer_class=bridge.fp8_layer_class)
     model.compute_dtype = compute
@@ -71,21 +75,23 @@ class XDynaModelLoader:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("XDYNA_MODEL",)
     RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The X-Dyna UNet (loaded on the GPU by the sampler): the model input of X-Dyna Sampler.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "unet_name": (_xdyna_files(), {"tooltip": "X-Dyna UNet file in models/xdyna"}),
+            "unet_name": (_files_for(recognise.UNET), {"tooltip": "X-Dyna UNet file in models/xdyna "
+                                                                  "(ControlNets are not listed)"}),
             "precision": (bridge.PRECISIONS, {"default": "auto", "tooltip": "auto follows ComfyUI's policy (fp16 on most GPUs, fp32 on CPU)"}),
         }, "optional": {
             "sd15_checkpoint": ([NONE] + bridge.list_files("checkpoints"), {"default": NONE, "tooltip": "SD1.5 checkpoint for the base weights, when the X-Dyna file does not carry them"}),
-            "ipadapter_name": ([NONE] + bridge.list_files("ipadapter"), {"default": NONE, "tooltip": "ip-adapter-plus_sd15 file, when the X-Dyna file lacks to_k_ip/to_v_ip"}),
+            "ipadapter_name": ([NONE] + _files_for(recognise.IP_ADAPTER, "ipadapter"), {"default": NONE, "tooltip": "ip-adapter-plus_sd15 file, when the X-Dyna file lacks to_k_ip/to_v_ip"}),
             "weight_dtype": _WEIGHT_DTYPE,
         }}
 
     def load(self, unet_name, precision, sd15_checkpoint=NONE, ipadapter_name=NONE, weight_dtype="default"):
-        from xdyna_core.loading.checkpoints import load_xdyna_unet
+        from ..xdyna_core.loading.checkpoints import load_xdyna_unet
 
         kw, compute = _build(precision, 1_320_000_000, weight_dtype)
         sd15 = None if sd15_checkpoint == NONE else bridge.full_path("checkpoints", sd15_checkpoint)
@@ -101,21 +107,25 @@ class XDynaControlNetLoader:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("XDYNA_CONTROLNETS",)
     RETURN_NAMES = ("controlnets",)
+    OUTPUT_TOOLTIPS = ("The pose (+ S-Face) ControlNets: the controlnets input of X-Dyna Sampler.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = _xdyna_files()
         return {"required": {
-            "pose_controlnet": (files, {"tooltip": "pose ControlNet (3-channel skeleton input)"}),
-            "face_controlnet": ([NONE] + files, {"default": NONE, "tooltip": "S-Face ControlNet (6-channel); none = body motion only"}),
-            "precision": (bridge.PRECISIONS, {"default": "auto"}),
+            "pose_controlnet": (_files_for(recognise.POSE_CONTROLNET),
+                                {"tooltip": "pose ControlNet (3-channel skeleton input) in models/xdyna"}),
+            "face_controlnet": ([NONE] + _files_for(recognise.FACE_CONTROLNET),
+                                {"default": NONE, "tooltip": "S-Face ControlNet (6-channel) in models/xdyna; none = "
+                                                             "body motion only"}),
+            "precision": (bridge.PRECISIONS, {"default": "auto", "tooltip": "auto follows ComfyUI's policy (fp16 on "
+                                                                            "most GPUs, fp32 on CPU)"}),
         }, "optional": {
             "weight_dtype": _WEIGHT_DTYPE,
         }}
 
     def load(self, pose_controlnet, face_controlnet, precision, weight_dtype="default"):
-        from xdyna_core.loading.checkpoints import load_controlnet
+        from ..xdyna_core.loading.checkpoints import load_controlnet
 
         kw, compute = _build(precision, 361_000_000, weight_dtype)
         pose, _ = load_controlnet(bridge.full_path(bridge.XDYNA_FOLDER, pose_controlnet), kind="pose", **kw)
@@ -131,16 +141,18 @@ class XDynaIPAdapterLoader:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("XDYNA_IMAGE_PROJ",)
     RETURN_NAMES = ("image_proj",)
+    OUTPUT_TOOLTIPS = ("The IP-Adapter-plus Resampler: the image_proj input of X-Dyna Reference Encode.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "ipadapter_name": (bridge.list_files("ipadapter"), {"tooltip": "ip-adapter-plus_sd15.safetensors or .bin"}),
+            "ipadapter_name": (_files_for(recognise.IP_ADAPTER, "ipadapter"),
+                               {"tooltip": "ip-adapter-plus_sd15.safetensors or .bin in models/ipadapter"}),
         }}
 
     def load(self, ipadapter_name):
-        from xdyna_core.loading.checkpoints import load_resampler
+        from ..xdyna_core.loading.checkpoints import load_resampler
 
         # Small (30 M parameters): fp32 storage keeps the image tokens exact.
         model, _ = load_resampler(bridge.full_path("ipadapter", ipadapter_name), device=bridge.offload_device(),

@@ -8,22 +8,30 @@ from __future__ import annotations
 
 import os
 
-from xdyna_core.preprocess import driving as drv
+from ..xdyna_core.preprocess import driving as drv
 
 from . import comfy_bridge as bridge
+from .reference import reference_size, size_inputs
 
 CATEGORY = "X-Dyna/preprocess"
 
 
 def _size_inputs():
-    return {
-        "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 64,
-                          "tooltip": "Output width in pixels (X-Dyna was trained at 512; a multiple of 8 is "
-                                     "required, of 64 for the sampler)."}),
-        "height": ("INT", {"default": 896, "min": 64, "max": 2048, "step": 64,
-                           "tooltip": "Output height in pixels (X-Dyna was trained at 896; a multiple of 8 is "
-                                      "required, of 64 for the sampler)."}),
-    }
+    return size_inputs(" of the skeleton frames (connect the width/height of X-Dyna Load Driving Video; "
+                       "it must be the reference's)")
+
+
+ENCODED_REFERENCE_INPUT = ("XDYNA_REFERENCE", {
+    "tooltip": "Optional: the encoded reference. Connected, width x height is checked against its working size "
+               "before any detection runs."})
+
+
+def _working_size(width, height, encoded_reference, what: str):
+    """(w, h) by the size rule, and equal to the reference's when one is connected (checked first)."""
+    size = drv.check_output_size(width, height)
+    if encoded_reference is not None:
+        drv.check_same_size(size, reference_size(encoded_reference), what)
+    return size
 
 
 BACKEND_INPUT = (list(drv.POSE_BACKENDS), {
@@ -94,11 +102,12 @@ class XDynaPoseExtract:
                 "align": ("BOOLEAN", {"default": False,
                                       "tooltip": "Fit the driving skeleton (scale + shift) to the person in "
                                                  "the reference image. Needs the reference input."}),
+                "encoded_reference": ENCODED_REFERENCE_INPUT,
             },
         }
 
-    def extract(self, images, width, height, fit, backend, reference=None, align=False):
-        size = drv.check_output_size(width, height)
+    def extract(self, images, width, height, fit, backend, reference=None, align=False, encoded_reference=None):
+        size = _working_size(width, height, encoded_reference, "X-Dyna Pose Extract's width x height")
         frames = drv.ImageBatchFrames(images, "images")
         if align and reference is None:
             raise ValueError("align is on but no reference image is connected")
@@ -147,10 +156,11 @@ class XDynaPoseFromKeypoints:
                                                          "stretch, or crop to the output aspect (top-biased) "
                                                          "as X-Dyna does."}),
             },
+            "optional": {"encoded_reference": ENCODED_REFERENCE_INPUT},
         }
 
-    def render(self, pose_keypoint, width, height, fit):
-        size = drv.check_output_size(width, height)
+    def render(self, pose_keypoint, width, height, fit, encoded_reference=None):
+        size = _working_size(width, height, encoded_reference, "X-Dyna Pose From Keypoints' width x height")
         frames = drv.parse_keypoints(pose_keypoint)
         missing = drv.require_person(frames, "pose_keypoint")
         if missing:
@@ -195,11 +205,12 @@ class XDynaPoseAlign:
                 "align_frame": ("INT", {"default": -1, "min": -1, "max": 100000,
                                         "tooltip": "Driving frame the fit is estimated on; -1 chooses the "
                                                    "first frame showing neck, shoulders and hips."}),
+                "encoded_reference": ENCODED_REFERENCE_INPUT,
             },
         }
 
-    def align(self, pose_keypoint, reference, width, height, backend, align_frame=-1):
-        size = drv.check_output_size(width, height)
+    def align(self, pose_keypoint, reference, width, height, backend, align_frame=-1, encoded_reference=None):
+        size = _working_size(width, height, encoded_reference, "X-Dyna Pose Align's width x height")
         frames = drv.parse_keypoints(pose_keypoint)
         drv.require_person(frames, "pose_keypoint")  # before the detector runs
         ref = _first_image(reference, "reference")
@@ -226,11 +237,15 @@ class XDynaLoadPoseKeypoints:
     FUNCTION = "load"
     RETURN_TYPES = ("POSE_KEYPOINT",)
     RETURN_NAMES = ("pose_keypoint",)
+    OUTPUT_TOOLTIPS = ("Keypoints per frame (POSE_KEYPOINT): for X-Dyna Pose From Keypoints or Pose Align.",)
 
     @classmethod
     def INPUT_TYPES(cls):
+        # xdyna_json_upload: web/xdyna.js adds an upload button that puts a .json into the input folder
         return {"required": {"keypoints_file": (bridge.input_files([".json"]),
-                                                {"tooltip": "a .json file in ComfyUI's input folder"})}}
+                                                {"xdyna_json_upload": True,
+                                                 "tooltip": "a .json file in ComfyUI's input folder (the upload "
+                                                            "button adds one)"})}}
 
     @classmethod
     def IS_CHANGED(cls, keypoints_file):
@@ -240,7 +255,7 @@ class XDynaLoadPoseKeypoints:
             return float("nan")
 
     def load(self, keypoints_file):
-        from xdyna_core.preprocess.keypoints import load_keypoints, to_pose_keypoint_json
+        from ..xdyna_core.preprocess.keypoints import load_keypoints, to_pose_keypoint_json
 
         frames = load_keypoints(bridge.input_path(keypoints_file))
         if not frames:

@@ -6,9 +6,9 @@ import json
 
 import torch
 
-from xdyna_core.preprocess import driving as drv
-from xdyna_core.quality.report import ReportOptions, quality_report, summary
-from xdyna_core.sampling.context_windows import validate_context
+from ..xdyna_core.preprocess import driving as drv
+from ..xdyna_core.quality.report import ReportOptions, quality_report, summary
+from ..xdyna_core.sampling.context_windows import validate_context
 
 from . import comfy_bridge as bridge
 from .pose import BACKEND_INPUT

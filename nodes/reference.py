@@ -4,11 +4,29 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from xdyna_core.job import LATENT_MODES
+from ..xdyna_core.job import LATENT_MODES
+from ..xdyna_core.preprocess.driving import SIZE_RULE, check_output_size
 
 from . import comfy_bridge as bridge
 
 SD_SCALE = 0.18215
+
+
+def size_inputs(what: str) -> dict:
+    """The width/height widgets, with the one size rule in their tooltips and steps."""
+    return {
+        "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
+                          "tooltip": f"Working width in pixels{what}: {SIZE_RULE}."}),
+        "height": ("INT", {"default": 896, "min": 64, "max": 2048, "step": 8,
+                           "tooltip": f"Working height in pixels{what}: {SIZE_RULE}."}),
+    }
+
+
+def reference_size(reference) -> tuple:
+    """(width, height) carried by an XDYNA_REFERENCE, checked by the one size rule."""
+    if not isinstance(reference, dict) or "width" not in reference or "height" not in reference:
+        raise ValueError("reference: expected the output of X-Dyna Reference Encode (XDYNA_REFERENCE)")
+    return check_output_size(reference["width"], reference["height"])
 
 
 def image_to_uint8(image: torch.Tensor, index: int = 0) -> np.ndarray:
@@ -33,27 +51,29 @@ class XDynaReferenceEncode:
     CATEGORY = "X-Dyna"
     RETURN_TYPES = ("XDYNA_REFERENCE", "IMAGE")
     RETURN_NAMES = ("reference", "reference_image")
+    OUTPUT_TOOLTIPS = (
+        "The encoded reference, carrying the working size: for X-Dyna Sampler and X-Dyna Load Driving Video.",
+        "The reference photo as the VAE saw it (cropped to the working aspect and resized).",
+    )
     FUNCTION = "encode"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "reference": ("IMAGE", {"tooltip": "photo of the person to animate (first image of the batch)"}),
-            "vae": ("VAE",),
+            "vae": ("VAE", {"tooltip": "The SD1.5 VAE (e.g. from the SD1.5 checkpoint loader)."}),
             "clip_vision": ("CLIP_VISION", {"tooltip": "CLIP ViT-H/14 (the IP-Adapter-plus SD1.5 image encoder)"}),
-            "image_proj": ("XDYNA_IMAGE_PROJ",),
-            "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8}),
-            "height": ("INT", {"default": 896, "min": 64, "max": 2048, "step": 8}),
+            "image_proj": ("XDYNA_IMAGE_PROJ", {"tooltip": "The IP-Adapter-plus Resampler (X-Dyna IP-Adapter Loader)."}),
+            **size_inputs(" for the whole run (set here once; the driving video and poses follow it)"),
             "latent": (list(LATENT_MODES), {"default": "sample", "tooltip": "sample = the official posterior sample "
                                                                             "(drawn by the sampler from its seed); "
                                                                             "mean = ComfyUI's VAE encode"}),
         }}
 
     def encode(self, reference, vae, clip_vision, image_proj, width, height, latent):
-        from xdyna_core.reference import encode_reference_all
+        from ..xdyna_core.reference import encode_reference_all
 
-        if width % 8 or height % 8:
-            raise ValueError(f"width and height must be multiples of 8 (SD latents), got {width}x{height}")
+        width, height = check_output_size(width, height)  # before anything is encoded
         if latent not in LATENT_MODES:
             raise ValueError(f"latent must be one of {', '.join(LATENT_MODES)}, got {latent!r}")
         bridge.load_on_device([image_proj.patcher])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..xdyna_core.preprocess.driving import check_same_size
 from . import comfy_bridge as bridge
 
 CONTROL_MAX = 4.0
@@ -26,9 +27,7 @@ def check_inputs(reference: dict, pose: torch.Tensor, face, use_face: bool, cont
     h, w = reference["height"], reference["width"]
     if pose.ndim != 4 or pose.shape[0] < 1:
         raise ValueError(f"pose: expected an IMAGE batch of skeleton frames, got shape {tuple(pose.shape)}")
-    if tuple(pose.shape[1:3]) != (h, w):
-        raise ValueError(f"pose frames are {pose.shape[2]}x{pose.shape[1]} but the reference was encoded at "
-                         f"{w}x{h}: extract the pose at the same width/height")
+    check_same_size((pose.shape[2], pose.shape[1]), (w, h), "the pose frames' size")
     if use_face:
         for part in ("local", "global"):
             f = face[part]
@@ -42,6 +41,14 @@ def check_inputs(reference: dict, pose: torch.Tensor, face, use_face: bool, cont
                          f"got {context_length}/{context_overlap}")
 
 
+def face_decision(controlnets, face, face_strength):
+    """(S-Face ControlNet used?, why not when something asked for it): the job's rule on node inputs."""
+    from ..xdyna_core.job import face_control
+
+    return face_control(face is not None, controlnets.face is not None,
+                        face is not None and any(face.get("has_face", [True])), face_strength)
+
+
 class XDynaSampler:
     DESCRIPTION = ("X-Dyna's DDIM loop: frame 0 is the clean reference latent, the pose (+ S-Face) ControlNets "
                    "drive frames 1..N, long videos run in 16-frame windows that wrap around. Returns the video "
@@ -50,38 +57,52 @@ class XDynaSampler:
     CATEGORY = "X-Dyna"
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
-    FUNCTION = "sample"
+    OUTPUT_TOOLTIPS = ("The video latents, frames on the batch axis (the reference frame not included): "
+                       "decode with the native VAE Decode.",)
+    FUNCTION = "run"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("XDYNA_MODEL",),
-            "controlnets": ("XDYNA_CONTROLNETS",),
-            "reference": ("XDYNA_REFERENCE",),
+            "model": ("XDYNA_MODEL", {"tooltip": "The X-Dyna UNet (X-Dyna UNet Loader)."}),
+            "controlnets": ("XDYNA_CONTROLNETS", {"tooltip": "Pose (+ optional S-Face) ControlNets "
+                                                             "(X-Dyna ControlNet Loader)."}),
+            "reference": ("XDYNA_REFERENCE", {"tooltip": "The encoded reference (X-Dyna Reference Encode); its "
+                                                         "width x height is the working size."}),
             "positive": ("CONDITIONING", {"tooltip": "CLIPTextEncode of the prompt (X-Dyna uses an empty prompt)"}),
             "negative": ("CONDITIONING", {"tooltip": "CLIPTextEncode of the negative prompt (empty in X-Dyna)"}),
             "pose": ("IMAGE", {"tooltip": "rendered skeleton frames at the reference's width/height"}),
-            "seed": ("INT", {"default": 42, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
-            "steps": ("INT", {"default": 25, "min": 1, "max": 200}),
+            "seed": ("INT", {"default": 42, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                             "tooltip": "Seeds every random draw (reference latent sample, noise, window "
+                                        "offsets): the same seed gives the same video, here and on the command "
+                                        "line."}),
+            "steps": ("INT", {"default": 25, "min": 1, "max": 200,
+                              "tooltip": "DDIM steps (X-Dyna uses 25)."}),
             "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "<= 1 runs without classifier-free guidance"}),
-            "pose_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": CONTROL_MAX, "step": 0.05}),
-            "face_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": CONTROL_MAX, "step": 0.05}),
-            "context_length": ("INT", {"default": 16, "min": 2, "max": 24}),
-            "context_overlap": ("INT", {"default": 4, "min": 0, "max": 23}),
+            "pose_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": CONTROL_MAX, "step": 0.05,
+                                        "tooltip": "Scale of the pose ControlNet's residuals (1 = X-Dyna)."}),
+            "face_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": CONTROL_MAX, "step": 0.05,
+                                        "tooltip": "Scale of the S-Face ControlNet's residuals (1 = X-Dyna; 0 "
+                                                   "switches it off)."}),
+            "context_length": ("INT", {"default": 16, "min": 2, "max": 24,
+                                       "tooltip": "Frames per UNet window (16 = what the motion module was "
+                                                  "trained on; at most 24)."}),
+            "context_overlap": ("INT", {"default": 4, "min": 0, "max": 23,
+                                        "tooltip": "Frames shared by neighbouring windows (below context_length); "
+                                                   "more overlap = smoother joins, more windows."}),
         }, "optional": {
             "face": ("XDYNA_FACE", {"tooltip": "S-Face patches from X-Dyna Extract Expression"}),
         }}
 
     def sample(self, model, controlnets, reference, positive, negative, pose, seed, steps, cfg, pose_strength,
                face_strength, context_length, context_overlap, face=None):
-        from xdyna_core.job import SamplingSettings, face_control, progress_total, run_sampling
-        from xdyna_core.models.attention import use_attention_backend
-        from xdyna_core.sampling.memory import window_activation_bytes
-        from xdyna_core.sampling.pipeline import SamplerHooks, SamplingCancelled
+        from ..xdyna_core.job import SamplingSettings, progress_total, run_sampling
+        from ..xdyna_core.models.attention import use_attention_backend
+        from ..xdyna_core.sampling.memory import window_activation_bytes
+        from ..xdyna_core.sampling.pipeline import SamplerHooks, SamplingCancelled
 
         enc = reference["encoding"]
-        use_face, why = face_control(face is not None, controlnets.face is not None,
-                                     face is not None and any(face.get("has_face", [True])), face_strength)
+        use_face, why = face_decision(controlnets, face, face_strength)
         if why:
             bridge.log.warning("XDynaSampler: %s", why)
         check_inputs(reference, pose, face, use_face, context_length, context_overlap)
@@ -119,6 +140,8 @@ class XDynaSampler:
             raise
         samples = latents[0].permute(1, 0, 2, 3).float() / enc.scaling_factor
         return ({"samples": samples.to(bridge.intermediate_device())},)
+
+    run = bridge.with_warning(sample, lambda a: face_decision(a["controlnets"], a["face"], a["face_strength"])[1])
 
 
 NODE_CLASS_MAPPINGS = {"XDynaSampler": XDynaSampler}

@@ -1,4 +1,8 @@
+import importlib
+import importlib.abc
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,43 @@ import torch
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+class _PackAliases(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Tests import the node modules as ``nodes.x`` and the core as ``xdyna_core.x``, while the node
+    modules import the core package-relatively (``from ..xdyna_core ...``), as ComfyUI imports the pack.
+    So ``nodes.x`` is ``xdyna_pack.nodes.x`` (the repository as a package), and ``xdyna_pack.xdyna_core.x``
+    is the very module ``xdyna_core.x``: one copy of each module, whichever name a test uses."""
+
+    PACK = "xdyna_pack"
+
+    def _target(self, fullname):
+        if fullname == "nodes" or fullname.startswith("nodes."):
+            return f"{self.PACK}.{fullname}"
+        core = f"{self.PACK}.xdyna_core"
+        if fullname == core or fullname.startswith(core + "."):
+            return fullname[len(self.PACK) + 1:]
+        return None
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.PACK:
+            return importlib.util.spec_from_loader(fullname, self, is_package=True)
+        if self._target(fullname) is None:
+            return None
+        return importlib.util.spec_from_loader(fullname, self, is_package=True)
+
+    def create_module(self, spec):
+        if spec.name == self.PACK:
+            return None
+        return importlib.import_module(self._target(spec.name))
+
+    def exec_module(self, module):
+        if module.__name__ == self.PACK and getattr(module, "__path__", None) is not None:
+            module.__path__[:] = [str(REPO)]
+
+
+if not any(isinstance(f, _PackAliases) for f in sys.meta_path):
+    sys.meta_path.insert(0, _PackAliases())
 
 
 def golden_dir() -> Path:

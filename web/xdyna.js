@@ -9,6 +9,13 @@
 //    ComfyUI's temp folder), the frames play inside the node. All previews share one clock, so the
 //    pose skeletons and the S-Face patches of the same frame are shown together; click a preview to
 //    pause or resume every preview.
+// 3. Warnings: a node's UI output `xdyna_warning` (lines; e.g. "a face ControlNet is loaded but no face
+//    patches are given: running pose only") is shown in amber on the node until its next run.
+// 4. Upload button for keypoint JSON on X-Dyna Load Pose Keypoints (inputs marked xdyna_json_upload):
+//    the file goes to ComfyUI's input folder through the same /upload/image route the image upload uses.
+// 5. Template cards: the template browser titles a pack's templates with their file names. The cards
+//    of this pack are listed as a category of their own with the titles and one-sentence descriptions
+//    of web/templates.json (written by tests/real_comfyui/make_ui.py); the files stay where they are.
 // Works with the frontends of ComfyUI 0.3.64 (1.27) and 0.8.0 (1.35); uses only the legacy
 // extension API (app.registerExtension, node prototype hooks, api events).
 import { app } from "../../scripts/app.js";
@@ -16,10 +23,12 @@ import { api } from "../../scripts/api.js";
 
 const EXT = "XDyna.ProgressAndPreview";
 const PREVIEW_KEY = "xdyna_preview";
+const WARNING_KEY = "xdyna_warning";
 const LABEL_H = 20;
+const WARNING_H = 18;
 const PREVIEW_MIN_H = 120;
 const X_DYNA_TYPES = new Set(["XDynaSampler", "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign",
-  "XDynaExtractExpression", "XDynaReferenceEncode"]);
+  "XDynaExtractExpression", "XDynaReferenceEncode", "XDynaLoadDrivingVideo"]);
 
 // ------------------------------------------------------------------------------------ helpers
 
@@ -30,6 +39,11 @@ function fmtTime(seconds) {
   const m = Math.floor((s % 3600) / 60);
   const r = String(s % 60).padStart(2, "0");
   return h ? `${h}:${String(m).padStart(2, "0")}:${r}` : `${m}:${r}`;
+}
+
+// "1 frame", "48 frames".
+function plural(n, unit) {
+  return `${n} ${unit}${n === 1 ? "" : "s"}`;
 }
 
 function graphNode(id) {
@@ -123,9 +137,13 @@ class Tracker {
     const l = this.layout();
     if (kind === "done") {
       if (!this.max) return `done in ${fmtTime(elapsed)}`;
-      return l ? `done: ${l.steps} steps in ${fmtTime(elapsed)}` : `done: ${this.max} frames in ${fmtTime(elapsed)}`;
+      return `done: ${l ? plural(l.steps, "step") : plural(this.max, "frame")} in ${fmtTime(elapsed)}`;
     }
-    const where = l ? `step ${l.step}/${l.steps}` : `${this.value}/${this.max}`;
+    // before the first progress event the node was still loading models or reading its inputs
+    if (!this.max || !this.value) {
+      return `${kind} before the first ${this.node.type === "XDynaSampler" ? "step" : "frame"} (after ${fmtTime(elapsed)})`;
+    }
+    const where = l ? `step ${l.step}/${l.steps}` : `frame ${this.value}/${this.max}`;
     return `${kind} at ${where}`;
   }
 }
@@ -237,7 +255,7 @@ function setPreview(node, info) {
 // The preview box: below the widgets, above the label.
 function previewRect(node) {
   const top = contentHeight(node) + 2;
-  const bottom = node.size[1] - (node.xdynaProgress ? LABEL_H : 0) - 4;
+  const bottom = node.size[1] - (node.xdynaProgress ? LABEL_H : 0) - WARNING_H * (node.xdynaWarning || []).length - 4;
   return [6, top, node.size[0] - 12, bottom - top];
 }
 
@@ -260,6 +278,29 @@ function drawPreview(node, ctx) {
   ctx.fillText(`frame ${i + 1}/${p.frames}${clock.paused ? " (paused)" : ""}`, x + w / 2, y + dh + 11);
 }
 
+// The warning lines: amber, at the top of the node's body (over the widgets' title row is avoided).
+function drawWarning(node, ctx) {
+  const lines = node.xdynaWarning;
+  if (!lines || !lines.length) return;
+  const w = node.size[0];
+  const y = node.size[1] - (node.xdynaProgress ? LABEL_H : 0) - WARNING_H * lines.length;
+  ctx.font = "11px sans-serif";
+  ctx.textAlign = "left";
+  lines.forEach((line, i) => {
+    ctx.fillStyle = "rgba(120,80,0,0.85)";
+    ctx.fillRect(4, y + i * WARNING_H + 1, w - 8, WARNING_H - 2);
+    ctx.fillStyle = "#ffd27a";
+    ctx.fillText(`⚠ ${line}`, 10, y + i * WARNING_H + WARNING_H / 2 + 4, w - 20);
+  });
+}
+
+function setWarning(node, lines) {
+  const had = (node.xdynaWarning || []).length;
+  node.xdynaWarning = lines;
+  if (lines.length > had) ensureHeight(node, (node.xdynaProgress ? LABEL_H : 0) + WARNING_H * lines.length);
+  redraw();
+}
+
 function drawLabel(node, ctx) {
   const s = node.xdynaProgress;
   if (!s) return;
@@ -277,6 +318,82 @@ function drawLabel(node, ctx) {
   ctx.fillText(s.text, 10, y + LABEL_H / 2 + 4, w - 20);
 }
 
+// ------------------------------------------------------------------------------------ JSON upload
+
+function addJsonUpload(node, inputName) {
+  const combo = (node.widgets || []).find((w) => w.name === inputName);
+  if (!combo || (node.widgets || []).some((w) => w.name === "upload keypoints JSON")) return;
+  const picker = document.createElement("input");
+  Object.assign(picker, { type: "file", accept: ".json,application/json" });
+  picker.style.display = "none";
+  picker.onchange = async () => {
+    const file = picker.files?.[0];
+    if (!file) return;
+    const body = new FormData();
+    body.append("image", file);
+    body.append("type", "input");
+    body.append("overwrite", "true");
+    const resp = await api.fetchApi("/upload/image", { method: "POST", body });
+    if (resp.status !== 200) {
+      alert(`X-Dyna: upload of ${file.name} failed (${resp.status} ${resp.statusText})`);
+      return;
+    }
+    const saved = await resp.json();
+    const name = saved.subfolder ? `${saved.subfolder}/${saved.name}` : saved.name;
+    const values = combo.options?.values;
+    if (Array.isArray(values) && !values.includes(name)) values.push(name);
+    combo.value = name;
+    combo.callback?.(name);
+    redraw();
+  };
+  document.body.append(picker);
+  const button = node.addWidget("button", "upload keypoints JSON", null, () => picker.click(), { serialize: false });
+  button.serialize = false; // not a value of the workflow
+  const onRemoved = node.onRemoved;
+  node.onRemoved = function () {
+    picker.remove();
+    return onRemoved?.apply(this, arguments);
+  };
+}
+
+// ------------------------------------------------------------------------------------ template cards
+
+const CARDS_URL = new URL("./templates.json", import.meta.url).href;
+
+function patchTemplateBrowser() {
+  if (!api.getWorkflowTemplates || !api.getCoreWorkflowTemplates || api.__xdynaCards) return;
+  api.__xdynaCards = true;
+  let cards = null;
+  let pack = null; // the folder name ComfyUI serves our templates under
+  const customTemplates = api.getWorkflowTemplates.bind(api);
+  const coreTemplates = api.getCoreWorkflowTemplates.bind(api);
+  api.getWorkflowTemplates = async function () {
+    const byPack = await customTemplates();
+    try {
+      cards = cards || (await (await fetch(CARDS_URL)).json());
+      const names = new Set(cards.map((c) => c.name));
+      for (const [mod, list] of Object.entries(byPack || {})) {
+        if (list.length && list.every((n) => names.has(n))) {
+          pack = mod;
+          delete byPack[mod]; // listed below, with titles, instead of by file name
+        }
+      }
+    } catch (e) {
+      console.warn("X-Dyna: template titles not loaded", e);
+    }
+    return byPack;
+  };
+  api.getCoreWorkflowTemplates = async function (locale) {
+    const core = await coreTemplates(locale);
+    if (!pack || !cards || !Array.isArray(core)) return core;
+    return [...core, { moduleName: pack, title: "X-Dyna", type: "video",
+      templates: cards.map((c) => ({ name: c.name, title: c.title, description: c.description,
+                                     mediaType: "image", mediaSubtype: "jpg" })) }];
+  };
+}
+
+patchTemplateBrowser();
+
 // ------------------------------------------------------------------------------------ registration
 
 const extension = {
@@ -292,6 +409,16 @@ const extension = {
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    const required = nodeData.input?.required || {};
+    const jsonInputs = Object.keys(required).filter((k) => required[k]?.[1]?.xdyna_json_upload);
+    if (jsonInputs.length) {
+      const onNodeCreated = nodeType.prototype.onNodeCreated;
+      nodeType.prototype.onNodeCreated = function () {
+        const r = onNodeCreated?.apply(this, arguments);
+        for (const name of jsonInputs) addJsonUpload(this, name);
+        return r;
+      };
+    }
     if (!X_DYNA_TYPES.has(nodeData.name)) return;
 
     const onExecuted = nodeType.prototype.onExecuted;
@@ -299,6 +426,7 @@ const extension = {
       const r = onExecuted?.apply(this, arguments);
       const info = output?.[PREVIEW_KEY]?.[0];
       if (info && info.filename) setPreview(this, info);
+      if (output && WARNING_KEY in output) setWarning(this, (output[WARNING_KEY] || []).map(String));
       return r;
     };
 
@@ -309,6 +437,7 @@ const extension = {
         ctx.save();
         try {
           drawPreview(this, ctx);
+          drawWarning(this, ctx);
           drawLabel(this, ctx);
         } finally {
           ctx.restore();

@@ -21,7 +21,7 @@ def _add_job_options(p: argparse.ArgumentParser, steps: int, size: str, length):
     from . import job_checks as J
 
     p.add_argument("--size", type=J.frame_size, default=J.frame_size(size),
-                   help="output WxH, multiples of 64 (default %(default)s)")
+                   help="output WxH, multiples of 8 (default %(default)s)")
     p.add_argument("--steps", type=J.positive_int, default=steps, help="DDIM steps (default %(default)s)")
     p.add_argument("--cfg", type=J.finite_float, default=7.5, help="guidance scale; <= 1 disables CFG (default %(default)s)")
     p.add_argument("--seed", type=J.seed, default=42)

@@ -89,9 +89,12 @@ def read_reference(path) -> np.ndarray:
 
 
 def _check_size(opts: AnimateOptions):
-    if opts.width % 64 or opts.height % 64 or opts.width <= 0 or opts.height <= 0:
-        raise AnimateError(f"--size {opts.width}x{opts.height}: width and height must be positive multiples "
-                           f"of 64 (the UNet halves the latent three times); X-Dyna was trained at 512x896")
+    from .preprocess.driving import check_output_size
+
+    try:
+        check_output_size(opts.width, opts.height)  # the one working-size rule of both front ends
+    except ValueError as e:
+        raise AnimateError(f"--size: {e}") from None
 
 
 def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptions,

@@ -62,13 +62,14 @@ def seed(text: str) -> int:
 
 
 def frame_size(text: str):
-    """WxH, positive multiples of 64 (the UNet halves the 1/8-size latent three times)."""
+    """WxH, positive multiples of 8 (the VAE's blocks; the UNet's upsamplers follow their skip
+    connections, so odd latent sizes work: preprocess.driving.SIZE_RULE)."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not m:
         _fail("WIDTHxHEIGHT such as 512x896", text)
     w, h = int(m.group(1)), int(m.group(2))
-    if w <= 0 or h <= 0 or w % 64 or h % 64:
-        _fail("width and height as positive multiples of 64 (X-Dyna was trained at 512x896)", text)
+    if w <= 0 or h <= 0 or w % 8 or h % 8:
+        _fail("width and height, each a positive multiple of 8 (X-Dyna was trained at 512x896)", text)
     return w, h
 
 

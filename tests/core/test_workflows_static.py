@@ -36,7 +36,7 @@ def our_nodes(tmp_path_factory):
 
         comfy_bridge.register_model_folders()
         mapping = {}
-        for mod in ("loaders", "reference", "pose", "expression", "sampler"):
+        for mod in ("loaders", "reference", "driving", "pose", "expression", "sampler"):
             mapping.update(importlib.import_module(f"nodes.{mod}").NODE_CLASS_MAPPINGS)
         yield {name: (cls, cls.INPUT_TYPES()) for name, cls in mapping.items()}
     finally:
@@ -134,6 +134,8 @@ def test_our_widget_values_are_valid_for_the_nodes(name, our_nodes):
             kind, opts = spec[key][0], (spec[key][1] if len(spec[key]) > 1 else {})
             if isinstance(value, list):
                 continue  # a link
+            if opts.get("video_upload"):
+                continue  # a file of the user's input folder
             if isinstance(kind, list) and kind and not any(x.endswith(".safetensors") for x in kind + [value]):
                 assert value in kind, f"{name} node {nid}: {key}={value!r} not in {kind}"
             if kind in ("INT", "FLOAT"):
@@ -145,8 +147,15 @@ def test_our_widget_values_are_valid_for_the_nodes(name, our_nodes):
 @pytest.mark.parametrize("name", NAMES)
 def test_sizes_agree_and_batch_runner_can_fill_it(name, tmp_path):
     _, api = _load(name)
-    sizes = {(n["inputs"]["width"], n["inputs"]["height"]) for n in api.values() if "width" in n["inputs"]}
-    assert len(sizes) == 1, f"{name}: width/height differ between nodes: {sizes}"
+    # the working size is set once (on Reference Encode); every other width/height is linked to it
+    set_here = {nid: (n["inputs"]["width"], n["inputs"]["height"]) for nid, n in api.items()
+                if "width" in n["inputs"] and not isinstance(n["inputs"]["width"], list)}
+    assert [api[nid]["class_type"] for nid in set_here] == ["XDynaReferenceEncode"], set_here
+    driving = next(nid for nid, n in api.items() if n["class_type"] == "XDynaLoadDrivingVideo")
+    assert api[driving]["inputs"]["reference"][0] in set_here
+    for nid, n in api.items():
+        if nid not in set_here and "width" in n["inputs"]:
+            assert n["inputs"]["width"] == [driving, 3] and n["inputs"]["height"] == [driving, 4], nid
     job = Job(name="job1", reference=tmp_path / "r.png", driving=tmp_path / "d.mp4", options={"steps": 3, "seed": 9})
     if not any(n["class_type"] in ("LoadVideo", "VHS_LoadVideo", "XDynaLoadVideo") for n in api.values()):
         # Driven by keypoints, not a video: the batch runner (reference + driving video jobs) says so.
@@ -155,6 +164,31 @@ def test_sizes_agree_and_batch_runner_can_fill_it(name, tmp_path):
         return
     filled = fill_workflow(api, job, "r.png", "d.mp4")
     kinds = {n["class_type"]: n["inputs"] for n in filled.values()}
-    assert kinds["LoadImage"]["image"] == "r.png" and kinds["LoadVideo"]["file"] == "d.mp4"
+    assert kinds["LoadImage"]["image"] == "r.png" and kinds["XDynaLoadDrivingVideo"]["file"] == "d.mp4"
     assert kinds["XDynaSampler"]["steps"] == 3 and kinds["XDynaSampler"]["seed"] == 9
     assert kinds["SaveVideo"]["filename_prefix"] == "xdyna/job1"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sound_fps_and_template_metadata(name):
+    """The driving clip's sound and fps reach Create Video; the card has a title and a one-sentence
+    description (web/templates.json, which web/xdyna.js gives the template browser); the missing-model dialog
+    gets every model file the loaders name, with its folder and source page."""
+    ui, api = _load(name)
+    driving = next(nid for nid, n in api.items() if n["class_type"] == "XDynaLoadDrivingVideo")
+    create = next(n for n in api.values() if n["class_type"] == "CreateVideo")
+    assert create["inputs"]["audio"] == [driving, 1] and create["inputs"]["fps"] == [driving, 2]
+    wf = make_ui.WORKFLOWS[name]
+    assert wf["title"] and wf["description"].endswith(".") and wf["description"].count(". ") == 0
+    cards = {c["name"]: c for c in json.loads(make_ui.CARDS_PATH.read_text())}
+    assert cards[name]["title"] == wf["title"] and cards[name]["description"] == wf["description"]
+    assert not set("-_") & set(wf["description"])  # the browser shows - and _ of descriptions as spaces
+    named = {v for n in api.values() for k, v in n["inputs"].items()
+             if isinstance(v, str) and v.endswith(".safetensors")}
+    listed = {m["name"]: m for m in ui["models"]}
+    assert set(listed) == named
+    assert len({m["url"] for m in ui["models"]}) == len(ui["models"])  # the frontend keys them by url
+    for m in ui["models"]:
+        assert m["directory"] in ("xdyna", "ipadapter", "clip_vision", "checkpoints") and m["url"].startswith("https://")
+    note = next(n for n in ui["nodes"] if n["type"] == "Note")["widgets_values"][0]
+    assert all(m["name"] in note for m in ui["models"])

@@ -59,12 +59,29 @@ def install(models_dir: str) -> types.SimpleNamespace:
     mm.unet_dtype = lambda device=None, model_params=0, supported_dtypes=None, weight_dtype=None: torch.float32
     mm.unet_manual_cast = lambda weight_dtype, inference_device, supported_dtypes=None: None
 
+    class LoadedModel:  # comfy.model_management.LoadedModel: .model is the patcher
+        def __init__(self, model):
+            self.model = model
+
+        def model_unload(self, memory_to_free=None, unpatch_weights=True):
+            state.freed += 1
+            return True
+
+    mm.LoadedModel = LoadedModel
+    mm.current_loaded_models = []
+
     def load_models_gpu(models, memory_required=0, **kw):
         state.loaded.append(list(models))
         state.memory_required.append(memory_required)
+        for m in models:
+            if not any(lm.model is m for lm in mm.current_loaded_models):
+                mm.current_loaded_models.insert(0, LoadedModel(m))
 
-    def free_memory(memory_required, device, keep_loaded=()):
-        state.freed += 1
+    def free_memory(memory_required, device, keep_loaded=()):  # ComfyUI's: evicts every pack's models
+        for lm in list(mm.current_loaded_models):
+            if lm not in keep_loaded:
+                lm.model_unload()
+                mm.current_loaded_models.remove(lm)
 
     def processing_interrupted():
         return state.interrupt

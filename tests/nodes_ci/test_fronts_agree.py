@@ -11,7 +11,9 @@ from tests.nodes_ci.test_pose_nodes import install_standin_detectors
 from xdyna_core.loading.tiny import write_tiny_set
 from xdyna_core.preprocess.video import iter_frames
 
-W, H = 128, 192
+# Not multiples of 64: the working-size rule is multiples of 8 (latent 17x25; the UNet's upsamplers
+# follow their skips), and this size runs through the whole graph and the CLI alike.
+W, H = 136, 200
 N = 5
 
 
@@ -35,9 +37,20 @@ def setup(comfy, monkeypatch, tmp_path):
     return comfy.models_dir, detectors, driving, reference
 
 
+def put_in_input_folder(comfy_dir, path):
+    """The driving clip as a file in ComfyUI's input folder (what the node's upload button does)."""
+    import shutil
+
+    folder = comfy_dir.parent / "input"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(path, folder / path.name)
+    return path.name
+
+
 def node_graph(models_dir, driving, reference, face: bool, seed: int, steps: int):
-    """The shipped workflow's chain of X-Dyna nodes, the driving frames decoded as the CLI streams them."""
-    from nodes import expression, loaders, pose, reference as ref_node, sampler
+    """The shipped workflow's chain of X-Dyna nodes: the size set once on Reference Encode, the driving
+    clip decoded by X-Dyna Load Driving Video, its width/height outputs feeding the pose node."""
+    from nodes import driving as driving_node, expression, loaders, pose, reference as ref_node, sampler
     from tests.nodes_ci.native_fakes import FakeClipVision, FakeVAE
     from xdyna_core.animate import encode_text, read_reference
     from xdyna_core.loading.bundle import find_model_files, load_bundle
@@ -46,17 +59,19 @@ def node_graph(models_dir, driving, reference, face: bool, seed: int, steps: int
     vae, clip_vision = FakeVAE(bundle.vae), FakeClipVision(bundle.clip_vision)
     cond = [[encode_text(bundle, "", torch.device("cpu"), torch.float32), {}]]
 
-    frames = to_image(list(iter_frames(driving, max_frames=N, cover=(W, H))))
-    keypoints, pose_images, driving_images, _ = pose.XDynaPoseExtract().extract(frames, W, H, "crop", "dwpose")
-    face_in = None
-    if face:
-        face_in, _ = expression.XDynaExtractExpression().extract(driving_images, "auto", keypoints)
     model = loaders.XDynaModelLoader().load("xdyna_unet.safetensors", "fp32")[0]
     cns = loaders.XDynaControlNetLoader().load("xdyna_pose_controlnet.safetensors",
                                                "xdyna_face_controlnet.safetensors" if face else "none", "fp32")[0]
     proj = loaders.XDynaIPAdapterLoader().load("ip-adapter-plus_sd15.safetensors")[0]
     ref, _ = ref_node.XDynaReferenceEncode().encode(to_image(read_reference(reference)[None]), vae, clip_vision, proj,
                                                     W, H, "sample")
+    name = put_in_input_folder(models_dir, driving)
+    frames, _, _, width, height = driving_node.XDynaLoadDrivingVideo().load(ref, 0, N, 1, 0.0, file=name)
+    keypoints, pose_images, driving_images, _ = pose.XDynaPoseExtract().extract(frames, width, height, "crop",
+                                                                                "dwpose", encoded_reference=ref)
+    face_in = None
+    if face:
+        face_in, _ = expression.XDynaExtractExpression().extract(driving_images, "auto", keypoints)
     out = sampler.XDynaSampler().sample(model, cns, ref, cond, cond, pose_images, seed, steps, 7.5, 1.0, 1.0, 4, 1,
                                         face=face_in)
     return out[0]["samples"]

@@ -1,4 +1,6 @@
 """Loader, reference and sampler nodes: contracts and a full run on the tiny set (fake ComfyUI)."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -19,13 +21,22 @@ def tiny(comfy):
     return paths, vae, clip_vision, cond
 
 
+def result_of(method):
+    """A node method as ComfyUI calls it, giving the output tuple (a {"ui", "result"} dict unwrapped)."""
+    def call(*args, **kwargs):
+        out = method(*args, **kwargs)
+        return out["result"] if isinstance(out, dict) else out
+    call.__wrapped__ = method  # the contract test reads the method's signature
+    return call
+
+
 def node(name):
     from nodes import loaders, reference, sampler
 
     for mod in (loaders, reference, sampler):
         if name in mod.NODE_CLASS_MAPPINGS:
             cls = mod.NODE_CLASS_MAPPINGS[name]
-            return cls, getattr(cls(), cls.FUNCTION)
+            return cls, result_of(getattr(cls(), cls.FUNCTION))
     raise KeyError(name)
 
 
@@ -49,6 +60,26 @@ def test_folders_registered_and_listed(tiny, comfy):
     spec = cls.INPUT_TYPES()
     assert "xdyna_unet.safetensors" in spec["required"]["unet_name"][0]
     assert "ip-adapter-plus_sd15.safetensors" in spec["optional"]["ipadapter_name"][0]
+
+
+def test_loader_lists_hold_only_files_that_can_serve(tiny, comfy):
+    """Dropdowns filtered by what each file is: safetensors by header (also without our metadata, and
+    under any name), pickles by name; a file that cannot be told cheaply stays in every list."""
+    from safetensors.torch import load_file, save_file
+
+    paths = tiny[0]
+    xdyna = paths["unet"].parent
+    for role in ("pose_controlnet", "face_controlnet"):  # renamed, metadata dropped: only keys tell
+        save_file(load_file(str(paths[role])), str(xdyna / f"model_{role[:4]}.safetensors"))
+    (xdyna / "mystery.ckpt").write_bytes(b"not read")
+    (xdyna / "sface_controlnet.ckpt").write_bytes(b"not read")
+    unet = node("XDynaModelLoader")[0].INPUT_TYPES()["required"]["unet_name"][0]
+    spec = node("XDynaControlNetLoader")[0].INPUT_TYPES()["required"]
+    pose, face = spec["pose_controlnet"][0], spec["face_controlnet"][0]
+    assert unet == ["mystery.ckpt", "xdyna_unet.safetensors"]
+    assert pose == ["model_pose.safetensors", "mystery.ckpt", "xdyna_pose_controlnet.safetensors"]
+    assert face == ["none", "model_face.safetensors", "mystery.ckpt", "sface_controlnet.ckpt",
+                    "xdyna_face_controlnet.safetensors"]
 
 
 def test_missing_file_names_the_folder(tiny, comfy):
@@ -110,12 +141,63 @@ def test_mismatched_frame_counts_are_clear(tiny, comfy):
         run_graph(tiny, face=face)
 
 
-def test_interrupt_stops_and_frees(tiny, comfy):
+def test_interrupt_stops_and_frees_only_our_models(tiny, comfy):
+    import comfy.model_management as mm
+
     from tests.nodes_ci.fake_comfy import InterruptProcessingException
 
+    other = object()  # another pack's model, loaded before ours
+    mm.load_models_gpu([other])
     comfy.interrupt = True
     with pytest.raises(InterruptProcessingException):
         run_graph(tiny)
-    assert comfy.freed >= 1 and comfy.interrupt is False
+    assert comfy.interrupt is False
+    # the sampler's load call (the one asking room for activations) holds our UNet and ControlNet(s)
+    ours = [m for models, extra in zip(comfy.loaded, comfy.memory_required) if extra > 0 for m in models]
+    others = [m for models in comfy.loaded for m in models if not any(m is o for o in ours)]
+    still = [lm.model for lm in mm.current_loaded_models]
+    assert ours and comfy.freed == len(ours)
+    assert not any(m is o for m in still for o in ours)  # ours unloaded
+    assert other in still and all(any(m is s for s in still) for m in others)  # every other model stays
     samples, _ = run_graph(tiny)  # the next run works
     assert torch.isfinite(samples).all()
+
+
+def test_unused_face_controlnet_is_a_warning_on_the_node(tiny, comfy):
+    """The face ControlNet is loaded but no face input is connected: the node shows why it ran pose only."""
+    from nodes import sampler
+
+    shown = []
+    run = sampler.XDynaSampler.run
+    monkey = lambda self, *a, **k: shown.append(run(self, *a, **k)) or shown[-1]["result"]  # noqa: E731
+    sampler.XDynaSampler.run = monkey
+    try:
+        run_graph(tiny)  # pose + face ControlNets loaded, no face input
+    finally:
+        sampler.XDynaSampler.run = run
+    assert shown[0]["ui"]["xdyna_warning"] == [
+        "a face ControlNet is loaded but no face patches are given: running pose only"]
+
+
+def test_every_input_and_output_has_a_tooltip(comfy):
+    """Every X-Dyna node: a description, a tooltip on each input and one per output."""
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("ComfyUI-XDyna", REPO / "__init__.py",
+                                                  submodule_search_locations=[str(REPO)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["ComfyUI-XDyna"] = pack
+    try:
+        spec.loader.exec_module(pack)
+    finally:
+        sys.modules.pop("ComfyUI-XDyna", None)
+    assert len(pack.NODE_CLASS_MAPPINGS) >= 11
+    for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+        assert cls.DESCRIPTION, name
+        for section in ("required", "optional"):
+            for key, value in cls.INPUT_TYPES().get(section, {}).items():
+                assert len(value) > 1 and value[1].get("tooltip"), f"{name}.{key} has no tooltip"
+        assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES), f"{name} outputs"
+        assert all(getattr(cls, "OUTPUT_TOOLTIPS")), name

@@ -18,9 +18,26 @@ def test_package_import_registers_folders_and_nodes(comfy):
     finally:
         sys.modules.pop("ComfyUI-XDyna", None)
     assert "xdyna" in folder_paths.folder_names_and_paths
-    expected = {"XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode", "XDynaLoadPoseKeypoints",
+    expected = {"XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode", "XDynaLoadDrivingVideo", "XDynaLoadPoseKeypoints",
                 "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression",
                 "XDynaSampler", "XDynaQualityReport"}
     assert expected <= set(mod.NODE_CLASS_MAPPINGS)
     assert set(mod.NODE_CLASS_MAPPINGS) == set(mod.NODE_DISPLAY_NAME_MAPPINGS)
     assert mod.WEB_DIRECTORY == "./web"
+
+
+def test_package_import_leaves_sys_path_alone(comfy):
+    """No sys.path change: our `nodes` and `tests` folders must never shadow ComfyUI's `nodes` module."""
+    before = list(sys.path)
+    spec = importlib.util.spec_from_file_location("ComfyUI-XDyna", REPO / "__init__.py",
+                                                  submodule_search_locations=[str(REPO)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["ComfyUI-XDyna"] = mod
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.modules.pop("ComfyUI-XDyna", None)
+    assert sys.path == before
+    assert "XDynaLoadDrivingVideo" in mod.NODE_CLASS_MAPPINGS
+    # the nodes use the pack's own core (package-relative), not a top-level `xdyna_core`
+    assert sys.modules["ComfyUI-XDyna.nodes.driving"].spans.__name__ == "ComfyUI-XDyna.xdyna_core.preprocess.span"

@@ -105,11 +105,12 @@ def test_node_contracts(pose_nodes):
 
     spec = check_node_contract(m["XDynaPoseExtract"], "XDynaPoseExtract", m, d)
     req, opt = spec["required"], spec["optional"]
-    assert list(req) == ["images", "width", "height", "fit", "backend"] and list(opt) == ["reference", "align"]
+    assert list(req) == ["images", "width", "height", "fit", "backend"] and list(opt) == ["reference", "align",
+                                                                                            "encoded_reference"]
     assert req["images"][0] == "IMAGE" and opt["reference"][0] == "IMAGE"
     assert req["width"][0] == "INT" and {k: req["width"][1][k] for k in ("default", "min", "max", "step")} == \
-        {"default": 512, "min": 64, "max": 2048, "step": 64}
-    assert req["height"][1]["default"] == 896 and req["height"][1]["step"] == 64
+        {"default": 512, "min": 64, "max": 2048, "step": 8}  # the one size rule: multiples of 8
+    assert req["height"][1]["default"] == 896 and req["height"][1]["step"] == 8
     assert req["fit"][0] == ["crop", "stretch"] and req["backend"][0] == ["auto", "dwpose", "mediapipe"]
     assert opt["align"][0] == "BOOLEAN" and opt["align"][1]["default"] is False
     cls = m["XDynaPoseExtract"]

@@ -38,61 +38,103 @@ UPLOAD_VALUE = "image"
 # Frontend-only node types (not in /object_info, never in API format).
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
+XDYNA_PAGE = "https://huggingface.co/Boese0601/X-Dyna"  # the released X-Dyna weights (convert: see the note)
 NOTE_COMMON = (
-    "Model files (nothing is downloaded):\n"
+    "What to download (nothing is downloaded for you) and where it goes:\n"
     "  models/xdyna/          xdyna_unet.safetensors, xdyna_pose_controlnet.safetensors{face}\n"
-    "  models/ipadapter/      ip-adapter-plus_sd15.safetensors\n"
+    "                         from " + XDYNA_PAGE + " (the released .ckpt files;\n"
+    "                         python -m xdyna_core convert FILE.ckpt models/xdyna/NAME.safetensors)\n"
+    "  models/ipadapter/      ip-adapter-plus_sd15.safetensors   (huggingface.co/h94/IP-Adapter, models/)\n"
     "  models/clip_vision/    CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors\n"
-    "  models/checkpoints/    v1-5-pruned-emaonly.safetensors\n"
+    "                         (h94/IP-Adapter models/image_encoder/model.safetensors, renamed)\n"
+    "  models/checkpoints/    v1-5-pruned-emaonly.safetensors (Stable Diffusion 1.5)\n"
     "{detectors}"
-    "\nwidth/height must be the same on every node that has them (512x896 is X-Dyna's training size).\n"
-    "'frames (start, count)' picks the driving frames to animate; raise count for longer clips.\n"
+    "\nThe working size is set once, on X-Dyna Reference Encode (multiples of 8; X-Dyna was trained at\n"
+    "512x896); the driving video and the poses follow it. X-Dyna Load Driving Video decodes only the frames\n"
+    "used (start, frame_count, stride or target_fps) at that size, and passes their sound to Create Video.\n"
     "Batch runs: python -m xdyna_core batch --workflow example_workflows/api/{name}_api.json ..."
 )
 DETECTORS = ("  models/xdyna/detectors/ yolox_l.onnx, dw-ll_ucoco_384.onnx (DWPose; or the .torchscript.pt\n"
              "                         files; comfyui_controlnet_aux's downloads are found where they are)\n")
 
-# Per workflow: title, note text and layout (columns of node ids, top to bottom).
+# ComfyUI's missing-model dialog: one entry per file (name, folder, source page). The frontend keys
+# entries by url, so each file's page address is made unique with a fragment naming the file.
+_MODELS = {
+    "unet": ("xdyna_unet.safetensors", "xdyna", XDYNA_PAGE + "#xdyna_unet.safetensors"),
+    "pose": ("xdyna_pose_controlnet.safetensors", "xdyna", XDYNA_PAGE + "#xdyna_pose_controlnet.safetensors"),
+    "face": ("xdyna_face_controlnet.safetensors", "xdyna", XDYNA_PAGE + "#xdyna_face_controlnet.safetensors"),
+    "ip": ("ip-adapter-plus_sd15.safetensors", "ipadapter",
+           "https://huggingface.co/h94/IP-Adapter/resolve/main/models/ip-adapter-plus_sd15.safetensors"),
+    "clip": ("CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "clip_vision",
+             "https://huggingface.co/h94/IP-Adapter/resolve/main/models/image_encoder/model.safetensors"),
+    "sd15": ("v1-5-pruned-emaonly.safetensors", "checkpoints",
+             "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly.safetensors"),
+}
+
+
+def models_of(*keys) -> list:
+    return [{"name": n, "directory": d, "url": u} for n, d, u in (_MODELS[k] for k in keys)]
+
+
+# Per workflow: card title and one-sentence description (the template browser), note text, layout
+# (columns of node ids, top to bottom) and the model files it needs.
 WORKFLOWS = {
     "xdyna_pose": {
+        "title": "X-Dyna: animate a photo with a dance video",
+        "description": "The person in the reference photo moves like the dancer in the driving video, with its sound.",
         "note": "X-Dyna: animate the reference photo with the body motion of the driving video.\n\n"
                 + NOTE_COMMON.format(face="", detectors=DETECTORS, name="xdyna_pose"),
-        "columns": [["1", "4", "7", "5", "6"], ["10", "11", "12", "13"], ["2", "3", "14", "15"],
+        "columns": [["1", "4", "7", "5", "6"], ["10", "15", "11"], ["2", "3", "14"],
                     ["20"], ["21", "22", "23"]],
+        "models": models_of("unet", "pose", "ip", "clip", "sd15"),
     },
     "xdyna_pose_sface": {
+        "title": "X-Dyna: body motion and facial expressions",
+        "description": "Animates the reference photo with the body motion and the facial expressions of the "
+                       "driving video, with its sound.",
         "note": "X-Dyna with S-Face: body motion plus facial expressions of the driving video.\n"
                 "The S-Face patches come from the pose keypoints' face points (DWPose / MediaPipe);\n"
                 "'landmarks' can also use insightface's 1k3d68.onnx (models/insightface/models/<pack>/).\n\n"
                 + NOTE_COMMON.format(face=",\n                          xdyna_face_controlnet.safetensors",
                                      detectors=DETECTORS, name="xdyna_pose_sface"),
-        "columns": [["1", "4", "7", "5", "6"], ["10", "11", "12", "13"], ["2", "3", "14", "16", "15"],
+        "columns": [["1", "4", "7", "5", "6"], ["10", "15", "11"], ["2", "3", "14", "16"],
                     ["20"], ["21", "22", "23"]],
+        "models": models_of("unet", "pose", "face", "ip", "clip", "sd15"),
     },
     "xdyna_pose_video": {
+        "title": "X-Dyna: animate a photo with a skeleton video",
+        "description": "Animates the reference photo with a ready skeleton (pose) video, without any pose "
+                       "detection.",
         "note": "X-Dyna driven by your own pose source: a pre-rendered skeleton video (X-Dyna style:\n"
                 "OpenPose body without the head, plus hands, on black), e.g. the official aligned poses.\n"
                 "Other POSE_KEYPOINT sources (comfyui_controlnet_aux DWPose/OpenPose, pose editors) go\n"
                 "through 'X-Dyna Pose From Keypoints' (or 'X-Dyna Pose Align') into the sampler's pose.\n\n"
                 + NOTE_COMMON.format(face="", detectors="", name="xdyna_pose_video"),
-        "columns": [["1", "4", "7", "5", "6"], ["10", "11", "12", "13"], ["2", "3", "14", "15"],
+        "columns": [["1", "4", "7", "5", "6"], ["10", "15", "11"], ["2", "3", "14"],
                     ["20"], ["21", "22", "23"]],
+        "models": models_of("unet", "pose", "ip", "clip", "sd15"),
     },
     "xdyna_pose_keypoints": {
+        "title": "X-Dyna: animate a photo with pose keypoints",
+        "description": "Animates the reference photo with keypoints from a JSON file or another pose node, "
+                       "without a driving video.",
         "note": "X-Dyna driven by keypoints instead of a video: POSE_KEYPOINT JSON from ComfyUI's input\n"
                 "folder (comfyui_controlnet_aux format: written by `python -m xdyna_core preprocess pose`,\n"
                 "an OpenPose editor, or saved from a DWPose node). Or delete the loader and connect any\n"
                 "node's POSE_KEYPOINT output (comfyui_controlnet_aux DWPose Estimator / OpenPose Pose, ...)\n"
                 "to 'X-Dyna Pose From Keypoints' ('X-Dyna Pose Align' fits it to the reference person).\n"
                 "Set the video's fps to the keypoints' frame rate.\n\n"
-                + NOTE_COMMON.format(face="", detectors="", name="xdyna_pose_keypoints").replace(
-                    "'frames (start, count)' picks the driving frames to animate; raise count for longer clips.\n", ""),
+                + NOTE_COMMON.format(face="", detectors="", name="xdyna_pose_keypoints"),
         "columns": [["1", "4", "7", "5", "6"], ["10", "11", "14"], ["2", "3", "15"], ["20"], ["21", "22", "23"]],
+        "models": models_of("unet", "pose", "ip", "clip", "sd15"),
     },
 }
+# The template cards' titles and descriptions, for web/xdyna.js (ComfyUI 0.8.0's template browser
+# titles a pack's templates with their file names; the extension lists ours as a category with these).
+CARDS_PATH = REPO / "web" / "templates.json"
 
 COLUMN_GAP, ROW_GAP, MARGIN = 60, 40, 40
-NOTE_SIZE = (560, 300)
+NOTE_SIZE = (680, 330)
 
 
 # ------------------------------------------------------------------------------------- specs
@@ -197,7 +239,7 @@ def widget_names(spec: dict) -> list:
 # Room for what web/xdyna.js draws: the progress label and the animated frame preview.
 LABEL_H, PREVIEW_H = 24, 200
 PREVIEW_TYPES = {"XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression"}
-LABEL_TYPES = PREVIEW_TYPES | {"XDynaSampler", "XDynaReferenceEncode"}
+LABEL_TYPES = PREVIEW_TYPES | {"XDynaSampler", "XDynaReferenceEncode", "XDynaLoadDrivingVideo"}
 
 
 def _node_size(node_type: str, spec: dict) -> list:
@@ -241,7 +283,11 @@ def _depth_order(api: dict) -> list:
     return order
 
 
-def api_to_ui(api: dict, specs: dict, columns: list, note: str = "") -> dict:
+# What a linked widget shows (the frontend keeps a value under the link).
+LINKED_WIDGET_VALUES = {"fps": 30.0, "width": 512, "height": 896}
+
+
+def api_to_ui(api: dict, specs: dict, columns: list, note: str = "", models: list | None = None) -> dict:
     """UI-format workflow (schema version 0.4, as ComfyUI's frontend saves it) for an API graph."""
     placed = [nid for col in columns for nid in col]
     if sorted(placed, key=int) != sorted(api, key=int):
@@ -299,7 +345,7 @@ def api_to_ui(api: dict, specs: dict, columns: list, note: str = "") -> dict:
         (p, size) = pos[nid]
         ui = {"id": int(nid), "type": t, "pos": p, "size": size, "flags": {}, "order": order[nid], "mode": 0,
               "inputs": inputs, "outputs": outputs, "properties": {"Node name for S&R": t},
-              "widgets_values": widget_values(spec, node["inputs"], {"fps": 30.0})}
+              "widgets_values": widget_values(spec, node["inputs"], LINKED_WIDGET_VALUES)}
         title = node.get("_meta", {}).get("title")
         if title and title != spec["display_name"]:
             ui["title"] = title
@@ -311,8 +357,11 @@ def api_to_ui(api: dict, specs: dict, columns: list, note: str = "") -> dict:
         nodes.append({"id": last_id, "type": "Note", "pos": [MARGIN, MARGIN], "size": list(NOTE_SIZE), "flags": {},
                       "order": len(api), "mode": 0, "inputs": [], "outputs": [], "properties": {},
                       "widgets_values": [note], "color": "#432", "bgcolor": "#653"})
-    return {"last_node_id": last_id, "last_link_id": link_id, "nodes": nodes, "links": links, "groups": [],
-            "config": {}, "extra": {"ds": {"scale": 0.6, "offset": [100, 20]}}, "version": 0.4}
+    ui = {"last_node_id": last_id, "last_link_id": link_id, "nodes": nodes, "links": links, "groups": [],
+          "config": {}, "extra": {"ds": {"scale": 0.75, "offset": [90, 60]}}, "version": 0.4}
+    if models:
+        ui["models"] = models  # the frontend's missing-model dialog reads these
+    return ui
 
 
 def ui_to_api_view(ui: dict, specs: dict) -> dict:
@@ -350,8 +399,15 @@ def twin_paths() -> dict:
 def render(name: str, specs: dict | None = None) -> str:
     _, api_path = twin_paths()[name]
     api = json.loads(api_path.read_text())
-    ui = api_to_ui(api, specs or load_specs(), WORKFLOWS[name]["columns"], WORKFLOWS[name]["note"])
+    wf = WORKFLOWS[name]
+    ui = api_to_ui(api, specs or load_specs(), wf["columns"], wf["note"], wf["models"])
     return json.dumps(ui, indent=1) + "\n"
+
+
+def render_cards() -> str:
+    """web/templates.json: [{name, title, description}] of every workflow, in menu order."""
+    cards = [{"name": n, "title": w["title"], "description": w["description"]} for n, w in WORKFLOWS.items()]
+    return json.dumps(cards, indent=1) + "\n"
 
 
 def used_types() -> set:
@@ -383,11 +439,45 @@ def write_thumbnails(url: str) -> None:
             print(f"wrote {ui_path.with_suffix('.jpg').relative_to(REPO)}")
 
 
+# The pictures each card shows (files of ../shared/assets): the reference photo and the driving input.
+THUMB_INPUTS = {
+    "xdyna_pose": ("reference_image/example_1.png", "driving_video/example_1_driving_1.mp4", "driving video"),
+    "xdyna_pose_sface": ("reference_image/example_2.jpg", "driving_video/example_2_driving_2.mp4", "driving video"),
+    "xdyna_pose_video": ("reference_image/example_1.png", "poses/example_1_pose_1.mp4", "pose video"),
+}
+
+
+def write_input_thumbnails(assets: Path) -> None:
+    """<name>.jpg next to each UI file: the reference photo and a frame of the driving input, labelled,
+    readable at card size. (No output frame: the released weights are not available to render one.)"""
+    import av
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=26)
+    w, h = THUMB_SIZE
+    for name, (ref, clip, label) in THUMB_INPUTS.items():
+        with av.open(str(assets / clip)) as c:
+            frame = next(iter(c.decode(video=0))).to_image()
+        card = Image.new("RGB", (w, h), (24, 24, 28))
+        draw = ImageDraw.Draw(card)
+        panels = [(Image.open(assets / ref).convert("RGB"), "reference photo"), (frame, label)]
+        pw = (w - 60) // 2
+        for i, (img, text) in enumerate(panels):
+            img.thumbnail((pw, h - 70), Image.LANCZOS)
+            x = 20 + i * (pw + 20) + (pw - img.width) // 2
+            card.paste(img, (x, 20))
+            draw.text((20 + i * (pw + 20) + pw // 2, h - 28), text, fill=(235, 235, 235), font=font, anchor="mm")
+        path = WORKFLOW_DIR / f"{name}.jpg"
+        card.save(path, quality=88, optimize=True)
+        print(f"wrote {path.relative_to(REPO)}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="only compare; exit 1 when a file differs")
     ap.add_argument("--refresh-specs", metavar="URL", help="rewrite node_specs.json from a running ComfyUI first")
     ap.add_argument("--thumbnails", metavar="URL", help="also draw the template thumbnails with a running ComfyUI")
+    ap.add_argument("--input-thumbnails", metavar="ASSETS", help="template thumbnails from the example inputs")
     args = ap.parse_args(argv)
     if args.refresh_specs:
         with urllib.request.urlopen(args.refresh_specs.rstrip("/") + "/object_info", timeout=60) as r:
@@ -403,6 +493,14 @@ def main(argv=None) -> int:
         if not args.check:
             ui_path.write_text(text)
             print(f"wrote {ui_path.relative_to(REPO)}")
+    cards = render_cards()
+    if not CARDS_PATH.exists() or CARDS_PATH.read_text() != cards:
+        stale.append(CARDS_PATH)
+        if not args.check:
+            CARDS_PATH.write_text(cards)
+            print(f"wrote {CARDS_PATH.relative_to(REPO)}")
+    if args.input_thumbnails and not args.check:
+        write_input_thumbnails(Path(args.input_thumbnails))
     if args.thumbnails and not args.check:
         write_thumbnails(args.thumbnails)
     if args.check and stale:

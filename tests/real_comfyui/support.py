@@ -52,10 +52,10 @@ def variant_of(name: str, **overrides) -> dict:
     for node in wf.values():
         inputs = node["inputs"]
         inputs.update(NATIVE_WIDGETS.get(node["class_type"], {}))
-        if "width" in inputs:
+        if "width" in inputs and not isinstance(inputs["width"], list):  # the one place the size is set
             inputs["width"], inputs["height"] = TEST_W, TEST_H
-        if node["class_type"] == "ImageFromBatch":
-            inputs["length"] = TEST_FRAMES
+        if node["class_type"] == "XDynaLoadDrivingVideo":
+            inputs["frame_count"] = TEST_FRAMES
         if "steps" in inputs:
             inputs["steps"] = TEST_STEPS
         if "filename_prefix" in inputs:

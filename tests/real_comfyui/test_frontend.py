@@ -14,7 +14,9 @@ NAMES = sorted(make_ui.WORKFLOWS)
 EXTENSION = "XDyna.ProgressAndPreview"
 # Noise of every start in a fresh user folder (no user.css, saved workflows or template index, no
 # favicon) and registry look-ups that are blocked offline; nothing else may show up.
-BENIGN = re.compile(r"status of 404 .*/(api/userdata|user\.css|favicon\.ico)|api\.comfy\.org")
+BENIGN = re.compile(r"status of 404 .*/(api/userdata|user\.css|favicon\.ico)|api\.comfy\.org"
+                    # the missing-model dialog asks the model pages for file sizes (offline here)
+                    r"|(Connecting to '|Fetch API cannot load )https://huggingface\.co/|Error fetching file size")
 # Inputs the frontend adds to what it queues (a preview widget of LoadVideo), not part of the graph.
 FRONTEND_EXTRAS = {"video-preview"}
 
@@ -24,9 +26,18 @@ def _strip(prompt: dict) -> dict:
             for nid, n in prompt.items()}
 
 
-def _assert_clean(report: dict):
+def _absent_models(server, ui: dict) -> list:
+    """The workflow's `models` entries whose file the server's model folder does not have."""
+    return [m["name"] for m in ui.get("models", []) if m["name"] not in server.get(f"/models/{m['directory']}")]
+
+
+def _assert_clean(report: dict, absent=()):
     assert report["missingNodeTypes"] == [], report["missingNodeTypes"]
-    assert report["dialogs"] == [], report["dialogs"]
+    if absent:  # ComfyUI's missing-model dialog names each absent file (and nothing else pops up)
+        assert len(report["dialogs"]) == 1 and all(name in report["dialogs"][0] for name in absent), \
+            (absent, report["dialogs"])
+    else:
+        assert report["dialogs"] == [], report["dialogs"]
     assert report["pageErrors"] == [], report["pageErrors"]
     errors = [e for e in report["consoleErrors"] if not BENIGN.search(e)]
     assert errors == [], errors
@@ -37,10 +48,14 @@ def _assert_clean(report: dict):
 def test_ui_workflow_loads_and_queues_its_twin(comfy_server, name, tmp_path):
     ui_path, api_path = make_ui.twin_paths()[name]
     t0 = time.perf_counter()
-    report = ui_check(comfy_server, ui_path, tmp_path / f"{name}.png")
+    report = ui_check(comfy_server, ui_path, tmp_path / f"{name}.png", "--templates")
     record(f"frontend load + screenshot: {name}", time.perf_counter() - t0)
-    _assert_clean(report)
     ui = json.loads(ui_path.read_text())
+    _assert_clean(report, _absent_models(comfy_server, ui))
+    # the template browser's card: title and one-sentence description
+    wf = make_ui.WORKFLOWS[name]
+    assert wf["title"] in report["templatesText"] and wf["description"] in report["templatesText"], \
+        report["templatesText"][:3000]
     assert report["nodeCount"] == len(ui["nodes"])
     assert _strip(report["prompt"]) == make_ui.api_view(json.loads(api_path.read_text()))
     assert (tmp_path / f"{name}.png").stat().st_size > 10_000

@@ -101,7 +101,7 @@ def test_interrupt_during_sampling_returns_promptly_and_next_run_succeeds(comfy_
 
 
 def _jobs_file(tmp_path, inputs, count=3):
-    defaults = {"width": TEST_W, "height": TEST_H, "length": TEST_FRAMES, "steps": TEST_STEPS}
+    defaults = {"width": TEST_W, "height": TEST_H, "frame_count": TEST_FRAMES, "steps": TEST_STEPS}
     for widgets in NATIVE_WIDGETS.values():
         defaults.update(widgets)
     jobs = [{"name": f"job{i}", "reference": str(inputs / "example_1.png"),

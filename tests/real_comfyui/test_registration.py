@@ -8,7 +8,7 @@ from tests.real_comfyui import make_ui
 from tests.real_comfyui.support import EXT_NAME, record
 
 EXPECTED_NODES = {
-    "XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode",
+    "XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode", "XDynaLoadDrivingVideo",
     "XDynaLoadPoseKeypoints", "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression",
     "XDynaSampler", "XDynaQualityReport",
 }
@@ -50,3 +50,20 @@ def test_templates_are_listed_and_served(comfy_server):
         thumb = ui_path.with_suffix(".jpg")
         if thumb.exists():
             assert comfy_server.get(f"/api/workflow_templates/{EXT_NAME}/{name}.jpg") == thumb.read_bytes()
+
+
+def test_every_input_and_output_has_a_tooltip(comfy_server):
+    """What the frontend shows on hover, as the live server describes our nodes."""
+    info = comfy_server.get("/object_info")
+    for name in EXPECTED_NODES:
+        node = info[name]
+        for section in ("required", "optional"):
+            for key, spec in node["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{key}"
+        assert len(node["output_tooltips"]) == len(node["output"]) and all(node["output_tooltips"]), name
+
+
+def test_template_cards_are_served_to_the_web_extension(comfy_server):
+    """web/xdyna.js reads the cards' titles and descriptions from the pack's web folder."""
+    cards = comfy_server.get(f"/extensions/{EXT_NAME}/templates.json")
+    assert [c["name"] for c in cards] == list(make_ui.WORKFLOWS)

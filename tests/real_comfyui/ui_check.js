@@ -6,6 +6,7 @@
 //        [--wait 3000] [--chromium /usr/bin/chromium] [--width 1600] [--height 1000]
 //        [--clip x,y,w,h]      (screenshot only that part of the page, e.g. for a thumbnail)
 //        [--thumbnail out.jpg] (fit the graph into the view and save the canvas alone as JPEG)
+//        [--templates]         (open the template browser first; report its text as templatesText)
 //        [--run]               (also queue the workflow from the UI and wait for it; reports ws events
 //                               seen by the page and the text our extension drew on the sampler)
 //
@@ -32,6 +33,7 @@ function parse(argv) {
     else if (k === '--height') a.height = Number(v());
     else if (k === '--clip') { const [x, y, w, h] = v().split(',').map(Number); a.clip = { x, y, width: w, height: h }; }
     else if (k === '--run') a.run = true;
+    else if (k === '--templates') a.templates = true;
     else if (k === '--thumbnail') a.thumbnail = v();
     else { console.error(`ui_check.js: unknown argument ${k}`); process.exit(2); }
   }
@@ -75,6 +77,21 @@ async function dialogs(page) {
     const frontendOnly = new Set(['Note', 'MarkdownNote', 'Reroute', 'PrimitiveNode']);
     report.missingNodeTypes = [...new Set(workflow.nodes.map((n) => n.type))].filter((t) => !known.has(t) && !frontendOnly.has(t));
     report.errorsBeforeLoad = report.consoleErrors.length + report.pageErrors.length;
+
+    if (a.templates) {
+      // The template browser as a user opens it (menu command), on this pack's cards; then a fresh page.
+      await page.evaluate(async () => { await window.app.extensionManager.command.execute('Comfy.BrowseTemplates'); });
+      await page.waitForTimeout(2000);
+      // the browser opens on "All Templates": find this pack's cards with its search box
+      await page.getByPlaceholder(/search/i).first().fill('X-Dyna');
+      await page.waitForTimeout(2000);
+      report.templatesText = await page.evaluate(() => [...document.querySelectorAll('[role="dialog"], .p-dialog')]
+        .filter((el) => el.getClientRects().length > 0).map((el) => el.innerText).join('\n'));
+      await page.goto(a.url + '/', { waitUntil: 'domcontentloaded', timeout: 60000 });
+      await page.waitForFunction(() => window.app && window.app.graph && window.app.canvas, null, { timeout: 60000 });
+      await page.waitForTimeout(1000);
+      for (let i = 0; i < 3; i++) await page.keyboard.press('Escape');
+    }
 
     await page.evaluate(async (wf) => { await window.app.loadGraphData(wf); }, workflow);
     await page.waitForTimeout(a.wait);

@@ -34,7 +34,7 @@ class Job:
 # How the workflow marks the two file inputs a job substitutes: a node whose `_meta.title` is
 # "reference"/"driving" wins; otherwise the first node of a known loader class is used.
 REFERENCE_LOADERS = {"LoadImage": "image"}
-DRIVING_LOADERS = {"LoadVideo": "file", "VHS_LoadVideo": "video", "XDynaLoadVideo": "video"}
+DRIVING_LOADERS = {"XDynaLoadDrivingVideo": "file", "LoadVideo": "file", "VHS_LoadVideo": "video"}
 OUTPUT_PREFIX_INPUT = "filename_prefix"
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -27,8 +27,12 @@ import torch
 
 from .keypoints import Person, PoseFrame, from_pose_keypoint_json, to_pose_keypoint_json
 
-#: The VAE works on 8x8 pixel blocks; the output size must be a multiple of this.
+#: The working size rule, the one both front ends check: the VAE works on 8x8 pixel blocks, so width
+#: and height must be multiples of 8. The UNet asks for no more: it halves the latent three times, but
+#: each upsampling follows the size of its skip connection (odd latent sizes such as 17x25 for 136x200
+#: run), so multiples of 64 are not needed. X-Dyna was trained at 512x896.
 SIZE_MULTIPLE = 8
+SIZE_RULE = "a multiple of 8 (X-Dyna was trained at 512x896)"
 FITS = ("crop", "stretch")
 POSE_BACKENDS = ("auto", "dwpose", "mediapipe")
 LANDMARK_SOURCES = ("auto", "pose_keypoint", "mediapipe", "insightface")
@@ -58,10 +62,17 @@ def check_output_size(width: int, height: int, multiple: int = SIZE_MULTIPLE) ->
     w, h = int(width), int(height)
     if w <= 0 or h <= 0 or w % multiple or h % multiple:
         raise ValueError(
-            f"output size {w}x{h}: width and height must be positive multiples of {multiple} (the VAE "
-            f"works on {multiple}x{multiple} blocks; the X-Dyna UNet needs multiples of 64, and it was "
-            f"trained at 512x896)")
+            f"working size {w}x{h}: width and height must be positive multiples of {multiple} (the VAE "
+            f"works on {multiple}x{multiple} pixel blocks; X-Dyna was trained at 512x896)")
     return w, h
+
+
+def check_same_size(size: Tuple[int, int], working: Tuple[int, int], what: str) -> None:
+    """ValueError naming both sizes unless ``size`` (of ``what``) is the working size (both (w, h))."""
+    if tuple(int(v) for v in size) != tuple(int(v) for v in working):
+        raise ValueError(
+            f"{what} is {size[0]}x{size[1]} but the reference was encoded at {working[0]}x{working[1]}: "
+            f"the working size is set once, on X-Dyna Reference Encode")
 
 
 # --------------------------------------------------------------------------- frame batches
@@ -538,7 +549,7 @@ def face_patch_batches(frames: Sequence[np.ndarray], landmarks: Sequence[Optiona
 
 
 __all__ = [
-    "SIZE_MULTIPLE", "FITS", "POSE_BACKENDS", "LANDMARK_SOURCES", "BackendUnavailable", "check_output_size",
+    "SIZE_MULTIPLE", "SIZE_RULE", "check_same_size", "FITS", "POSE_BACKENDS", "LANDMARK_SOURCES", "BackendUnavailable", "check_output_size",
     "ImageBatchFrames", "ImageBatchWriter", "Uint8Batch", "map_frames", "render_batch", "open_pose_detector", "detect_poses",
     "reference_pose", "drawable", "keypoint_round_trip", "parse_keypoints", "require_person", "plain_geometry",
     "alignment_geometry", "DrivingPose", "extract_driving_pose", "fit_keypoints", "align_keypoints",

@@ -15,13 +15,15 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Tuple, Union
+from typing import BinaryIO, Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
 from ..outputs import commit, discard, partial_path
 
 PathLike = Union[str, os.PathLike]
+#: A file path, or an open binary file object (e.g. the BytesIO behind a ComfyUI VIDEO).
+Source = Union[str, os.PathLike, BinaryIO]
 Size = Tuple[int, int]  # (width, height)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -48,11 +50,18 @@ class VideoInfo:
     is_image: bool = False
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+def _is_image(path) -> bool:
+    return isinstance(path, Path) and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _check_exists(path: PathLike) -> Path:
+def _is_file_object(source) -> bool:
+    return hasattr(source, "read") and hasattr(source, "seek")
+
+
+def _check_exists(path: Source):
+    if _is_file_object(path):
+        path.seek(0)
+        return path
     p = Path(path)
     if not p.exists():
         raise VideoReadError(f"video file not found: {p}")
@@ -83,11 +92,15 @@ def _read_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def _open(path: Path):
+def _open(path):
     import av
 
     try:
-        container = av.open(str(path))
+        if _is_file_object(path):
+            path.seek(0)
+            container = av.open(path)
+        else:
+            container = av.open(str(path))
     except av.error.FFmpegError as e:
         raise VideoReadError(f"cannot open video file {path}: {e}") from None
     if not container.streams.video:
@@ -103,7 +116,7 @@ def _stream_fps(stream, path: Path) -> float:
     raise VideoReadError(f"video {path} does not state a frame rate")
 
 
-def probe_video(path: PathLike) -> VideoInfo:
+def probe_video(path: Source) -> VideoInfo:
     """Frame rate, frame count (if the container knows it) and size, without decoding frames."""
     p = _check_exists(path)
     if _is_image(p):
@@ -177,7 +190,7 @@ def expected_frame_count(
 
 
 def iter_frames(
-    path: PathLike,
+    path: Source,
     stride: int = 1,
     start: int = 0,
     max_frames: Optional[int] = None,
@@ -201,11 +214,16 @@ def iter_frames(
     return _iter_video(p, stride, start, max_frames, size, cover)
 
 
+def shrink_to_cover(frame: np.ndarray, cover: Size) -> np.ndarray:
+    """``frame`` shrunk (aspect kept) to :func:`cover_size` of ``cover`` = (width, height)."""
+    return resize_frame(frame, cover_size((frame.shape[1], frame.shape[0]), cover))
+
+
 def _fit(frame: np.ndarray, size: Optional[Size], cover: Optional[Size]) -> np.ndarray:
     if size:
         return resize_frame(frame, size)
     if cover:
-        return resize_frame(frame, cover_size((frame.shape[1], frame.shape[0]), cover))
+        return shrink_to_cover(frame, cover)
     return frame
 
 
@@ -214,7 +232,7 @@ def _iter_image(img, start, size, cover=None):
         yield _fit(img, size, cover)
 
 
-def _iter_video(p: Path, stride, start, max_frames, size, cover=None):
+def _iter_video(p, stride, start, max_frames, size, cover=None):
     import av
 
     container = _open(p)

@@ -1,0 +1,121 @@
+"""The span of a driving clip a run uses: which frames (start, stride, count), at what output frame rate,
+and the audio of exactly that stretch of time.
+
+Both front ends pick frames the same way (``python -m xdyna_core animate --start/--stride/--length`` and
+the ComfyUI driving-video node), and the node also hands the sound of the picked frames to the video
+writer, so a result plays in sync with its driving clip.
+
+Frame ``i`` of the source starts at ``i / fps``; the picked frames ``start, start+stride, ...`` (``count``
+of them) cover ``count * stride`` source frames, so their audio runs from ``start / fps`` for
+``count * stride / fps`` seconds and the output plays at ``fps / stride``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .video import Source, VideoReadError, _check_exists, _is_file_object
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int          # first source frame (decode order)
+    stride: int         # every stride-th frame
+    count: Optional[int]  # frames to take; None = to the end
+    source_fps: float
+
+    @property
+    def fps(self) -> float:
+        """Frame rate of the picked frames (they play at the source's speed)."""
+        return self.source_fps / self.stride
+
+    @property
+    def start_seconds(self) -> float:
+        return self.start / self.source_fps
+
+    def duration_seconds(self, frames: int) -> float:
+        """Duration of ``frames`` picked frames (each stands for ``stride`` source frames)."""
+        return frames * self.stride / self.source_fps
+
+
+def plan_span(source_fps: float, start: int = 0, count: Optional[int] = None, stride: int = 1,
+              target_fps: float = 0.0) -> Span:
+    """The span for these choices. ``target_fps > 0`` picks the stride that brings the source closest to
+    that rate (never below 1: frames are not invented), and then the output plays at source_fps / stride."""
+    if not source_fps or source_fps <= 0:
+        raise ValueError(f"the driving clip states no usable frame rate ({source_fps!r})")
+    if not isinstance(start, int) or start < 0:
+        raise ValueError(f"start must be a frame index >= 0, got {start!r}")
+    if count is not None and (not isinstance(count, int) or count < 1):
+        raise ValueError(f"frame count must be >= 1 (or None for all), got {count!r}")
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
+    if target_fps and target_fps > 0:
+        stride = max(1, int(round(source_fps / float(target_fps))))
+    return Span(start, stride, count, float(source_fps))
+
+
+_INT_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "s64": 9.223372036854776e18}
+
+
+def _to_float(frame) -> np.ndarray:
+    """A decoded PyAV audio frame -> float32 (channels, samples) in -1..1."""
+    arr = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:  # packed: (1, samples * channels), interleaved
+        arr = arr.reshape(-1, channels).T
+    name = frame.format.name.rstrip("p")
+    if name == "u8":
+        return (arr.astype(np.float32) - 128.0) / 128.0
+    if name in _INT_SCALE:
+        return (arr.astype(np.float64) / _INT_SCALE[name]).astype(np.float32)
+    return arr.astype(np.float32)
+
+
+def read_audio_span(source: Source, start_seconds: float, duration_seconds: float
+                    ) -> Optional[Tuple[np.ndarray, int]]:
+    """The first audio stream of ``source`` from ``start_seconds`` for ``duration_seconds``, as float32
+    (channels, samples) in -1..1 and its sample rate; None when the file has no audio stream. Decoding
+    stops at the end of the span (memory follows the span, not the file); a span that runs past the
+    end of the sound is cut there."""
+    import av
+
+    src = _check_exists(source)
+    try:
+        container = av.open(src if _is_file_object(src) else str(src))
+    except av.error.FFmpegError as e:
+        raise VideoReadError(f"cannot open {src} for its audio: {e}") from None
+    try:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+        if rate <= 0:
+            return None
+        first = int(round(start_seconds * rate))
+        last = first + int(round(duration_seconds * rate))
+        if start_seconds > 1.0 and stream.time_base:  # jump near the span instead of decoding the lead-in
+            container.seek(int((start_seconds - 1.0) / stream.time_base), stream=stream, backward=True)
+        parts, pos = [], None
+        for frame in container.decode(stream):
+            if frame.pts is not None and frame.time_base is not None:
+                pos = int(round(float(frame.pts * frame.time_base) * rate))
+            elif pos is None:
+                pos = 0
+            n = frame.samples
+            lo, hi = max(first, pos), min(last, pos + n)
+            if hi > lo:
+                parts.append(_to_float(frame)[:, lo - pos:hi - pos])
+            pos += n
+            if pos >= last:
+                break
+        if not parts:
+            channels = stream.codec_context.channels or 1
+            return np.zeros((channels, 0), np.float32), rate
+        return np.ascontiguousarray(np.concatenate(parts, axis=1)), rate
+    except av.error.FFmpegError as e:
+        raise VideoReadError(f"decoding the audio of {src} failed: {e}") from None
+    finally:
+        container.close()
