@@ -34,7 +34,7 @@ def test_shipped_workflow_equals_cli(comfy_env, comfy_models, comfy_inputs, tmp_
              size=(TEST_W, TEST_H))
     wf = variant_of("xdyna_pose_sface", seed=SEED)
     for node in wf.values():
-        if node["class_type"] == "LoadVideo":
+        if node["class_type"] in ("LoadVideo", "XDynaLoadDrivingVideo"):
             node["inputs"]["file"] = clip
         for key in ("precision",):
             if key in node["inputs"]:
