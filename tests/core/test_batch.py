@@ -279,12 +279,19 @@ def test_client_killed_and_restarted_skips_done_and_redoes_running(files, server
         assert (out / final[f"job{i:02d}"]["outputs"][0]).is_file()
 
 
+def _terminal_sigint():
+    """The child gets Ctrl-C as a terminal process does, whatever the test runner's own signal state
+    (a runner started in the background ignores SIGINT, and children inherit an ignored signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 def test_ctrl_c_interrupts_running_prompts_and_resumes(files, servers, tmp_path):
     fakes = [servers(seconds=60) for _ in range(2)]
     out = tmp_path / "out"
     cmd = _cli(files, [f.url for f in fakes], out)
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=_terminal_sigint)
     queued = 0
     for line in proc.stdout:  # Ctrl-C once both servers run a job
         queued += " queued on " in line

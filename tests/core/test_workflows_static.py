@@ -147,17 +147,23 @@ def test_our_widget_values_are_valid_for_the_nodes(name, our_nodes):
 @pytest.mark.parametrize("name", NAMES)
 def test_sizes_agree_and_batch_runner_can_fill_it(name, tmp_path):
     _, api = _load(name)
-    # the working size is set once (on Reference Encode); every other width/height is linked to it
+    # the working size is set once (on Reference Encode); every other width/height is linked to it, or
+    # (no driving video to take it from) repeats it on a node that checks it against the encoded reference
     set_here = {nid: (n["inputs"]["width"], n["inputs"]["height"]) for nid, n in api.items()
                 if "width" in n["inputs"] and not isinstance(n["inputs"]["width"], list)}
-    assert [api[nid]["class_type"] for nid in set_here] == ["XDynaReferenceEncode"], set_here
-    driving = next(nid for nid, n in api.items() if n["class_type"] == "XDynaLoadDrivingVideo")
-    assert api[driving]["inputs"]["reference"][0] in set_here
+    ref = next(nid for nid, n in api.items() if n["class_type"] == "XDynaReferenceEncode")
+    for nid in set_here:
+        if nid != ref:
+            assert set_here[nid] == set_here[ref], nid
+            assert api[nid]["inputs"].get("encoded_reference", [None])[0] == ref, nid
+    driving = next((nid for nid, n in api.items() if n["class_type"] == "XDynaLoadDrivingVideo"), None)
+    if driving is not None:
+        assert api[driving]["inputs"]["reference"][0] == ref
     for nid, n in api.items():
         if nid not in set_here and "width" in n["inputs"]:
             assert n["inputs"]["width"] == [driving, 3] and n["inputs"]["height"] == [driving, 4], nid
     job = Job(name="job1", reference=tmp_path / "r.png", driving=tmp_path / "d.mp4", options={"steps": 3, "seed": 9})
-    if not any(n["class_type"] in ("LoadVideo", "VHS_LoadVideo", "XDynaLoadVideo") for n in api.values()):
+    if driving is None and not any(n["class_type"] in ("LoadVideo", "VHS_LoadVideo") for n in api.values()):
         # Driven by keypoints, not a video: the batch runner (reference + driving video jobs) says so.
         with pytest.raises(JobListError, match="no driving loader"):
             fill_workflow(api, job, "r.png", "d.mp4")
@@ -175,9 +181,10 @@ def test_sound_fps_and_template_metadata(name):
     description (web/templates.json, which web/xdyna.js gives the template browser); the missing-model dialog
     gets every model file the loaders name, with its folder and source page."""
     ui, api = _load(name)
-    driving = next(nid for nid, n in api.items() if n["class_type"] == "XDynaLoadDrivingVideo")
+    driving = next((nid for nid, n in api.items() if n["class_type"] == "XDynaLoadDrivingVideo"), None)
     create = next(n for n in api.values() if n["class_type"] == "CreateVideo")
-    assert create["inputs"]["audio"] == [driving, 1] and create["inputs"]["fps"] == [driving, 2]
+    if driving is not None:  # (a keypoints-driven workflow has no clip: its fps is a widget, no sound)
+        assert create["inputs"]["audio"] == [driving, 1] and create["inputs"]["fps"] == [driving, 2]
     wf = make_ui.WORKFLOWS[name]
     assert wf["title"] and wf["description"].endswith(".") and wf["description"].count(". ") == 0
     cards = {c["name"]: c for c in json.loads(make_ui.CARDS_PATH.read_text())}
