@@ -1,5 +1,4 @@
 """Loader, reference and sampler nodes: contracts and a full run on the tiny set (fake ComfyUI)."""
-import sys
 
 import numpy as np
 import pytest
@@ -181,18 +180,9 @@ def test_unused_face_controlnet_is_a_warning_on_the_node(tiny, comfy):
 
 def test_every_input_and_output_has_a_tooltip(comfy):
     """Every X-Dyna node: a description, a tooltip on each input and one per output."""
-    import importlib.util
+    from tests.nodes_ci.test_package_import import import_pack
 
-    from tests.conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("ComfyUI-XDyna", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["ComfyUI-XDyna"] = pack
-    try:
-        spec.loader.exec_module(pack)
-    finally:
-        sys.modules.pop("ComfyUI-XDyna", None)
+    pack = import_pack()
     assert len(pack.NODE_CLASS_MAPPINGS) >= 11
     for name, cls in pack.NODE_CLASS_MAPPINGS.items():
         assert cls.DESCRIPTION, name

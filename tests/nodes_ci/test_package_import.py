@@ -5,10 +5,8 @@ import sys
 from tests.conftest import REPO
 
 
-def test_package_import_registers_folders_and_nodes(comfy):
-    import folder_paths
-
-    del folder_paths.folder_names_and_paths["xdyna"]  # as in a fresh ComfyUI process
+def import_pack():
+    """The extension imported as ComfyUI imports a custom node folder: by path, as a package."""
     spec = importlib.util.spec_from_file_location("ComfyUI-XDyna", REPO / "__init__.py",
                                                   submodule_search_locations=[str(REPO)])
     mod = importlib.util.module_from_spec(spec)
@@ -17,6 +15,14 @@ def test_package_import_registers_folders_and_nodes(comfy):
         spec.loader.exec_module(mod)
     finally:
         sys.modules.pop("ComfyUI-XDyna", None)
+    return mod
+
+
+def test_package_import_registers_folders_and_nodes(comfy):
+    import folder_paths
+
+    del folder_paths.folder_names_and_paths["xdyna"]  # as in a fresh ComfyUI process
+    mod = import_pack()
     assert "xdyna" in folder_paths.folder_names_and_paths
     expected = {"XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode", "XDynaLoadDrivingVideo", "XDynaLoadPoseKeypoints",
                 "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression",
@@ -29,14 +35,7 @@ def test_package_import_registers_folders_and_nodes(comfy):
 def test_package_import_leaves_sys_path_alone(comfy):
     """No sys.path change: our `nodes` and `tests` folders must never shadow ComfyUI's `nodes` module."""
     before = list(sys.path)
-    spec = importlib.util.spec_from_file_location("ComfyUI-XDyna", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["ComfyUI-XDyna"] = mod
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.modules.pop("ComfyUI-XDyna", None)
+    mod = import_pack()
     assert sys.path == before
     assert "XDynaLoadDrivingVideo" in mod.NODE_CLASS_MAPPINGS
     # the nodes use the pack's own core (package-relative), not a top-level `xdyna_core`
