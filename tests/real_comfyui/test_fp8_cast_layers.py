@@ -4,7 +4,8 @@ The loaders' weight_dtype=fp8_e4m3fn builds the networks from comfy.ops.manual_c
 Linear/Conv2d for nodes.comfy_bridge.fp8_layer_class(cls): ComfyUI casts the float8 weight (and
 streams it under partial loading), our layer applies the per-tensor scale. Its output must equal
 the core fp8 layers' bit for bit, and every fp8 cast is ComfyUI's offloadable one, released with
-uncast_bias_weight (0.8.0 and 0.33 both offer it). Runs in a subprocess: ComfyUI's modules are imported there only.
+uncast_bias_weight (0.8.0 and 0.33 both offer it); a cast_bias_weight without that mode gets the
+legacy call and the same numbers. Runs in a subprocess: ComfyUI's modules are imported there only.
 """
 import textwrap
 
@@ -21,10 +22,17 @@ SCRIPT = textwrap.dedent("""
                            conditioning_embedding_out_channels=(8, 16, 16, 32))
     torch.manual_seed(0)
     core = ControlNetModel(cfg).eval()
-    comfy_net = ControlNetModel(cfg, operations=comfy.ops.manual_cast).eval()
-    comfy_net.load_state_dict(core.state_dict())
+    weights = {k: v.clone() for k, v in core.state_dict().items()}
+
+
+    def comfy_fp8_net():
+        net = ControlNetModel(cfg, operations=comfy.ops.manual_cast).eval()
+        net.load_state_dict(weights)
+        return store_weights_fp8(net, torch.float32, layer_class=bridge.fp8_layer_class)
+
+
     store_weights_fp8(core, torch.float32)
-    store_weights_fp8(comfy_net, torch.float32, layer_class=bridge.fp8_layer_class)
+    comfy_net = comfy_fp8_net()
     assert isinstance(comfy_net.conv_in, comfy.ops.manual_cast.Conv2d) and comfy_net.conv_in.weight.dtype == FP8_DTYPE
     # every cast is offloadable and released (ComfyUI's contract for custom cast layers)
     casts, uncasts = [], []
@@ -40,6 +48,18 @@ SCRIPT = textwrap.dedent("""
     assert all(torch.equal(p, q) for p, q in zip(a[0] + [a[1]], b[0] + [b[1]])), "ComfyUI cast path differs"
     n_fp8 = sum(1 for m in comfy_net.modules() if fp8_layer(m))
     assert len(casts) == len(uncasts) == n_fp8 and set(casts) == {True}, (len(casts), len(uncasts), n_fp8, set(casts))
+
+    # a cast_bias_weight without the offloadable mode (older ComfyUI) gets the legacy call: same numbers
+    def legacy_cast(s, input=None, dtype=None, device=None, bias_dtype=None, **kw):
+        assert not (fp8_layer(s) and kw), kw
+        return cast(s, input, dtype, device, bias_dtype, **kw)
+
+    comfy.ops.cast_bias_weight = legacy_cast
+    casts.clear(), uncasts.clear(), bridge._FP8_CLASSES.clear()
+    with torch.no_grad():
+        c = comfy_fp8_net()(*x)
+    assert all(torch.equal(p, q) for p, q in zip(c[0] + [c[1]], b[0] + [b[1]])), "legacy cast path differs"
+    assert not uncasts
     print("ok")
 """)
 
