@@ -15,13 +15,14 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
+from .errors import XDynaError
 from .panels import PANEL_NAMES, burn_banner, label_panels
 from .progress import Progress
 from .preprocess.keypoints import load_keypoints
 from .preprocess.video import VideoReadError, iter_frames, probe_video, read_video, write_video
 
 
-class AnimateError(Exception):
+class AnimateError(XDynaError):
     """A problem the user can fix; the CLI prints it as one line."""
 
 

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .errors import XDynaError
 
-class JobCheckError(ValueError):
+
+class JobCheckError(XDynaError, ValueError):
     """A job that cannot run as asked; the message names the option or file and what is expected."""
-
 
 from .arg_types import (DEVICE_PATTERN, device_name, finite_float, frame_size, non_negative_int,  # noqa: F401
                         positive_float, positive_int, seed)

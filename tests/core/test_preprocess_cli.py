@@ -1,4 +1,4 @@
-"""`python -m xdyna_core.preprocess pose|face|render` end to end with the DWPose stand-in models of
+"""`xdyna preprocess pose|face|render` end to end with the DWPose stand-in models of
 test_dwpose.py (their detector finds a person only when the frame's brightest pixel is > 115,
 so dim or black frames are "no person" frames)."""
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.core.test_dwpose import (  # noqa: E402
     make_dot_pose_onnx,
     standard_detector,
 )
-from xdyna_core.preprocess import cli  # noqa: E402
+from xdyna_core.cli import main as xdyna_main  # noqa: E402
 from xdyna_core.preprocess.keypoints import load_keypoints  # noqa: E402
 from xdyna_core.preprocess.video import probe_video, read_video, write_video  # noqa: E402
 
@@ -88,7 +88,7 @@ def dot_video(tmp_path_factory):
 
 
 def run(args, capsys):
-    rc = cli.main([str(a) for a in args])
+    rc = xdyna_main(["preprocess", *(str(a) for a in args)])
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -197,7 +197,7 @@ def test_missing_models_names_files_and_folders(tmp_path, dot_video, capsys, mon
 def test_bad_arguments_exit_2(tmp_path, dot_video, capsys):
     for bad in (["--stride", "0"], ["--size", "12by3"], ["--max-frames", "-1"]):
         with pytest.raises(SystemExit) as ei:
-            cli.main(["pose", str(dot_video), "--out", str(tmp_path)] + bad)
+            xdyna_main(["preprocess", "pose", str(dot_video), "--out", str(tmp_path)] + bad)
         assert ei.value.code == 2
     capsys.readouterr()
 

@@ -107,9 +107,10 @@ def test_cli_and_nodes_agree(setup, face):
 
 @pytest.mark.parametrize("align", [False, True], ids=["plain", "aligned"])
 def test_preprocess_paths_agree(setup, tmp_path, monkeypatch, align):
-    """`python -m xdyna_core.preprocess pose|face` and the pose/expression nodes on the same frames."""
+    """`xdyna preprocess pose|face` and the pose/expression nodes on the same frames."""
     from nodes import expression, pose
-    from xdyna_core.preprocess import cli, video
+    from xdyna_core.cli import main as xdyna_main
+    from xdyna_core.preprocess import video
     from xdyna_core.preprocess.video import read_video
 
     _, detectors, driving, reference = setup
@@ -124,8 +125,8 @@ def test_preprocess_paths_agree(setup, tmp_path, monkeypatch, align):
     extra = ["--align-reference", str(reference)] if align else []
     common = ["--out", str(tmp_path), "--size", f"{W}x{H}", "--max-frames", str(N), "--backend", "dwpose",
               "--models", str(detectors), "--quiet"] + extra
-    assert cli.main(["pose", str(driving)] + common) == 0
-    assert cli.main(["face", str(driving)] + common) == 0
+    assert xdyna_main(["preprocess", "pose", str(driving)] + common) == 0
+    assert xdyna_main(["preprocess", "face", str(driving)] + common) == 0
 
     frames = to_image(list(iter_frames(driving, max_frames=N, cover=(W, H))))
     ref = to_image(read_video(reference, max_frames=1)[0]) if align else None

@@ -42,6 +42,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from ..errors import XDynaError
 from .context_windows import (DEFAULT_CONTEXT_FRAMES, DEFAULT_CONTEXT_OVERLAP, context_windows,
                               validate_context)
 from .controls import ControlClip, face_clip, pose_clip
@@ -55,7 +56,7 @@ class SamplingCancelled(RuntimeError):
     """Raised when ``hooks.should_cancel()`` returns True; the run stops between two windows."""
 
 
-class NonFiniteLatents(RuntimeError):
+class NonFiniteLatents(XDynaError, RuntimeError):
     """A window's noise prediction held NaN/inf: raised at the end of that step, naming step and window."""
 
 
