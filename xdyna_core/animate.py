@@ -103,11 +103,11 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
     from .preprocess import driving as drv
 
     W, H = opts.width, opts.height
-    try:
-        info = probe_video(driving_path)
+    try:  # --fps (the output's rate) replaces the file's, broken timestamps and all
+        info = probe_video(driving_path, fps=opts.fps * opts.stride if opts.fps else None)
     except VideoReadError as e:
         raise AnimateError(f"cannot read the driving video: {e}") from None
-    notes: List[str] = []
+    notes: List[str] = [f"{n} (--fps sets another)" for n in info.notes]
     frames = list(iter_frames(driving_path, stride=opts.stride, start=opts.start, max_frames=opts.length,
                               cover=(W, H)))
     if not frames:

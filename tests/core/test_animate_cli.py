@@ -102,3 +102,21 @@ def test_demo_runs_on_tiny_models_and_says_so(tmp_path):
     # each panel is labelled: light text on a dark box at its top left, in the black pose panel too
     label = frames[:, 4:22, 2 * 256 + 6:2 * 256 + 40]
     assert (label > 200).any(axis=-1).reshape(3, -1).sum(axis=1).min() > 10
+
+
+def test_clip_with_broken_timestamps_plays_at_its_declared_rate_with_a_note(tiny_models, driving, reference,
+                                                                             tmp_path):
+    """Every packet at pts 0 (the file's stream rate: hundreds of fps): the result plays at the declared
+    12 fps and one note says why; --fps still decides when given."""
+    from tests.clips import encode_frames
+
+    clip = tmp_path / "pts0.mp4"
+    encode_frames(clip, read_video(driving, max_frames=4)[0], fps=12, pix_fmt="yuv420p", zero_pts=True)
+    out = tmp_path / "out.mp4"
+    r = run("animate", "--reference", reference, "--driving", clip, "--models", tiny_models, "--out", out,
+            "--length", 3, *FAST)
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stderr.splitlines() if "broken timestamps" in line]
+    assert len(notes) == 1 and notes[0].startswith("note: ") and "12 fps" in notes[0], r.stderr
+    frames, fps = read_video(out)
+    assert len(frames) == 3 and fps == 12.0

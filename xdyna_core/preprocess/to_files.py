@@ -59,6 +59,14 @@ def _read_frames(args, size: Optional[Tuple[int, int]]) -> List[np.ndarray]:
     return frames
 
 
+def _probe(args):
+    """The input video's VideoInfo; what the reader repaired (broken timestamps) is printed as a note."""
+    info = probe_video(args.video)
+    for note in info.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return info
+
+
 def _reference(args) -> Optional[np.ndarray]:
     if args.align_reference is None:
         return None
@@ -111,7 +119,7 @@ def write_frames(frames: Sequence[np.ndarray], path: Path, fps: float, crf: int,
 def run_pose(args) -> dict:
     if args.max_people == 0:
         args.max_people = None   # 0 = all
-    info = probe_video(args.video)  # the input first: its error is the one that matters
+    info = _probe(args)  # the input first: its error is the one that matters
     name, detector = drv.open_pose_detector(args.backend, args.models, args.max_people)
     try:
         dp, _, size = extract(args, detector, args.quiet)
@@ -130,7 +138,7 @@ def run_pose(args) -> dict:
 
 
 def run_face(args) -> dict:
-    info = probe_video(args.video)
+    info = _probe(args)
     kind = {"dwpose": "pose_keypoint"}.get(args.landmarks, args.landmarks)
     if kind == "pose_keypoint" and args.backend == "auto":
         args.backend = "dwpose"
