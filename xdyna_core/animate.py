@@ -155,6 +155,7 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
                                                               (W, H), "stretch").image, (W, H), batch=drv.Uint8Batch)
     elif opts.keypoints is not None:
         kp = load_keypoints(opts.keypoints)
+        notes += drv.keypoint_notes(kp[:n], str(opts.keypoints))  # refused ones stopped in job_checks
         if len(kp) < n:
             raise AnimateError(f"{opts.keypoints} holds {len(kp)} frames, the driving video gives {n}")
         pose = drv.render_batch(drv.fit_keypoints(kp[:n], (W, H), "stretch"), (W, H), batch=drv.Uint8Batch)

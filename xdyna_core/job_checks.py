@@ -80,6 +80,7 @@ def input_paths(reference, driving, opts) -> list:
 
 def check_inputs(reference, driving, opts) -> None:
     """Open and probe every input: the reference decoded, the first used frame of each video decoded."""
+    from .preprocess.keypoint_checks import KeypointCheckError, check_keypoints
     from .preprocess.keypoints import KeypointFormatError, load_keypoints
     from .preprocess.video import VideoReadError, iter_frames, probe_video
 
@@ -97,8 +98,8 @@ def check_inputs(reference, driving, opts) -> None:
         first_frame(opts.pose_video, "pose", opts.start)
     if opts.keypoints:
         try:
-            load_keypoints(opts.keypoints)
-        except (KeypointFormatError, FileNotFoundError) as e:
+            check_keypoints(load_keypoints(opts.keypoints), str(opts.keypoints))
+        except (KeypointFormatError, KeypointCheckError, FileNotFoundError) as e:
             raise JobCheckError(f"--keypoints: {e}") from None
 
 

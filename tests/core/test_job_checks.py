@@ -302,3 +302,24 @@ def test_sampling_checks_name_settings_as_each_front_spells_them():
     with pytest.raises(JobCheckError, match=r"--latent must be one of sample, mean"):
         check_sampling(SamplingSettings(latent="median"))
     check_sampling(SamplingSettings(context_length=16), motion_max_len=16)   # at the limit: fine
+
+
+@pytest.mark.parametrize("case", ["no person", "off canvas", "absurd", "nan", "canvas"])
+def test_bad_keypoints_stop_animate_before_any_weight_loads(job, nan_models, tmp_path, case):
+    """Issue 22: keypoints that would render black pose frames (and so sample an unguided video) are
+    refused by the one sanity check, naming the frames, before the NaN planted in the UNet is met."""
+    import json
+
+    from tests.core.test_keypoints import BAD_CASES, bad_keypoints
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(bad_keypoints(case)))
+    r, seconds = cli(*animate_args(job, nan_models, tmp_path / "o.mp4", "--keypoints", bad, "--length", 4))
+    line = one_line(r)
+    assert line.startswith("error: --keypoints: "), line
+    import re
+
+    assert re.search(BAD_CASES[case][1].replace(r"bad\.json", re.escape(str(bad))), line), line
+    assert seconds < FAST_LIMIT_S, f"{case}: {seconds:.1f} s"
+    assert_nothing_loaded(r)
+    assert not (tmp_path / "o.mp4").exists()

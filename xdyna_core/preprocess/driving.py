@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import XDynaError
+from .keypoint_checks import check_keypoints, check_people, count_without_person  # noqa: F401 (re-exported)
 from .keypoints import Person, PoseFrame, from_pose_keypoint_json, to_pose_keypoint_json
 
 #: The working size rule, the one both front ends check: the VAE works on 8x8 pixel blocks, so width
@@ -284,26 +285,26 @@ def keypoint_round_trip(poses: Sequence[PoseFrame]) -> Tuple[List[dict], List[Po
 
 
 def parse_keypoints(pose_keypoint, what: str = "pose_keypoint") -> List[PoseFrame]:
-    """POSE_KEYPOINT (list of frame dicts, one dict or a JSON string) -> PoseFrames, at least one."""
+    """POSE_KEYPOINT (list of frame dicts, one dict or a JSON string) -> PoseFrames, at least one,
+    through the one sanity check (:func:`.keypoint_checks.check_keypoints`; its notes:
+    :func:`keypoint_notes`)."""
     if pose_keypoint is None:
         raise ValueError(f"{what}: no POSE_KEYPOINT given")
     frames = from_pose_keypoint_json(pose_keypoint)
     if not frames:
         raise ValueError(f"{what}: the POSE_KEYPOINT list holds no frames")
+    check_keypoints(frames, what)
     return frames
 
 
-def count_without_person(poses: Sequence[PoseFrame]) -> int:
-    return sum(1 for p in poses if not p.people)
+def keypoint_notes(frames: Sequence[PoseFrame], what: str = "pose_keypoint") -> List[str]:
+    """The notes of the sanity check for checked ``frames`` (several people in a frame), one line each."""
+    return check_keypoints(frames, what)
 
 
 def require_person(poses: Sequence[PoseFrame], what: str) -> int:
-    """Number of frames without a person; ValueError when no frame has one."""
-    missing = count_without_person(poses)
-    if missing == len(poses):
-        raise ValueError(f"no person found in any of the {len(poses)} frames of {what}: X-Dyna needs a "
-                         f"driving clip that shows a person")
-    return missing
+    """Number of frames without a person; KeypointCheckError (a ValueError) when no frame has one."""
+    return check_people(poses, what)
 
 
 def _geometry(mode: str, src: Tuple[int, int], size: Tuple[int, int], alignment=None):
@@ -390,7 +391,8 @@ def extract_driving_pose(frames: Sequence[np.ndarray], detector, size: Tuple[int
         raise ValueError("no driving frames given")
     ref_pose = reference_pose(detector, reference, size) if reference is not None else None
     poses = detect_poses(frames, detector, on_frame)
-    missing = require_person(poses, "the driving images")
+    notes = check_keypoints(poses, "the driving images")  # the one check every pose source goes through
+    missing = count_without_person(poses)
     src = (poses[0].width, poses[0].height)
     if ref_pose is not None:
         geom, desc = alignment_geometry(ref_pose, poses, align_frame)
@@ -400,6 +402,7 @@ def extract_driving_pose(frames: Sequence[np.ndarray], detector, size: Tuple[int
     keypoints, drawn = keypoint_round_trip([geom.pose(p) for p in poses])
     if missing:
         desc += f"\n{missing}/{len(poses)} frames without a person (black pose frames)"
+    desc += "".join(f"\n{note}" for note in notes)
     return DrivingPose(drawn, keypoints, geom, desc, missing)
 
 
@@ -552,7 +555,8 @@ def face_patch_batches(frames: Sequence[np.ndarray], landmarks: Sequence[Optiona
 __all__ = [
     "SIZE_MULTIPLE", "SIZE_RULE", "check_same_size", "FITS", "POSE_BACKENDS", "LANDMARK_SOURCES", "BackendUnavailable", "check_output_size",
     "ImageBatchFrames", "ImageBatchWriter", "Uint8Batch", "map_frames", "render_batch", "open_pose_detector", "detect_poses",
-    "reference_pose", "drawable", "keypoint_round_trip", "parse_keypoints", "require_person", "plain_geometry",
+    "reference_pose", "drawable", "keypoint_round_trip", "parse_keypoints", "keypoint_notes", "require_person",
+    "check_keypoints", "plain_geometry",
     "alignment_geometry", "DrivingPose", "extract_driving_pose", "fit_keypoints", "align_keypoints",
     "poses_for_frames", "choose_landmark_source", "face_landmarks", "FaceBatches", "face_patch_batches",
     "close_quietly",

@@ -39,6 +39,7 @@ import numpy as np
 from ..errors import XDynaError
 from ..progress import Progress
 from . import driving as drv
+from .keypoint_checks import check_keypoints
 from .keypoints import KeypointFormatError, load_keypoints, save_keypoints
 from .video import VideoReadError, VideoWriteError, VideoWriter, iter_frames, probe_video, read_video
 
@@ -174,6 +175,8 @@ def run_render(args) -> dict:
     poses = load_keypoints(args.keypoints)
     if not poses:
         raise CliError(f"{args.keypoints} holds no frames")
+    for note in check_keypoints(poses, str(args.keypoints)):
+        print(f"note: {note}", file=sys.stderr)
     size = tuple(args.size) if args.size else (poses[0].width, poses[0].height)
     stem = args.name or Path(args.keypoints).stem.removesuffix("_keypoints")
     path = Path(args.out) / f"{stem}_pose.mp4"
