@@ -186,8 +186,8 @@ W, H = 512, 896
 
 
 def standin_frames(n=3):
-    """Pixel PoseFrames of the stand-in person (body, both hands, a 68-point face), arms swinging."""
-    from tests.real_comfyui.standins import write_keypoints_json  # noqa: F401 (the same person)
+    """Pixel PoseFrames of the stand-in person of tests/real_comfyui/standins.py (body, both hands, a
+    68-point face), one arm swinging."""
     from tests.real_comfyui.standins import CROP_H, CROP_W, SCORE, wholebody133
     from xdyna_core.preprocess.dwpose import wholebody_to_person
 
