@@ -295,8 +295,25 @@ def test_pts0_clip_with_a_plausible_stream_rate_still_gets_the_note(tmp_path):
     encode_frames(tmp_path / "pts0.mkv", [np.full((16, 16, 3), 9 * i, np.uint8) for i in range(12)], fps=25,
                   fmt="matroska", zero_pts=True)
     info = probe_video(tmp_path / "pts0.mkv")
-    assert info.fps == 25.0 and len(info.notes) == 1 and "share one timestamp" in info.notes[0]
+    assert info.fps == 25.0 and len(info.notes) == 1 and "share timestamps" in info.notes[0]
 
 
 def test_healthy_clip_has_no_note(numbered):
     assert probe_video(numbered).notes == ()
+
+
+def test_broken_timestamps_without_a_usable_declared_rate_are_refused():
+    """Every rate the stream states is implausible (e.g. the time base taken as the rate): refused,
+    saying how to give one; a caller's rate is taken as is."""
+    from fractions import Fraction
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from xdyna_core.preprocess.video import _frame_rate
+
+    stream = SimpleNamespace(average_rate=Fraction(4500), guessed_rate=Fraction(12800), base_rate=None)
+    with pytest.raises(VideoReadError, match=r"clip\.mp4 has broken timestamps \(packets share timestamps .*; "
+                                             r"its stream rate is 4500 fps\)"
+                                             r".*--fps"):
+        _frame_rate(stream, [0, 0, 0], Path("clip.mp4"), None)
+    assert _frame_rate(stream, [0, 0, 0], Path("clip.mp4"), 30.0) == (30.0, None)

@@ -195,8 +195,11 @@ def _frame_rate(stream, packet_pts, p, fps: Optional[float]) -> Tuple[float, Opt
     repeated = len(packet_pts) > 1 and len(set(packet_pts)) < len(packet_pts)
     if _plausible(avg) and not repeated:
         return float(avg), None
-    why = (f"packets share one timestamp (the first {len(packet_pts)} have pts {sorted(set(packet_pts))[:3]})"
-           if repeated else f"its stream rate is {_rate_text(avg)} fps" if avg else "it states no stream rate")
+    reasons = [f"packets share timestamps (the first {len(packet_pts)}: pts {sorted(set(packet_pts))[:3]})"] \
+        if repeated else []
+    if not _plausible(avg):
+        reasons.append(f"its stream rate is {_rate_text(avg)} fps" if avg else "it states no stream rate")
+    why = "; ".join(reasons)
     name = p.name if isinstance(p, Path) else "the video"
     for rate, what in ((stream.guessed_rate, "declared"), (stream.base_rate, "declared"), (avg, "average")):
         if _plausible(rate):
