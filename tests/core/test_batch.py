@@ -14,7 +14,6 @@ import pytest
 
 from tests.core.comfy_api_fake import FakeComfyServer
 from xdyna_core.batch import JobListError, fill_workflow, load_jobs, run_batch
-from xdyna_core.batch import runner as batch_runner
 from xdyna_core.batch.client import ComfyClient, ComfyError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,8 +181,7 @@ def test_per_server_holds_k_jobs(files, servers, tmp_path):
     assert len(result.done) == 4 and queued_counts([fake]) == Counter({f"job{i:02d}": 1 for i in range(4)})
 
 
-def test_killed_server_job_finishes_elsewhere(files, servers, tmp_path, monkeypatch):
-    monkeypatch.setattr(batch_runner, "PROBE_WAIT", 0.2)
+def test_killed_server_job_finishes_elsewhere(files, servers, tmp_path):
     fast = [servers(seconds=0.1) for _ in range(2)]
     slow = servers(seconds=60)  # its job is still running when it is killed
     jobs = many_jobs(files, 6)
@@ -191,7 +189,7 @@ def test_killed_server_job_finishes_elsewhere(files, servers, tmp_path, monkeypa
     killer = threading.Thread(target=lambda: (slow.started.wait(20), slow.kill()))
     killer.start()
     logs = []
-    result = run_batch(jobs, WORKFLOW, [f.url for f in fast + [slow]], out, log=logs.append)
+    result = run_batch(jobs, WORKFLOW, [f.url for f in fast + [slow]], out, log=logs.append, probe_every=0.2)
     killer.join()
     assert slow.queued and not slow.executed  # it took a job and died with it
     (lost,) = slow.queued
@@ -220,13 +218,15 @@ def test_out_of_memory_goes_to_another_server_but_a_node_error_does_not(files, s
     assert "ValueError: failed on purpose" in msg and broken.url in msg and result.attempts["job00"] == 1
 
 
-def test_job_fails_when_its_only_server_dies(files, servers, tmp_path, monkeypatch):
-    monkeypatch.setattr(batch_runner, "PROBE_WAIT", 0.05)
+def test_job_fails_when_its_only_server_dies(files, servers, tmp_path):
     slow = servers(seconds=60)
     threading.Thread(target=lambda: (slow.started.wait(20), slow.kill()), daemon=True).start()
-    result = run_batch(many_jobs(files, 2), WORKFLOW, slow.url, tmp_path / "out", log=lambda s: None)
+    result = run_batch(many_jobs(files, 2), WORKFLOW, slow.url, tmp_path / "out", log=lambda s: None,
+                       probe_every=0.2, server_wait=1.0)
     assert set(result.failed) == {"job00", "job01"}
-    assert any("no server left" in m for m in result.failed.values())
+    assert all(f"no server usable for 1 s (cannot reach ComfyUI at {slow.url}" in m and "connection refused" in m
+               for m in result.failed.values()), result.failed
+    assert set(result.reasons.values()) == {"no usable server: refused"}
 
 
 def _cli(files, urls, out):
@@ -266,8 +266,7 @@ def test_client_killed_and_restarted_skips_done_and_redoes_running(files, server
 
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
-    for name in done_before:
-        assert f"[{name}] already done, skipped" in again.stdout
+    assert f"{9 - len(done_before)} done, {len(done_before)} skipped, 0 failed" in again.stdout
     final = json.loads(state_file.read_text())["jobs"]
     assert all(final[f"job{i:02d}"]["status"] == "done" for i in range(9))
     queued_after = queued_counts(fakes)
