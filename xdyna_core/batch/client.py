@@ -125,9 +125,11 @@ class ComfyServer:
                 if resp.status >= 400:
                     try:
                         details = json.loads(payload)
-                    except ValueError:
+                        text = describe_node_errors(details)
+                    except ValueError:   # an HTML error page (a proxy, a crashed handler): its start
                         details = {"raw": payload.decode("utf-8", "replace")[:2000]}
-                    raise ComfyError(f"{self.url}: {what} -> HTTP {resp.status}: {describe_node_errors(details)}",
+                        text = " ".join(details["raw"].split())[:200]
+                    raise ComfyError(f"{self.url}: {what} -> HTTP {resp.status}: {text}",
                                      details, server_side=resp.status >= 500, reason=f"HTTP {resp.status}")
                 self.last_answer = time.monotonic()
                 return payload

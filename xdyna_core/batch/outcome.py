@@ -73,7 +73,7 @@ class BatchLog:
         self.count: Counter = Counter()
         self.last: Dict[str, str] = {}
         self.last_progress_at: Optional[float] = None
-        self.held: Optional[str] = None   # a progress line waiting for its turn
+        self.held: Optional[Callable[[], str]] = None   # makes the progress line waiting for its turn
 
     def __call__(self, line: str) -> None:
         self.log(line)
@@ -84,7 +84,7 @@ class BatchLog:
         if self.count[cls] <= self.listed:
             self.log(line)
         elif self.count[cls] == self.listed + 1:
-            self.log(f"(more jobs '{cls}': counted in the summary, not listed)")
+            self.log(f"(further '{cls}' lines left out: the progress lines and the summary count those jobs)")
 
     def event(self, key: str, line: str) -> None:
         """A line about ``key`` (a job, a server), shown unless it repeats the last one for that key
@@ -93,10 +93,10 @@ class BatchLog:
             self.last[key] = line
             self.log(line)
 
-    def progress(self, line: str) -> None:
-        """A progress line now, or held until ``progress_every`` has passed since the last one
-        (:meth:`flush` shows a held line when its turn comes)."""
-        self.held = line
+    def progress(self, make_line: Callable[[], str]) -> None:
+        """A progress line now, or when ``progress_every`` has passed since the last one (:meth:`flush`
+        makes it then, so it tells the state of that moment)."""
+        self.held = make_line
         self.flush()
 
     def flush(self, force: bool = False) -> None:
@@ -105,7 +105,7 @@ class BatchLog:
         if self.held is None or (not force and self.last_progress_at is not None
                                  and now - self.last_progress_at < self.progress_every):
             return
-        line, self.held = self.held, None
+        line, self.held = self.held(), None
         if self.last.get("progress") != line:
             self.last_progress_at = now
             self.event("progress", line)

@@ -106,6 +106,9 @@ class _Batch:
             self.finished_event.set()
 
     def progress(self):
+        self.log.progress(self.progress_line)
+
+    def progress_line(self) -> str:
         r = self.result
         running = sum(len(s.running) for s in self.servers)
         secs = [x for s in self.servers for x in s.seconds]
@@ -116,8 +119,8 @@ class _Batch:
             eta = f", ETA {int(left // 60)}:{int(left % 60):02d}"
         per = " | ".join(f"{s.url}: {s.done} done, {len(s.running)} running, {s.failed} failed"
                          + (f" (set aside: {s.aside.reason})" if s.aside else "") for s in self.servers)
-        self.log.progress(f"progress: {len(r.done) + len(r.skipped)}/{self.total} done, {running} running, "
-                          f"{len(r.failed)} failed{eta} | {per}")
+        return (f"progress: {len(r.done) + len(r.skipped)}/{self.total} done, {running} running, "
+                f"{len(r.failed)} failed{eta} | {per}")
 
     def summary(self) -> List[str]:
         lines = []
@@ -277,7 +280,8 @@ class _Batch:
             self.last_job_end = time.monotonic()
             reason = e.reason if isinstance(e, ComfyError) else "invalid job" if isinstance(e, JobListError) \
                 else "local file"
-            where = f"job {job.name} (reference {job.reference.name}, driving {job.driving.name}) on {server.url}"
+            where = f"job {job.name} (reference {job.reference.name}, driving {job.driving.name})" + \
+                ("" if server.url in str(e) else f" on {server.url}")
             if isinstance(e, ComfyError) and e.server_side:
                 server.dropped += 1
                 await self.check(server)
