@@ -6,7 +6,9 @@ socket, then keeps a /history record and serves the output through /view. All se
 event loop in a background thread, so tests (and a client in a subprocess) talk to them over
 real loopback sockets. ``kill()`` drops a server as a crash would: open sockets are cut and new
 connections refused; ``revive()`` starts it again on the same port. ``unavailable = True`` makes
-it answer every request with HTTP 503 (a proxy in front of a server that is down).
+it answer every request with HTTP 503 (a proxy in front of a server that is down); ``freeze()``
+makes it silent as a hung machine is: open sockets are no longer read (websocket pings go
+unanswered) and new requests get no answer, until it is killed or closed.
 Like ComfyUI with latent previews on, each progress value is sent twice (the second time with the
 preview).
 """
@@ -81,6 +83,8 @@ class FakeComfyServer:
         self.site = web.TCPSite(self.runner, "127.0.0.1", port)
         await self.site.start()
         self.dead = False
+        self.frozen = asyncio.Event()
+        self.frozen.set()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.worker = asyncio.ensure_future(self._execute_loop())
         port = self.site._server.sockets[0].getsockname()[1]
@@ -92,6 +96,7 @@ class FakeComfyServer:
 
     async def _kill(self):
         self.dead = True
+        self.frozen.set()
         self.worker.cancel()
         for ws in list(self.sockets.values()):
             tr = ws._req.transport if ws._req is not None else None
@@ -99,6 +104,15 @@ class FakeComfyServer:
                 tr.abort()  # cut, as a crash does: no close frame
         await self.site.stop()
         await self.runner.cleanup()
+
+    def freeze(self):
+        _call(self._freeze())
+
+    async def _freeze(self):
+        self.frozen.clear()
+        for ws in list(self.sockets.values()):
+            if ws._req is not None and ws._req.transport is not None:
+                ws._req.transport.pause_reading()
 
     def revive(self):
         """Start again on the same port after kill() (a restarted ComfyUI)."""
@@ -110,6 +124,7 @@ class FakeComfyServer:
 
     @web.middleware
     async def _gate(self, request, handler):
+        await self.frozen.wait()   # set unless frozen
         if self.unavailable:
             return web.Response(status=503, text="<html><body>503 Service Unavailable</body></html>",
                                 content_type="text/html")

@@ -404,6 +404,25 @@ def test_server_back_after_refusing_gets_jobs_again(files, servers, tmp_path, ho
     assert f"{back.url} answers again; it gets jobs again" in logs
 
 
+def test_server_hung_mid_job_is_noticed_by_its_websocket_pings(files, servers, tmp_path):
+    good = servers(seconds=0.1)
+    hung = servers(seconds=60)   # its job runs when it freezes: no more messages, pings unanswered
+    threading.Thread(target=lambda: (hung.started.wait(20), hung.freeze()), daemon=True).start()
+    jobs = many_jobs(files, 4)
+    logs = []
+    t0 = time.monotonic()
+    result = run_batch(jobs, WORKFLOW, [good.url, hung.url], tmp_path / "out", log=logs.append, timeout=0.5,
+                       probe_every=0.2)
+    wall = time.monotonic() - t0
+    assert sorted(result.done) == [j.name for j in jobs] and not result.failed
+    (lost,) = hung.queued
+    assert result.attempts[lost] == 2 and result.servers[lost] == good.url
+    assert wall < 10, wall   # the 60 s job is given up within about 3 x 0.5 s, not at its end
+    assert any(line.startswith(f"[{lost}] {hung.url} dropped the job ({hung.url}: the websocket: no answer within 0.5 s")
+               for line in logs), logs
+    assert any(line.startswith(f"{hung.url} set aside (timed out)") for line in logs), logs
+
+
 def test_thousand_jobs_without_server_print_a_few_lines(files, tmp_path):
     jobs = write_jobs(files, [{"name": f"job{i:04d}", "reference": "a.png", "driving": "d.mp4"} for i in range(1000)])
     wf = files / "wf.json"
