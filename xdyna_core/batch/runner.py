@@ -10,9 +10,9 @@ error) is reported, not retried.
 Servers: all are probed (GET /system_stats) at the start and after each job they drop; one that
 does not answer is set aside and probed again every ``probe_every`` seconds for the whole run, and
 rejoins when it answers. Every request is bounded (client.py: connect and answer timeouts). When no
-server is usable, no job runs, and none has answered for ``server_wait`` seconds, the waiting jobs
-fail, each with the servers' last errors: a silent server costs at most ``server_wait`` (or the
-answer timeout, if longer), never minutes per job.
+server is usable, no job runs, and none has answered (nor a job ended) for ``server_wait`` seconds,
+the waiting jobs fail, each with the servers' last errors: a server silent from the start fails its
+jobs after ``server_wait`` (tests/core/test_batch.py measures it), not minutes per job.
 
 Progress is kept in ``<out>/batch_state.json`` (state.py), so whatever stops the run a second run
 resumes. Results go to ``<out>/<job name>/`` whatever server made them. The log (outcome.py) lists
