@@ -76,15 +76,14 @@ def is_legacy(v: Optional[str]) -> bool:
 
 
 def unavailable_reason() -> Optional[str]:
-    """None when a MediaPipe extractor can be opened here, else one sentence saying why not and
-    what to do (checks files and package metadata only: nothing is imported or opened)."""
+    """None when a MediaPipe extractor can be opened here, else a few words saying why not (package
+    metadata and files only: nothing is imported or opened). The fix is always :data:`SETUP_HINT`."""
     v = installed_mediapipe()
     if is_legacy(v):
-        return None if v == "0.10.14" else f"mediapipe {v} is installed, not 0.10.14: {SETUP_HINT}"
+        return None if v == "0.10.14" else f"mediapipe {v} is installed, which has no bundled models"
     from .mediapipe_tasks import tasks_available
 
-    why = tasks_available()
-    return None if why is None else f"{why}: {SETUP_HINT}" if "install.py" not in why else why
+    return tasks_available()
 
 
 def open_pose_detector(static_image_mode: bool = False, **kwargs):

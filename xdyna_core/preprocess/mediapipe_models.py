@@ -80,20 +80,18 @@ def models_dir() -> Path:
 
 def find_bundles(folder: Optional[os.PathLike] = None) -> Dict[str, Path]:
     """{bundle name: path} when all three current bundles are in ``folder``; FileNotFoundError
-    (one line, saying how to make them) otherwise."""
+    (one line) otherwise: install.py makes them."""
     d = Path(folder) if folder is not None else models_dir()
     paths = {name: d / name for name in BUNDLES}
     missing = [n for n, p in paths.items() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"MediaPipe Tasks bundles missing in {d} ({', '.join(missing)}): "
-                                f"run `python install.py` in the ComfyUI-XDyna folder")
+        raise FileNotFoundError(f"MediaPipe Tasks bundles missing in {d} ({', '.join(missing)})")
     try:
         fmt = json.loads((d / PROVENANCE_FILE).read_text()).get("bundle_format")
     except (OSError, ValueError):
         fmt = None
     if fmt != BUNDLE_FORMAT:
-        raise FileNotFoundError(f"MediaPipe Tasks bundles in {d} are from an older install: "
-                                f"run `python install.py` in the ComfyUI-XDyna folder")
+        raise FileNotFoundError(f"MediaPipe Tasks bundles in {d} are from an older install")
     return paths
 
 

@@ -33,26 +33,25 @@ def import_tasks():
         import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision
     except ImportError as e:
-        raise ImportError(f"the MediaPipe Tasks runtime (mediapipe {TASKS_VERSION}) is not installed ({e}): "
-                          f"run `python install.py` in the ComfyUI-XDyna folder") from None
+        raise ImportError(f"the MediaPipe Tasks runtime (mediapipe {TASKS_VERSION}) cannot be imported ({e})") from None
     return mp, BaseOptions, vision
 
 
 def tasks_available() -> Optional[str]:
-    """None when the Tasks runtime and the bundles are here (nothing is opened), else why not."""
-    import importlib.util
+    """None when the Tasks runtime and the bundles are here (nothing is imported or opened), else
+    a few words saying which is missing."""
+    from .mediapipe_backend import installed_mediapipe
+    from .mediapipe_models import find_bundles, models_dir
 
-    from .mediapipe_models import find_bundles
-
-    try:
-        if importlib.util.find_spec("mediapipe.tasks.python") is None:
-            raise ImportError
-    except ImportError:
-        return f"the MediaPipe Tasks runtime (mediapipe {TASKS_VERSION}) is not installed"
+    v = installed_mediapipe()
+    if v is None:
+        return "mediapipe is not installed"
+    if v != TASKS_VERSION:
+        return f"mediapipe {v} is installed, not the Tasks runtime {TASKS_VERSION}"
     try:
         find_bundles()
-    except FileNotFoundError as e:
-        return str(e)
+    except FileNotFoundError:
+        return f"the MediaPipe models are not built in {models_dir()}"
     return None
 
 
