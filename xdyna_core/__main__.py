@@ -99,7 +99,7 @@ def cmd_animate(args) -> int:
     from .panels import RANDOM_WEIGHTS_BANNER
 
     opts = _options(args)
-    if args.pose is None and args.keypoints is None:
+    if (args.pose is None and args.keypoints is None) or opts.backend != "auto":   # extraction, or asked for
         _require_extractor(opts)
     bundle = _load(job.files, opts, args.quiet)
     result = animate(args.reference, args.driving, bundle, opts)
