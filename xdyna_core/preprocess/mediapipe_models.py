@@ -353,14 +353,61 @@ def download_and_build(out_dir: Optional[os.PathLike] = None) -> Dict[str, Path]
         return build_bundles(download_source_wheel(tmp), out_dir)
 
 
+#: What the Tasks runtime needs besides numpy (as mediapipe 1.2.3 declares them); its other declared
+#: deps (opencv-contrib-python, sounddevice) are not used by the landmarkers.
+TASKS_DEPS = ("absl-py~=2.3", "flatbuffers~=25.9", "certifi", "matplotlib")
+TASKS_DEP_MODULES = ("absl", "flatbuffers", "certifi", "matplotlib")
+PIP_TIMEOUT_S = 900
+
+
+def _pip_install(*args: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args],
+                       capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+    if r.returncode != 0:
+        raise RuntimeError(f"pip install {' '.join(args)} failed: "
+                           f"{(r.stderr.strip().splitlines() or ['no output'])[-1]}")
+
+
+def set_up() -> str:
+    """Install the Tasks runtime into this Python and build the bundles where missing (registry
+    downloads); returns what was done. An installed mediapipe other than the Tasks runtime (legacy
+    0.10.14, or another pack's) is kept as it is."""
+    import importlib
+    import importlib.util
+
+    from .mediapipe_backend import installed_mediapipe, is_legacy
+
+    v = installed_mediapipe()
+    if is_legacy(v) or (v is not None and v != TASKS_VERSION):
+        return f"kept the installed mediapipe {v}"
+    done = []
+    if v is None:
+        _pip_install("--no-deps", f"mediapipe=={TASKS_VERSION}")
+        done.append(f"installed mediapipe {TASKS_VERSION} (Tasks runtime)")
+    if any(importlib.util.find_spec(m) is None for m in TASKS_DEP_MODULES):
+        _pip_install(*TASKS_DEPS)
+        done.append(f"installed {', '.join(TASKS_DEPS)}")
+    importlib.invalidate_caches()
+    try:
+        find_bundles()
+    except FileNotFoundError:
+        download_and_build()
+        done.append(f"built the MediaPipe models in {models_dir()}")
+    return ", ".join(done) or "MediaPipe already set up"
+
+
 def main(argv=None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m xdyna_core.preprocess.mediapipe_models",
-                                description="Build the MediaPipe Tasks bundles from the mediapipe 0.10.14 wheel.")
-    p.add_argument("--wheel", help="the 0.10.14 wheel (default: pip download it into the output folder)")
-    p.add_argument("--out", help=f"output folder (default {models_dir()})")
+                                description="Set up the MediaPipe Tasks extractor for this installed xdyna_core "
+                                            "(what install.py does), or only build the bundles (--wheel/--out).")
+    p.add_argument("--wheel", help="build from this 0.10.14 wheel instead of downloading it")
+    p.add_argument("--out", help=f"build into this folder (default {models_dir()})")
     a = p.parse_args(argv)
+    if not a.wheel and not a.out:
+        print(set_up())
+        return 0
     if a.wheel:
         written = build_bundles(a.wheel, a.out)
     else:

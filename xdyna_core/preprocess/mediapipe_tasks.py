@@ -15,6 +15,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from .keypoints import Person, PoseFrame
+from .mediapipe_backend import quiet_native_logs
 
 TASKS_VERSION = "1.2.3"
 
@@ -68,6 +69,14 @@ class _Landmarkers:
     def image(self, rgb: np.ndarray):
         return self.mp.Image(image_format=self.mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
 
+    def detect(self, kind: str, rgb: np.ndarray, timestamp_ms: Optional[int] = None, **options):
+        """Run one landmarker (opened on first use) on an RGB uint8 image; VIDEO mode with a timestamp."""
+        with quiet_native_logs():
+            task = self.get(kind, video=timestamp_ms is not None, **options)
+            if timestamp_ms is None:
+                return task.detect(self.image(rgb))
+            return task.detect_for_video(self.image(rgb), timestamp_ms)
+
     def get(self, kind: str, video: bool = False, **options):
         key = (kind, video)
         if key not in self._open:
@@ -83,9 +92,10 @@ class _Landmarkers:
         return self._open[key]
 
     def close(self, kind: Optional[str] = None, video: Optional[bool] = None) -> None:
-        for key in list(self._open):
-            if (kind is None or key[0] == kind) and (video is None or key[1] == video):
-                self._open.pop(key).close()
+        with quiet_native_logs():
+            for key in list(self._open):
+                if (kind is None or key[0] == kind) and (video is None or key[1] == video):
+                    self._open.pop(key).close()
 
 
 def face_mesh_engine(min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5):
@@ -96,7 +106,7 @@ def face_mesh_engine(min_detection_confidence: float = 0.5, min_presence_confide
                 min_face_presence_confidence=min_presence_confidence)
 
     def mesh(crop: np.ndarray) -> Optional[np.ndarray]:
-        res = lm.get("face", **opts).detect(lm.image(crop))
+        res = lm.detect("face", crop, **opts)
         if not res.face_landmarks:
             return None
         h, w = crop.shape[:2]
@@ -174,11 +184,10 @@ class TasksPoseDetector:
         self.close()
 
     def _pose(self, img: np.ndarray):
-        image = self._lm.image(img)
         if self.static_image_mode:
-            return self._lm.get("pose", **self._pose_opts).detect(image)
+            return self._lm.detect("pose", img, **self._pose_opts)
         self._t += FRAME_MS
-        return self._lm.get("pose", video=True, **self._pose_opts).detect_for_video(image, self._t)
+        return self._lm.detect("pose", img, self._t, **self._pose_opts)
 
     def _hand(self, img: np.ndarray, lm, side_name: str) -> Optional[np.ndarray]:
         h, w = img.shape[:2]
@@ -187,7 +196,7 @@ class TasksPoseDetector:
             return None
         box, wrist = found
         crop, s, (x0, y0) = _crop(img, box, HAND_CROP)
-        res = self._lm.get("hand", **self._hand_opts).detect(self._lm.image(crop))
+        res = self._lm.detect("hand", crop, **self._hand_opts)
         best, best_d = None, (box[2] - box[0]) / 2  # the hand must start within half a crop of the wrist
         for hand in res.hand_landmarks:
             pts = np.array([(p.x * HAND_CROP / s + x0, p.y * HAND_CROP / s + y0) for p in hand])
