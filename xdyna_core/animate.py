@@ -126,9 +126,9 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
         if not own_pose or opts.backend != "auto":   # extraction needs it / the user asked for this one
             raise AnimateError(str(e).splitlines()[0]) from None
         detector = None
-        skipped = "the reference person check" + (" and --align" if opts.align else "")
-        notes.append(f"no pose extractor here, so {skipped} skipped (the pose comes from "
-                     f"{'--pose' if opts.pose_video is not None else '--keypoints'})")
+        skipped = "the reference person check and --align were" if opts.align else "the reference person check was"
+        given = "pose video" if opts.pose_video is not None else "keypoints"
+        notes.append(f"no pose extractor here, so {skipped} skipped (the pose comes from the given {given})")
     if detector is None:
         # A given pose needs no detector: the driving frames get the plain crop2ratio geometry.
         dp = drv.DrivingPose([], [], drv.plain_geometry(frames[0].shape[1::-1], (W, H), "crop"), "", 0)

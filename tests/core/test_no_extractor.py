@@ -65,7 +65,8 @@ def test_animate_with_own_pose_runs_without_an_extractor(no_extractor, tiny_mode
     pose_video = tmp_path / "pose.mp4"
     write_video(pose_video, render_sequence(kp, kp[0].width, kp[0].height), 8.0)
 
-    for own, extra in ((["--pose", pose_video], []), (["--keypoints", cli.DEMO_KEYPOINTS], ["--align"])):
+    for own, extra, given in ((["--pose", pose_video], [], "pose video"),
+                              (["--keypoints", cli.DEMO_KEYPOINTS], ["--align"], "keypoints")):
         out = tmp_path / f"result_{own[0][2:]}.mp4"
         code, err = _main(capsys, "animate", "--reference", ref, "--driving", drv, "--models", tiny_models,
                           "--out", out, "--face", "off", *own, *extra, *FAST)
@@ -73,7 +74,7 @@ def test_animate_with_own_pose_runs_without_an_extractor(no_extractor, tiny_mode
         frames, _ = read_video(out)
         assert frames.shape == (2, 320, 192, 3) and frames.std() > 1.0
         notes = [n for n in _notes(err) if "pose extractor" in n]
-        assert len(notes) == 1 and "reference person check" in notes[0] and own[0] in notes[0], err
+        assert len(notes) == 1 and "reference person check" in notes[0] and given in notes[0], err
         assert ("--align" in notes[0]) == bool(extra)
 
 
