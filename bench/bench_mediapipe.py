@@ -51,7 +51,7 @@ def child(assets: str, frames_n: int, coverage: bool) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--python", action="append", default=[], help="interpreter to measure (repeat)")
-    p.add_argument("--assets", default=os.environ.get("XDYNA_ASSETS_DIR", str(REPO.parent / "shared" / "assets")))
+    p.add_argument("--assets", default=os.environ.get("XDYNA_ASSETS_DIR", str(REPO / "tests" / "data" / "assets")))
     p.add_argument("--frames", type=int, default=48, help="consecutive frames of example 1's driving clip")
     p.add_argument("--coverage", action="store_true", help="also measure the official-pose-video coverage")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

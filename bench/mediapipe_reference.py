@@ -3,7 +3,7 @@ video and store it, with provenance, as the reference the Tasks extractor is tes
 (tests/core/test_mediapipe_coverage.py). 0.10.14 and the Tasks runtime (mediapipe 1.2.3) are the
 same package and cannot share a venv, so the figure is measured once, here, in a venv with 0.10.14:
 
-    python bench/mediapipe_reference.py --assets ../shared/assets
+    python bench/mediapipe_reference.py    (the shared examples: tests/data/assets, or --assets DIR)
 
 Writes tests/core/mediapipe_legacy_reference.json: the coverage figures, and the legacy graphs'
 landmarks (pose on the demo reference image, face mesh and hands on square crops of it) that
@@ -38,7 +38,7 @@ def legacy_landmarks(mp) -> dict:
     crops of it (boxes stored, in image pixels); points in pixels of what each graph was fed."""
     import numpy as np
 
-    from xdyna_core.__main__ import DEMO_ASSETS
+    from xdyna_core.cli.animate import DEMO_ASSETS
     from xdyna_core.preprocess.face_landmarks import face_box_from_pose
     from xdyna_core.preprocess.mediapipe_backend import body_from_blazepose
     from xdyna_core.preprocess.mediapipe_tasks import hand_box
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     from xdyna_core.preprocess.mediapipe_backend import MediaPipePoseDetector, import_mediapipe
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--assets", default=os.environ.get("XDYNA_ASSETS_DIR", str(REPO.parent / "shared" / "assets")))
+    p.add_argument("--assets", default=os.environ.get("XDYNA_ASSETS_DIR", str(REPO / "tests" / "data" / "assets")))
     p.add_argument("--out", default=str(OUT))
     a = p.parse_args(argv)
     mp = import_mediapipe()  # ImportError unless this venv has mediapipe 0.10.14

@@ -136,7 +136,9 @@ _FP8_CLASSES: dict = {}
 
 def fp8_layer_class(cls: type) -> type:
     """fp8 variant of a comfy.ops cast layer: ComfyUI moves and casts the float8 weight as for its own
-    fp8 models (so partial loading keeps streaming it), then the per-tensor scale is applied."""
+    fp8 models (so partial loading and DynamicVRAM keep streaming it), then the per-tensor scale is
+    applied. The cast uses ComfyUI's offloadable mode (weights released with uncast_bias_weight, as
+    comfy.ops asks of custom layers) where cast_bias_weight offers it."""
     from ..xdyna_core.models import fp8
 
     if not hasattr(cls, "forward_comfy_cast_weights"):  # not a cast layer: the plain fp8 layer
@@ -144,24 +146,53 @@ def fp8_layer_class(cls: type) -> type:
     if cls not in _FP8_CLASSES:
         import comfy.ops
 
+        offloadable = _offloadable_cast()
+
         def forward_comfy_cast_weights(self, input, *args, **kwargs):
-            weight, bias = comfy.ops.cast_bias_weight(self, input)
-            weight = fp8.dequantize(weight, self.weight_scale, weight.dtype)
-            if isinstance(self, torch.nn.Conv2d):
-                return self._conv_forward(input, weight, bias)
-            return torch.nn.functional.linear(input, weight, bias)
+            if offloadable:
+                weight, bias, offload_stream = comfy.ops.cast_bias_weight(self, input, offloadable=True)
+            else:
+                weight, bias = comfy.ops.cast_bias_weight(self, input)
+            try:
+                scaled = fp8.dequantize(weight, self.weight_scale, weight.dtype)
+                if isinstance(self, torch.nn.Conv2d):
+                    return self._conv_forward(input, scaled, bias)
+                return torch.nn.functional.linear(input, scaled, bias)
+            finally:
+                if offloadable:
+                    comfy.ops.uncast_bias_weight(self, weight, bias, offload_stream)
 
         _FP8_CLASSES[cls] = type(f"Fp8{cls.__name__}", (cls,), {
             "forward_comfy_cast_weights": forward_comfy_cast_weights, "comfy_cast_weights": True})
     return _FP8_CLASSES[cls]
 
 
+def _offloadable_cast() -> bool:
+    """Whether comfy.ops.cast_bias_weight takes ``offloadable`` (and uncast_bias_weight exists)."""
+    import inspect
+
+    import comfy.ops
+
+    try:
+        takes = "offloadable" in inspect.signature(comfy.ops.cast_bias_weight).parameters
+    except (TypeError, ValueError):
+        return False
+    return takes and hasattr(comfy.ops, "uncast_bias_weight")
+
+
 def wrap(module: torch.nn.Module):
+    """A loaded network in the patcher ComfyUI gives its own models: ``CoreModelPatcher`` where it exists
+    (0.33: ModelPatcherDynamic when DynamicVRAM is on, so loading ours does not evict ComfyUI's dynamic
+    models), else ModelPatcher. The storage dtypes are recorded first, as ComfyUI does for its models
+    (DynamicVRAM stages each weight in that dtype: fp8 weights stay 8-bit)."""
     import comfy.model_patcher
 
     mm = _mm()
-    return comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(),
-                                            offload_device=mm.unet_offload_device())
+    archive = getattr(mm, "archive_model_dtypes", None)
+    if archive is not None:
+        archive(module)
+    patcher = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    return patcher(module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
 
 
 def load_on_device(patchers: Iterable, memory_required: int = 0) -> None:

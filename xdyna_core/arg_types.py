@@ -73,6 +73,18 @@ def frame_size(text: str):
     return w, h
 
 
+def any_size(text: str):
+    """WxH, any positive size (preprocessing outputs need not go to the sampler)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", text)
+    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        _fail("WIDTHxHEIGHT such as 512x896", text)
+    return int(m.group(1)), int(m.group(2))
+
+
+# Storage dtypes of written model files (torch's names; the loaders map them to torch dtypes).
+DTYPE_NAMES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+
+
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 
 

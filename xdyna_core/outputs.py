@@ -18,12 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
+from .errors import XDynaError
+
 PathLike = Union[str, os.PathLike]
 
 _in_progress: set = set()  # temporary files being written by this process
 
 
-class OutputPathError(ValueError):
+class OutputPathError(XDynaError, ValueError):
     """An output path that must not or cannot be written; the message names it and why."""
 
 

@@ -1,5 +1,7 @@
-"""`python -m xdyna_core.tiny --out DIR`: write the tiny random model set (see loading/tiny.py)."""
-from .loading.tiny import main
+"""`python -m xdyna_core.tiny --out DIR` = `xdyna tiny --out DIR` (see loading/tiny.py)."""
+import sys
+
+from .cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["tiny", *sys.argv[1:]]))

@@ -8,6 +8,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from xdyna_core.cli import main as xdyna_main
 from xdyna_core.loading import checkpoints as C
 from xdyna_core.loading import convert as CV
 from xdyna_core.loading import tiny as T
@@ -31,7 +32,7 @@ def test_unet_ckpt_round_trip(tiny, tmp_path, capsys):
     ckpt = tmp_path / "unet-checkpoint-epoch-5.ckpt"
     sd = _released_style_ckpt(tiny["unet"], ckpt)
     out = tmp_path / "xdyna_unet.safetensors"
-    assert CV.main([str(ckpt), str(out)]) == 0
+    assert xdyna_main(["convert", str(ckpt), str(out)]) == 0
     printed = capsys.readouterr().out
     assert "X-Dyna UNet" in printed and f"{len(sd)} tensors" in printed
     assert "motion_module 560" in printed and "dynamics_adapter 48" in printed and "ip_adapter 32" in printed
@@ -90,7 +91,7 @@ def test_ip_adapter_bin_to_flat_safetensors(tiny, tmp_path):
 
 def test_refusals(tiny, tmp_path, capsys):
     # not an X-Dyna file
-    assert CV.main([str(tiny["sd15"]), str(tmp_path / "x.safetensors")]) == 1
+    assert xdyna_main(["convert", str(tiny["sd15"]), str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr().err
     assert str(tiny["sd15"]) in err and "Stable Diffusion checkpoint" in err
     assert not (tmp_path / "x.safetensors").exists()
@@ -102,7 +103,7 @@ def test_refusals(tiny, tmp_path, capsys):
 
     bad = tmp_path / "bad.ckpt"
     torch.save({"state_dict": {"conv_in.weight": torch.zeros(1)}, "p": Payload()}, bad)
-    assert CV.main([str(bad), str(tmp_path / "y.safetensors")]) == 1
+    assert xdyna_main(["convert", str(bad), str(tmp_path / "y.safetensors")]) == 2
     captured = capsys.readouterr()
     assert "refused" in captured.err and "pwned" not in captured.out
     with pytest.raises(ValueError, match=".safetensors"):

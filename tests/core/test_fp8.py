@@ -100,7 +100,8 @@ def test_fp8_network_equals_full_precision_network_with_rounded_weights():
 
 def test_cli_weights_fp8_option(tmp_path):
     """`python -m xdyna_core animate --weights fp8`: the loaded UNet/ControlNets store float8 weights."""
-    from xdyna_core.__main__ import _load, _options, build_parser
+    from xdyna_core.cli import build_parser
+    from xdyna_core.cli.animate import _load, _options
     from xdyna_core.loading.tiny import write_tiny_set
 
     write_tiny_set(tmp_path, seed=3)

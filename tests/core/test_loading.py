@@ -454,3 +454,101 @@ def test_controlnet_diffusers_folder(tiny, tmp_path):
     os.remove(folder / "diffusion_pytorch_model.bin")
     with pytest.raises(FileNotFoundError, match="no weights file"):
         C.load_controlnet(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers that hold no tensors until loaded (comfy.ops Linear under ComfyUI's DynamicVRAM)
+# ---------------------------------------------------------------------------------------------
+class _LazyLinear(torch.nn.Linear):
+    """Like comfy.ops' Linear with DynamicVRAM on: built without tensors (weight and bias None, so
+    the built model's state_dict() lacks them); its _load_from_state_dict takes the file's tensors
+    as they come (no shape check) and reports what it lacks or does not know."""
+
+    keep_bias = True
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+        torch.nn.Module.__init__(self)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = self.bias = None
+        self.wants_bias = bias
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        assign = local_metadata.get("assign_to_params_buffers", False)
+        for k, v in state_dict.items():
+            name = k[len(prefix):] if k.startswith(prefix) else None
+            if name == "weight" or (name == "bias" and self.wants_bias and self.keep_bias):
+                setattr(self, name, torch.nn.Parameter(v if assign else v.clone(), requires_grad=False))
+            elif name == "bias" and self.wants_bias:
+                pass  # _BiaslessLazyLinear: a broken layer that drops its bias silently
+            elif name is not None:
+                unexpected_keys.append(k)
+        if self.weight is None:
+            missing_keys.append(prefix + "weight")
+        if self.wants_bias and self.keep_bias and self.bias is None:
+            missing_keys.append(prefix + "bias")
+
+
+class _BiaslessLazyLinear(_LazyLinear):
+    keep_bias = False
+
+
+def _ops_with(linear):
+    import types
+
+    ops = types.SimpleNamespace(**{n: getattr(torch.nn, n) for n in dir(torch.nn) if not n.startswith("_")})
+    ops.Linear = linear
+    ops.__name__ = linear.__name__ + " ops"
+    return ops
+
+
+def test_lazy_layers_load_through_their_own_loader(tiny, full_unet):
+    """Layers that are empty until loaded (as comfy.ops builds them under DynamicVRAM) load every
+    model: expected keys come from a torch.nn twin, the tensors go in through the layers' own
+    _load_from_state_dict, in the requested dtype."""
+    from xdyna_core.models.unet3d import UNet3DConditionModel
+
+    ops = _ops_with(_LazyLinear)
+    built = UNet3DConditionModel(full_unet.config, operations=ops, device="meta").state_dict()
+    assert len(built) < len(full_unet.state_dict())  # its own state_dict cannot say what a file holds
+    model, rep = C.load_xdyna_unet(tiny["unet"], operations=ops)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert rep.ok and rep.num_loaded == len(full_unet.state_dict())
+    assert linears and all(type(m) is _LazyLinear and m.weight is not None for m in linears)
+    _assert_same_state(model, full_unet)
+    half, _ = C.load_xdyna_unet(tiny["unet"], operations=ops, dtype=torch.float16)
+    assert all(m.weight.dtype == torch.float16 for m in half.modules() if isinstance(m, _LazyLinear))
+    for kind in ("pose", "face"):
+        lazy, rep = C.load_controlnet(tiny[f"{kind}_controlnet"], kind=kind, operations=ops)
+        _assert_same_state(lazy, C.load_controlnet(tiny[f"{kind}_controlnet"], kind=kind)[0])
+        assert rep.ok and any(isinstance(m, _LazyLinear) for m in lazy.modules())
+    lazy, rep = C.load_resampler(tiny["ip_adapter"], operations=ops)
+    _assert_same_state(lazy, C.load_resampler(tiny["ip_adapter"])[0])
+    assert rep.ok and isinstance(lazy.proj_in, _LazyLinear)
+
+
+def test_lazy_layers_still_get_every_key_check(tiny, tmp_path):
+    """With lazy layers a missing, unexpected or wrongly shaped Linear tensor is still named (the
+    lazy loader itself would take any shape), and an op set whose layers do not load like torch.nn
+    is an error, not a half-loaded model."""
+    ops = _ops_with(_LazyLinear)
+    full = load_file(str(tiny["pose_controlnet"]))
+    meta = {K.CONFIG_METADATA_KEY: json.dumps(C.read_config_metadata(tiny["pose_controlnet"]))}
+    linear_w = next(k for k in full if k.endswith("attn1.to_q.weight"))
+
+    def variant(name, sd):
+        p = tmp_path / name
+        save_file(sd, str(p), metadata=meta)
+        return p
+
+    cases = {
+        "missing": ({k: v for k, v in full.items() if k != linear_w}, f"1 missing \\(e.g. {linear_w}\\)"),
+        "unexpected": ({**full, "mid_block.attentions.0.lora.weight": torch.zeros(2)},
+                       "1 unexpected \\(e.g. mid_block.attentions.0.lora.weight\\)"),
+        "shape": ({**full, linear_w: full[linear_w][:, :-1].contiguous()}, f"1 with the wrong shape \\(e.g. {linear_w}"),
+    }
+    for name, (sd, message) in cases.items():
+        with pytest.raises(C.CheckpointError, match=message):
+            C.load_controlnet(variant(name + ".safetensors", sd), kind="pose", operations=ops)
+    with pytest.raises(RuntimeError, match="_BiaslessLazyLinear ops does not load like its torch.nn twin"):
+        C.load_controlnet(tiny["pose_controlnet"], kind="pose", operations=_ops_with(_BiaslessLazyLinear))

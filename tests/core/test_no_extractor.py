@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from xdyna_core import __main__ as cli
+from xdyna_core.cli import animate as cli
+from xdyna_core.cli import build_parser
 from xdyna_core.preprocess import detectors, dwpose, mediapipe_backend
 from xdyna_core.preprocess.keypoints import load_keypoints
 from xdyna_core.preprocess.render import render_sequence
@@ -40,7 +41,7 @@ def tiny_models(tmp_path_factory):
 
 def _main(capsys, *args):
     """The command line in this process (so that the simulation applies): (exit code, stderr)."""
-    args = cli.build_parser().parse_args([str(a) for a in args])
+    args = build_parser().parse_args([str(a) for a in args])
     try:
         code = args.func(args)
     except Exception as e:  # what main() prints as its one error line

@@ -110,7 +110,7 @@ class SlowMux:
 
 
 av.open = lambda *a, **k: SlowMux(open_container(*a, **k))
-from xdyna_core.__main__ import run
+from xdyna_core.cli import run
 run()
 """
 

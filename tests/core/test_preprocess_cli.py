@@ -1,4 +1,4 @@
-"""`python -m xdyna_core.preprocess pose|face|render` end to end with the DWPose stand-in models of
+"""`xdyna preprocess pose|face|render` end to end with the DWPose stand-in models of
 test_dwpose.py (their detector finds a person only when the frame's brightest pixel is > 115,
 so dim or black frames are "no person" frames)."""
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.core.test_dwpose import (  # noqa: E402
     make_dot_pose_onnx,
     standard_detector,
 )
-from xdyna_core.preprocess import cli  # noqa: E402
+from xdyna_core.cli import main as xdyna_main  # noqa: E402
 from xdyna_core.preprocess.keypoints import load_keypoints  # noqa: E402
 from xdyna_core.preprocess.video import probe_video, read_video, write_video  # noqa: E402
 
@@ -88,7 +88,7 @@ def dot_video(tmp_path_factory):
 
 
 def run(args, capsys):
-    rc = cli.main([str(a) for a in args])
+    rc = xdyna_main(["preprocess", *(str(a) for a in args)])
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -197,7 +197,7 @@ def test_missing_models_names_files_and_folders(tmp_path, dot_video, capsys, mon
 def test_bad_arguments_exit_2(tmp_path, dot_video, capsys):
     for bad in (["--stride", "0"], ["--size", "12by3"], ["--max-frames", "-1"]):
         with pytest.raises(SystemExit) as ei:
-            cli.main(["pose", str(dot_video), "--out", str(tmp_path)] + bad)
+            xdyna_main(["preprocess", "pose", str(dot_video), "--out", str(tmp_path)] + bad)
         assert ei.value.code == 2
     capsys.readouterr()
 
@@ -354,8 +354,6 @@ def test_progress_bar_shows_count_and_real_rate():
 def test_mediapipe_backend_on_real_frames(tmp_path, capsys):
     pytest.importorskip("mediapipe")
     video = assets_dir() / "driving_video" / "example_1_driving_1.mp4"
-    if not video.exists():
-        pytest.skip(f"asset not found: {video}")
     rc, out, err = run(["pose", video, "--out", tmp_path, "--backend", "mediapipe", "--max-frames", 2,
                         "--quiet"], capsys)
     assert rc == 0, err

@@ -69,7 +69,8 @@ def test_shipped_workflow_equals_cli(comfy_env, comfy_models, comfy_inputs, tmp_
                          check=False)
     assert run.returncode == 0, run.stderr[-4000:]
     # ... and its job in-process for the frames before encoding
-    from xdyna_core.__main__ import build_parser, _load, _options
+    from xdyna_core.cli import build_parser
+    from xdyna_core.cli.animate import _load, _options
     from xdyna_core.animate import animate
     from xdyna_core.loading.bundle import find_model_files
 

@@ -21,12 +21,14 @@ from typing import AsyncIterator, Iterator, Optional
 
 import aiohttp
 
+from ..errors import XDynaError
+
 #: exception types of an execution_error that are the server's trouble, not the job's
 SERVER_SIDE_EXCEPTIONS = ("OutOfMemoryError", "torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError",
                           "MemoryError", "RuntimeError: CUDA error", "ConnectionError")
 
 
-class ComfyError(RuntimeError):
+class ComfyError(XDynaError, RuntimeError):
     """A request ComfyUI refused or a run that failed; `details` holds ComfyUI's own record."""
 
     def __init__(self, message: str, details: Optional[dict] = None, server_side: bool = False):

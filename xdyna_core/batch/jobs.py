@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from ..errors import XDynaError
 
-class JobListError(ValueError):
+
+class JobListError(XDynaError, ValueError):
     pass
 
 

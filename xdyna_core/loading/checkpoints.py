@@ -1,8 +1,9 @@
 """The X-Dyna model loaders (files are read by :mod:`.files`, configs come from :mod:`.configs`).
 
-Loaders build the model on the meta device, check every key and shape against it (a `LoadReport`),
-then load with ``assign=True`` so no second copy of the weights is made. A wrong file is named
-by what it is (`keys.identify`) in a `CheckpointError`.
+Loaders check every key and shape of a file against a plain ``torch.nn`` twin of the model on the
+meta device (a `LoadReport`), then load the model built from the requested layer operations through
+its layers' own ``load_state_dict`` with ``assign=True``, so no second copy of the weights is made.
+A wrong file is named by what it is (`keys.identify`) in a `CheckpointError`.
 """
 from __future__ import annotations
 
@@ -83,34 +84,53 @@ def _cast(sd: dict, keys, device, dtype) -> dict:
 
 
 def build_and_load(model_cls, config, sd: dict, *, operations=torch.nn, device="cpu", dtype=torch.float32,
-                   origin: Mapping[str, str] | None = None, report: LoadReport, strict: bool = True):
-    """Build ``model_cls(config)`` on the meta device, check keys/shapes into ``report``, load.
-    The loaded tensors are taken out of ``sd`` (pass a dict you own).
+                   origin: Mapping[str, str] | None = None, report: LoadReport):
+    """Build ``model_cls(config, operations=...)``, check the file's keys/shapes into ``report``, load.
+    The loaded tensors are taken out of ``sd`` (pass a dict you own). Raises CheckpointError naming
+    the missing, unexpected and wrongly shaped keys when the report is not ok.
 
-    Raises CheckpointError when ``strict`` and the report is not ok. Non-strict loading leaves
-    missing entries at the model's own initialisation (the model is then built on ``device``)."""
+    What a file must hold comes from a plain ``torch.nn`` twin of the model on the meta device, never
+    from the model built with ``operations``: an operations namespace may create layers that hold no
+    tensors until they are loaded (ComfyUI's ``comfy.ops`` Linear under DynamicVRAM has ``weight=None``
+    and fills it in ``_load_from_state_dict``), so that model's ``state_dict()`` cannot say what is
+    expected. The weights then go in through ``load_state_dict``, i.e. each layer's own
+    ``_load_from_state_dict``, and the loaded model is checked against the twin."""
     device = torch.device(device) if device is not None else torch.device("cpu")
-    meta_model = model_cls(config, operations=operations, device="meta", dtype=dtype)
-    model_sd = meta_model.state_dict()
-    _check_against(model_sd, sd, origin or {}, report)
-    report.num_expected = len(model_sd)
-    report.num_loaded = len(model_sd) - len(report.missing) - len(report.mismatched)
-    if report.mismatched or (strict and not report.ok):
+    twin = model_cls(config, operations=torch.nn, device="meta", dtype=dtype)
+    expected = twin.state_dict()
+    _check_against(expected, sd, origin or {}, report)
+    report.num_expected = len(expected)
+    report.num_loaded = len(expected) - len(report.missing) - len(report.mismatched)
+    if not report.ok:
         raise CheckpointError(report.summary())
-    tensors = _cast(sd, [k for k in list(sd) if k in model_sd], device, dtype)
-    model = meta_model
-    if device.type != "meta" and (report.missing or _has_unsaved_state(meta_model, model_sd)):
-        # something must keep the model's own values (non-strict load, or non-persistent
-        # buffers the meta device cannot hold): build for real instead
-        model = model_cls(config, operations=operations, device=device, dtype=dtype)
-        model.load_state_dict(tensors, strict=False)
+    tensors = _cast(sd, list(expected), device, dtype)
+    # Built on the meta device and loaded with assign=True (no second copy of the weights), unless
+    # the model keeps state that no file holds (non-persistent buffers): then built on `device`.
+    on_device = device.type != "meta" and _has_unsaved_state(twin, expected)
+    build_device = device if on_device else torch.device("meta")
+    if operations is torch.nn and not on_device:
+        model = twin
     else:
-        model.load_state_dict(tensors, strict=True, assign=True)
+        model = model_cls(config, operations=operations, device=build_device, dtype=dtype)
+    result = model.load_state_dict(tensors, strict=False, assign=not on_device)
+    del tensors
+    _check_loaded(model, expected, result, operations, device)
+    model.eval().requires_grad_(False)
+    return model
+
+
+def _check_loaded(model: torch.nn.Module, expected: Mapping, result, operations, device: torch.device) -> None:
+    """The layers' own loaders took exactly the expected tensors, with the expected shapes."""
+    loaded = model.state_dict()
+    wrong = sorted(set(result.missing_keys) | set(result.unexpected_keys) | (set(expected) ^ set(loaded)))
+    wrong += [k for k in expected if k in loaded and tuple(loaded[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        name = getattr(operations, "__name__", type(operations).__name__)
+        raise RuntimeError(f"{type(model).__name__} built with the operations {name} does not load like its torch.nn "
+                           f"twin: {len(wrong)} tensors differ (e.g. {', '.join(wrong[:3])})")
     leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftover and device.type != "meta":  # device="meta": structural checks of full-size files
         raise RuntimeError(f"model tensors left on the meta device after loading: {leftover[:5]}")
-    model.eval().requires_grad_(False)
-    return model
 
 
 def _has_unsaved_state(model: torch.nn.Module, model_sd: Mapping) -> bool:
@@ -192,7 +212,7 @@ def load_xdyna_unet(path: Source, sd15_unet: Source | None = None, ip_adapter: S
     report.config = _config_dict(cfg)
     try:
         model = build_and_load(UNet3DConditionModel, cfg, merged, operations=operations, device=device, dtype=dtype,
-                               origin=origin, report=report, strict=True)
+                               origin=origin, report=report)
     except CheckpointError:
         raise CheckpointError(_explain_unet_failure(report, name, sd15_unet, ip_adapter)) from None
     return model, report

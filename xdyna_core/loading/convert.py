@@ -1,6 +1,6 @@
 """One-off converter of the released checkpoints to clean .safetensors.
 
-``python -m xdyna_core.convert IN OUT.safetensors [--dtype fp16|bf16|fp32]``
+``xdyna convert IN OUT.safetensors [--dtype fp16|bf16|fp32]``
 
 Reads IN safely (never executes pickled code), removes ``state_dict`` wrappers and ``module.``
 prefixes, recognises what the file is (X-Dyna UNet, pose/face ControlNet, IP-Adapter-plus, ...),
@@ -9,18 +9,17 @@ as IPAdapter_plus expects), then re-reads OUT and checks every tensor against th
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..arg_types import DTYPE_NAMES
 from ..outputs import atomic_output, check_output_path
 from . import keys as K
 from .checkpoints import CheckpointError, load_state_dict, read_metadata, wrong_file_error
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPES = {name: getattr(torch, dtype) for name, dtype in DTYPE_NAMES.items()}
 CONVERTIBLE = ("xdyna_unet", "xdyna_unet_adapters", "controlnet", "ip_adapter", "resampler", "motion_module")
 
 
@@ -108,21 +107,3 @@ def convert_file(src, dst, dtype: str | None = None) -> ConvertResult:
     return ConvertResult(str(src), str(dst), kind, len(sd), _counts(kind, sd),
                          str(target).replace("torch.", "") if target else "unchanged", dst.stat().st_size)
 
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m xdyna_core.convert", description=__doc__.split("\n\n")[0])
-    ap.add_argument("input", help="released .ckpt / .bin / .pth / .safetensors (or a diffusers folder)")
-    ap.add_argument("output", help="OUT.safetensors")
-    ap.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="cast floating tensors (default: keep)")
-    args = ap.parse_args(argv)
-    try:
-        result = convert_file(args.input, args.output, args.dtype)
-    except (CheckpointError, ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(result.summary())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

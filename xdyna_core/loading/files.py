@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..errors import XDynaError
 from . import keys as K
 from .validate import check_finite
 
@@ -35,7 +36,7 @@ DIFFUSERS_WEIGHT_NAMES = (
 )
 
 
-class CheckpointError(ValueError):
+class CheckpointError(XDynaError, ValueError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
 
 

@@ -17,6 +17,7 @@ from . import keys as K
 from .files import CheckpointError, load_state_dict, resolve_file
 
 CONTROLNET_COND_KEY = "controlnet_cond_embedding.conv_in.weight"
+MOTION_PE_SUFFIX = ".pos_encoder.pe"   # motion modules' positional encoding (1, max_len, C)
 
 
 def read_shapes(path) -> Optional[Dict[str, Tuple[int, ...]]]:
@@ -51,6 +52,13 @@ class Header:
         """ControlNet condition channels (3 pose, 6 S-Face), None if not a ControlNet."""
         shape = (self.shapes or {}).get(CONTROLNET_COND_KEY)
         return int(shape[1]) if shape is not None and len(shape) > 1 else None
+
+    @property
+    def motion_max_len(self) -> Optional[int]:
+        """Frames the UNet's motion modules take at most (their positional encoding's length), None when
+        the file holds no motion module."""
+        lengths = [shape[1] for k, shape in (self.shapes or {}).items() if k.endswith(MOTION_PE_SUFFIX)]
+        return int(min(lengths)) if lengths else None
 
 
 def recognise(path) -> Header:

@@ -1,6 +1,6 @@
 """A complete, tiny, random X-Dyna model set in the real file formats and folder layout.
 
-``python -m xdyna_core.tiny --out DIR`` writes, under DIR (a ComfyUI ``models/`` folder), every
+``xdyna tiny --out DIR`` writes, under DIR (a ComfyUI ``models/`` folder), every
 file the extension consumes, with the same key names as the released files (X-Dyna UNet and
 ControlNets, IP-Adapter-plus, CLIP vision in HF layout, an SD1.5 single-file checkpoint in LDM
 layout) but widths of 32-64 channels, so tests, demos and CI run the real loading and sampling
@@ -15,20 +15,18 @@ adapters-only UNet with the SD1.5 base (and/or the IP-Adapter) rebuilds exactly 
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..arg_types import DTYPE_NAMES
 from . import keys as K
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPES = {name: getattr(torch, dtype) for name, dtype in DTYPE_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -212,25 +210,3 @@ def write_tiny_set(out_dir, seed: int = 0, dtype: str | torch.dtype = "fp16",
     (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return paths
 
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m xdyna_core.tiny", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="the models/ folder to write into (created if needed)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp16", help="storage dtype (default fp16)")
-    ap.add_argument("--with-variants", action="store_true",
-                    help="also write the optional files (X-Dyna UNet without SD1.5 base keys)")
-    args = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    paths = write_tiny_set(args.out, seed=args.seed, dtype=args.dtype, with_variants=args.with_variants)
-    total = 0
-    for role, p in paths.items():
-        size = p.stat().st_size
-        total += size
-        print(f"{role:16s} {size / 1e6:6.2f} MB  {p}")
-    print(f"tiny model set: {len(paths)} files, {total / 1e6:.1f} MB, seed {args.seed}, {time.perf_counter() - t0:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,6 @@
-"""`python -m xdyna_core.preprocess pose|face|render ...` (see cli.py)."""
-from .cli import main
+"""`python -m xdyna_core.preprocess pose|face|render ...` = `xdyna preprocess ...` (see xdyna_core/cli/preprocess.py)."""
+import sys
 
-raise SystemExit(main())
+from ..cli import main
+
+raise SystemExit(main(["preprocess", *sys.argv[1:]]))

@@ -5,10 +5,11 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import XDynaError
 from .keypoints import PoseFrame
 
 
-class DetectorUnavailable(ValueError):
+class DetectorUnavailable(XDynaError, ValueError):
     """The requested detector cannot be opened (missing files or package); the message says why."""
 
 

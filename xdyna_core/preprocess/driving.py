@@ -25,6 +25,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..errors import XDynaError
 from .keypoints import Person, PoseFrame, from_pose_keypoint_json, to_pose_keypoint_json
 
 #: The working size rule, the one both front ends check: the VAE works on 8x8 pixel blocks, so width
@@ -40,7 +41,7 @@ LANDMARK_SOURCES = ("auto", "pose_keypoint", "mediapipe", "insightface")
 OnFrame = Optional[Callable[[int], None]]
 
 
-class BackendUnavailable(ValueError):
+class BackendUnavailable(XDynaError, ValueError):
     """No usable detector for the requested backend; the message says how to install one."""
 
 

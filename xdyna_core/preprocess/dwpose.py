@@ -34,6 +34,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..errors import XDynaError
 from .keypoints import NUM_BODY, Person, PoseFrame
 
 PathLike = Union[str, os.PathLike]
@@ -71,7 +72,7 @@ POSE_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 POSE_STD = np.array([58.395, 57.12, 57.375], np.float32)
 
 
-class DWPoseModelsNotFound(FileNotFoundError):
+class DWPoseModelsNotFound(XDynaError, FileNotFoundError):
     """A DWPose model file is in none of the searched folders (the message lists them all)."""
 
 

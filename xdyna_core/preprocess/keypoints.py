@@ -23,6 +23,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..errors import XDynaError
+
 NUM_BODY = 18
 NUM_HAND = 21
 NUM_FACE = 68
@@ -75,7 +77,7 @@ NUM_FACE_JSON = 70  # 68 + the two body eye points appended by controlnet_aux
 BODY25_TO_BODY18 = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
 
 
-class KeypointFormatError(ValueError):
+class KeypointFormatError(XDynaError, ValueError):
     """POSE_KEYPOINT JSON that does not have the expected structure (message says where)."""
 
 

@@ -19,6 +19,7 @@ from typing import BinaryIO, Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
+from ..errors import XDynaError
 from ..outputs import commit, discard, partial_path
 
 PathLike = Union[str, os.PathLike]
@@ -31,11 +32,11 @@ STILL_IMAGE_FPS = 1.0  # what a still image reports as its frame rate
 BACKGROUND_GREY = (128, 128, 128)  # what transparent pixels of a still image become (neutral mid-grey)
 
 
-class VideoReadError(ValueError):
+class VideoReadError(XDynaError, ValueError):
     """A video (or image) file that is missing, unreadable, or has no usable frames."""
 
 
-class VideoWriteError(RuntimeError):
+class VideoWriteError(XDynaError, RuntimeError):
     """The output video cannot be encoded here (e.g. PyAV without an h264 encoder)."""
 
 

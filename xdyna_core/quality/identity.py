@@ -16,6 +16,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import XDynaError
 from ..preprocess.face_landmarks import find_insightface_landmark_model, insightface_input_normalisation
 
 #: (pack, recognition model) in the order they are looked for
@@ -26,7 +27,7 @@ ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 7
                              [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
 
 
-class ArcFaceNotFound(FileNotFoundError):
+class ArcFaceNotFound(XDynaError, FileNotFoundError):
     """No recognition model file; the message is one line naming the files and folders."""
 
 

@@ -26,8 +26,10 @@ import warnings
 
 import torch
 
+from ..errors import XDynaError
 
-class ConstantControlClipError(ValueError):
+
+class ConstantControlClipError(XDynaError, ValueError):
     """A control clip has the same value everywhere, so min-max normalisation is undefined."""
 
 

@@ -1,4 +1,4 @@
-"""Batch preprocessing of driving videos: `python -m xdyna_core.preprocess pose|face|render ...`.
+"""Preprocessing to files, the work of `xdyna preprocess pose|face|render ...` (cli/preprocess.py).
 
   pose VIDEO --out DIR    rendered X-Dyna pose video <name>_pose.mp4 + <name>_keypoints.json
                           (POSE_KEYPOINT JSON, in the pixels of the rendered video)
@@ -30,25 +30,21 @@ one-frame video. User errors (unreadable video, missing model files, bad JSON) p
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..arg_types import non_negative_int, positive_float, positive_int
+from ..errors import XDynaError
 from ..progress import Progress
 from . import driving as drv
 from .keypoints import KeypointFormatError, load_keypoints, save_keypoints
 from .video import VideoReadError, VideoWriteError, VideoWriter, iter_frames, probe_video, read_video
 
-PROG = "python -m xdyna_core.preprocess"
-EXIT_USAGE = 2
-DEFAULT_RENDER_FPS = 8.0  # X-Dyna's pose videos; JSON carries no frame rate
 
 
-class CliError(Exception):
+class CliError(XDynaError):
     """A user-facing problem: printed as one error message, exit status 2."""
 
 
@@ -113,6 +109,8 @@ def write_frames(frames: Sequence[np.ndarray], path: Path, fps: float, crf: int,
 
 
 def run_pose(args) -> dict:
+    if args.max_people == 0:
+        args.max_people = None   # 0 = all
     info = probe_video(args.video)  # the input first: its error is the one that matters
     name, detector = drv.open_pose_detector(args.backend, args.models, args.max_people)
     try:
@@ -178,89 +176,3 @@ def run_render(args) -> dict:
 
 
 # --------------------------------------------------------------------------- argument parsing
-
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """'512x896' -> (512, 896) (width x height)."""
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        w, h = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 512x896 (width x height), got {text!r}") from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return w, h
-
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="X-Dyna driving-video preprocessing.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def common(p, video=True):
-        if video:
-            p.add_argument("video", help="driving video (or a still image)")
-        p.add_argument("--out", required=True, help="output folder")
-        p.add_argument("--name", help="output file prefix (default: the input file's stem)")
-        p.add_argument("--size", type=parse_size, help="output size WxH, e.g. 512x896")
-        p.add_argument("--crf", type=int, default=18, help="x264 quality of the output videos (default 18)")
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
-        if not video:
-            return
-        p.add_argument("--backend", choices=("dwpose", "mediapipe", "auto"), default="auto",
-                       help="pose detector (auto: DWPose if its ONNX files are found, else MediaPipe)")
-        p.add_argument("--models", action="append", default=[], metavar="DIR",
-                       help="folder with yolox_l.onnx / dw-ll_ucoco_384.onnx (repeatable; searched first)")
-        p.add_argument("--stride", type=positive_int, default=1, help="take every N-th frame (default 1)")
-        p.add_argument("--start", type=non_negative_int, default=0, help="first frame index (default 0)")
-        p.add_argument("--max-frames", type=positive_int, help="at most this many frames")
-        p.add_argument("--fit", choices=("crop", "stretch"), default="crop",
-                       help="with --size: crop to the aspect first (X-Dyna crop2ratio, default) or stretch")
-        p.add_argument("--align-reference", metavar="IMG",
-                       help="map the driving pose onto the person in this reference image")
-        p.add_argument("--align-frame", type=non_negative_int, metavar="K",
-                       help="extracted frame to fit the alignment on (default: first full-torso frame)")
-
-    p = sub.add_parser("pose", help="render the X-Dyna pose video and save POSE_KEYPOINT JSON")
-    common(p)
-    p.add_argument("--max-people", type=non_negative_int, default=1,
-                   help="people per frame for DWPose, best first (0 = all; default 1, X-Dyna drives one)")
-    p.set_defaults(func=run_pose)
-
-    p = sub.add_parser("face", help="S-Face local/global patch videos")
-    common(p)
-    p.add_argument("--landmarks", choices=("dwpose", "insightface", "mediapipe", "auto"), default="auto",
-                   help="68-point face landmark source (auto: DWPose's own face points with the DWPose "
-                        "backend, else MediaPipe FaceMesh)")
-    p.add_argument("--insightface-dir", action="append", default=[], metavar="DIR",
-                   help="insightface root holding models/<pack>/1k3d68.onnx (repeatable)")
-    p.add_argument("--no-carry", action="store_true",
-                   help="reference behaviour: black patches on frames without a face (default: reuse "
-                        "the last good face geometry)")
-    p.set_defaults(func=run_face)
-
-    p = sub.add_parser("render", help="render POSE_KEYPOINT JSON to a pose video")
-    p.add_argument("keypoints", help="POSE_KEYPOINT JSON file")
-    common(p, video=False)
-    p.add_argument("--fps", type=positive_float, default=DEFAULT_RENDER_FPS,
-                   help=f"frame rate of the video (default {DEFAULT_RENDER_FPS:g})")
-    p.set_defaults(func=run_render)
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "max_people", None) == 0:
-        args.max_people = None
-    try:
-        args.func(args)
-    except (CliError, VideoReadError, VideoWriteError, KeypointFormatError, FileNotFoundError, ImportError,
-            ValueError) as e:
-        if args.debug:
-            raise
-        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    return 0

@@ -1,15 +1,11 @@
-"""`python -m xdyna_core batch`: run a job list through one or several running ComfyUI servers."""
+"""`xdyna batch`: run a job list through one or several running ComfyUI servers."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from ..arg_types import non_negative_int, positive_int, positive_seconds
-from .client import ComfyError
-from .jobs import JobListError, load_jobs
-from .runner import run_batch
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 
@@ -17,8 +13,11 @@ DEFAULT_SERVER = "http://127.0.0.1:8188"
 
 
 
-def build_parser(parser: argparse.ArgumentParser = None) -> argparse.ArgumentParser:
-    p = parser or argparse.ArgumentParser(prog="python -m xdyna_core batch")
+def register(commands) -> None:
+    from . import common_options
+
+    p = commands.add_parser("batch", parents=[common_options()],
+                            help="run a job list through one or several running ComfyUI servers")
     p.add_argument("--jobs", required=True, help="job list JSON (reference, driving and options per job)")
     p.add_argument("--workflow", required=True, help="API-format workflow (e.g. example_workflows/api/xdyna_pose_api.json)")
     p.add_argument("--out", required=True, help="folder for the results and the resume state")
@@ -30,12 +29,7 @@ def build_parser(parser: argparse.ArgumentParser = None) -> argparse.ArgumentPar
                    help="times a job whose server dropped is sent to another server (default %(default)s)")
     p.add_argument("--job-timeout", type=positive_seconds, default=6 * 3600,
                    help="seconds before a job is interrupted and counted as its server's failure")
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return run(args)
+    p.set_defaults(func=run, own_interrupt=True)
 
 
 def _log(line: str):
@@ -43,6 +37,10 @@ def _log(line: str):
 
 
 def run(args) -> int:
+    from ..batch.client import ComfyError
+    from ..batch.jobs import JobListError, load_jobs
+    from ..batch.runner import run_batch
+
     try:
         jobs = load_jobs(args.jobs)
         try:
@@ -61,6 +59,3 @@ def run(args) -> int:
         print(f"  {name}: {err}", file=sys.stderr)
     return 0 if result.ok else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""`python -m xdyna_core report`: score an animation result against its reference and driving video."""
+"""`xdyna report`: score an animation result against its reference and driving video."""
 from __future__ import annotations
 
 import argparse
@@ -19,9 +19,12 @@ def _offsets(text: str):
 
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m xdyna_core report",
-                                description="Pose agreement, identity and window-seam stability of a result.")
+def register(commands) -> None:
+    from . import common_options
+
+    p = commands.add_parser("report", parents=[common_options()],
+                            help="quality report of a result: pose agreement, identity, seams",
+                            description="Pose agreement, identity and window-seam stability of a result.")
     p.add_argument("--reference", required=True, help="the reference image the result was made from")
     p.add_argument("--driving", required=True, help="the driving video")
     p.add_argument("--result", required=True, help="the result video")
@@ -47,8 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-offsets", type=_offsets, default=None,
                    help="the sampler's per-step window offsets (comma list), instead of --seed; "
                         "without both: offset 0")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
+    p.set_defaults(func=run)
 
 
 def _models_dir(arg):
@@ -80,7 +82,7 @@ def _read(option: str, path, **kwargs):
 
 def run(args) -> int:
     from ..sampling.context_windows import validate_context
-    from .report import ReportOptions, quality_report, summary
+    from ..quality.report import ReportOptions, quality_report, summary
 
     json_out, plot_out = _check_out(args.json, ".json", "json"), _check_out(args.plot, ".png", "plot")
     try:
@@ -94,7 +96,7 @@ def run(args) -> int:
     result = _read("result", args.result)
     driving = _read("driving", args.driving, stride=args.stride, start=args.start, max_frames=len(result))
     opts = ReportOptions(backend=args.backend, fit=args.fit, align=args.align, landmarks=args.landmarks,
-                         context_frames=args.context_length, context_overlap=args.context_overlap,
+                         context_length=args.context_length, context_overlap=args.context_overlap,
                          window_offsets=args.window_offsets, seed=args.seed, steps=args.steps,
                          latent=args.latent, model_dirs=model_dirs, insightface_dirs=insightface)
     figures, plot = quality_report(reference, driving, result, opts, log=lambda s: print(s, file=sys.stderr))
@@ -109,24 +111,3 @@ def run(args) -> int:
         print(f"wrote {plot_out}")
     return 0
 
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as e:
-        if args.debug:
-            raise
-        from ..preprocess.video import VideoReadError
-
-        if isinstance(e, (ValueError, FileNotFoundError, VideoReadError, ImportError, OSError)):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
