@@ -162,3 +162,24 @@ def test_tasks_landmarks_match_the_legacy_graphs(bundles):
         close()
     assert pts is not None and pts.shape == (468, 2)
     assert np.linalg.norm(pts - np.array(REFERENCE["face"]["points"]), axis=1).mean() < 0.5
+
+
+@pytest.mark.parametrize("version, why", [
+    ("0.10.14", None),  # legacy solutions with bundled models
+    ("0.10.21", "mediapipe 0.10.21 is installed, which has no bundled models"),
+    ("0.10.31", "mediapipe 0.10.31 is installed, not the Tasks runtime 1.2.3"),
+    (None, "mediapipe is not installed"),
+    ("1.2.3", "the MediaPipe models are not built in"),
+])
+def test_which_mediapipe_serves(version, why, monkeypatch, tmp_path):
+    """Package metadata and bundle files decide, nothing imported: legacy 0.10.14 as installed, the
+    Tasks runtime 1.2.3 only with its bundles, any other version is reported (and never replaced)."""
+    monkeypatch.setattr(mpb, "installed_mediapipe", lambda: version)
+    monkeypatch.setenv("XDYNA_MEDIAPIPE_MODELS", str(tmp_path / "none"))
+    got = mpb.unavailable_reason()
+    if version == "1.2.3":
+        assert got.startswith(why) and str(tmp_path / "none") in got, got
+    else:
+        assert got == why
+    if version not in (None, "1.2.3"):
+        assert mm.set_up() == f"kept the installed mediapipe {version}"
