@@ -115,32 +115,42 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
     fps = opts.fps or info.fps / opts.stride
     n = len(frames)
 
+    own_pose = opts.pose_video is not None or opts.keypoints is not None
     try:
         _, detector = drv.open_pose_detector(opts.backend, opts.detector_dirs)
     except ValueError as e:
-        raise AnimateError(str(e).splitlines()[0]) from None
-    try:
-        # The reference must show a person: X-Dyna animates a human, and alignment needs its pose.
+        if not own_pose or opts.backend != "auto":   # extraction needs it / the user asked for this one
+            raise AnimateError(str(e).splitlines()[0]) from None
+        detector = None
+        skipped = "the reference person check and --align were" if opts.align else "the reference person check was"
+        given = "pose video" if opts.pose_video is not None else "keypoints"
+        notes.append(f"no pose extractor here, so {skipped} skipped (the pose comes from the given {given})")
+    if detector is None:
+        # A given pose needs no detector: the driving frames get the plain crop2ratio geometry.
+        dp = drv.DrivingPose([], [], drv.plain_geometry(frames[0].shape[1::-1], (W, H), "crop"), "", 0)
+    else:
         try:
-            drv.reference_pose(detector, reference, (W, H))
-        except ValueError:
-            where = f" {reference_path}" if reference_path else ""
-            raise AnimateError(f"no person found in the reference image{where}: X-Dyna needs a photo of "
-                               f"a person (body visible)") from None
-        bar = Progress(n, "extract", enabled=not opts.quiet)
-        try:
-            dp = drv.extract_driving_pose(frames, detector, (W, H), "crop", reference if opts.align else None,
-                                          on_frame=lambda i: bar.update())
-        except ValueError as e:
-            raise AnimateError(f"{driving_path}: {e}") from None
+            # The reference must show a person: X-Dyna animates a human, and alignment needs its pose.
+            try:
+                drv.reference_pose(detector, reference, (W, H))
+            except ValueError:
+                where = f" {reference_path}" if reference_path else ""
+                raise AnimateError(f"no person found in the reference image{where}: X-Dyna needs a photo of "
+                                   f"a person (body visible)") from None
+            bar = Progress(n, "extract", enabled=not opts.quiet)
+            try:
+                dp = drv.extract_driving_pose(frames, detector, (W, H), "crop", reference if opts.align else None,
+                                              on_frame=lambda i: bar.update())
+            except ValueError as e:
+                raise AnimateError(f"{driving_path}: {e}") from None
+            finally:
+                bar.close()
         finally:
-            bar.close()
-    finally:
-        drv.close_quietly(detector)
-    if opts.align:
-        notes.append(f"alignment: {dp.description}")
-    elif dp.without_person:
-        notes.append(f"{dp.without_person}/{n} driving frames without a person (black pose frames)")
+            drv.close_quietly(detector)
+        if opts.align:
+            notes.append(f"alignment: {dp.description}")
+        elif dp.without_person:
+            notes.append(f"{dp.without_person}/{n} driving frames without a person (black pose frames)")
 
     driving = drv.map_frames(frames, dp.geometry.image, (W, H), batch=drv.Uint8Batch)
     del frames
@@ -158,7 +168,10 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
         notes += drv.keypoint_notes(kp[:n], str(opts.keypoints))  # refused ones stopped in job_checks
         if len(kp) < n:
             raise AnimateError(f"{opts.keypoints} holds {len(kp)} frames, the driving video gives {n}")
-        pose = drv.render_batch(drv.fit_keypoints(kp[:n], (W, H), "stretch"), (W, H), batch=drv.Uint8Batch)
+        own = drv.fit_keypoints(kp[:n], (W, H), "stretch")
+        pose = drv.render_batch(own, (W, H), batch=drv.Uint8Batch)
+        if detector is None:
+            dp.poses = own  # their face points serve the 'auto' face landmarks
     else:
         pose = drv.render_batch(dp.poses, (W, H), batch=drv.Uint8Batch)
 
@@ -167,7 +180,7 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
     if opts.face:
         kind = {"dwpose": "pose_keypoint"}.get(opts.landmarks, opts.landmarks)
         try:
-            landmarks, source = drv.face_landmarks(driving, kind, dp.poses, opts.detector_dirs)
+            landmarks, source = drv.face_landmarks(driving, kind, dp.poses or None, opts.detector_dirs)
         except ValueError as e:
             raise AnimateError(str(e).splitlines()[0]) from None
         faces = drv.face_patch_batches(driving, landmarks, carry_missing=True, batch=drv.Uint8Batch)

@@ -5,7 +5,12 @@ executing, progress, executed, execution_success and executing(None) to the queu
 socket, then keeps a /history record and serves the output through /view. All servers share one
 event loop in a background thread, so tests (and a client in a subprocess) talk to them over
 real loopback sockets. ``kill()`` drops a server as a crash would: open sockets are cut and new
-connections refused.
+connections refused; ``revive()`` starts it again on the same port. ``unavailable = True`` makes
+it answer every request with HTTP 503 (a proxy in front of a server that is down); ``freeze()``
+makes it silent as a hung machine is: open sockets are no longer read (websocket pings go
+unanswered) and new requests get no answer, until it is killed or closed.
+Like ComfyUI with latent previews on, each progress value is sent twice (the second time with the
+preview).
 """
 from __future__ import annotations
 
@@ -44,11 +49,14 @@ def job_of(workflow: dict) -> str:
 
 class FakeComfyServer:
     def __init__(self, name: str = "fake", seconds: float = 0.05, fail_on: Optional[Set[str]] = None,
-                 reply: Optional[bytes] = None, error_type: Optional[str] = None):
+                 reply: Optional[bytes] = None, error_type: Optional[str] = None, reply_status: int = 200,
+                 unavailable: bool = False):
         self.name, self.seconds = name, seconds
         self.error_type = error_type            # every prompt ends with an execution_error of this type
         self.fail_on = set(fail_on or ())       # reference upload names whose prompt fails validation
         self.reply = reply                      # raw body for every /prompt answer (a broken server)
+        self.reply_status = reply_status        # ... with this HTTP status
+        self.unavailable = unavailable          # every request answered 503
         self.uploads: List[str] = []
         self.queued: List[str] = []             # job names, in queue order
         self.executed: List[str] = []           # job names whose execution completed
@@ -61,8 +69,8 @@ class FakeComfyServer:
         self._interrupt = False
         self.url = _call(self._start())
 
-    async def _start(self) -> str:
-        app = web.Application()
+    async def _start(self, port: int = 0) -> str:
+        app = web.Application(middlewares=[self._gate])
         app.router.add_get("/ws", self._ws)
         app.router.add_post("/prompt", self._prompt)
         app.router.add_post("/upload/image", self._upload)
@@ -72,8 +80,11 @@ class FakeComfyServer:
         app.router.add_get("/system_stats", self._stats)
         self.runner = web.AppRunner(app, handle_signals=False)
         await self.runner.setup()
-        self.site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.site = web.TCPSite(self.runner, "127.0.0.1", port)
         await self.site.start()
+        self.dead = False
+        self.frozen = asyncio.Event()
+        self.frozen.set()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.worker = asyncio.ensure_future(self._execute_loop())
         port = self.site._server.sockets[0].getsockname()[1]
@@ -85,6 +96,7 @@ class FakeComfyServer:
 
     async def _kill(self):
         self.dead = True
+        self.frozen.set()
         self.worker.cancel()
         for ws in list(self.sockets.values()):
             tr = ws._req.transport if ws._req is not None else None
@@ -93,9 +105,30 @@ class FakeComfyServer:
         await self.site.stop()
         await self.runner.cleanup()
 
+    def freeze(self):
+        _call(self._freeze())
+
+    async def _freeze(self):
+        self.frozen.clear()
+        for ws in list(self.sockets.values()):
+            if ws._req is not None and ws._req.transport is not None:
+                ws._req.transport.pause_reading()
+
+    def revive(self):
+        """Start again on the same port after kill() (a restarted ComfyUI)."""
+        _call(self._start(int(self.url.rsplit(":", 1)[1])))
+
     def close(self):
         if not self.dead:
             self.kill()
+
+    @web.middleware
+    async def _gate(self, request, handler):
+        await self.frozen.wait()   # set unless frozen
+        if self.unavailable:
+            return web.Response(status=503, text="<html><body>503 Service Unavailable</body></html>",
+                                content_type="text/html")
+        return await handler(request)
 
     # -- protocol ---------------------------------------------------------------------------------
     async def _stats(self, request):
@@ -129,7 +162,7 @@ class FakeComfyServer:
 
     async def _prompt(self, request):
         if self.reply is not None:
-            return web.Response(body=self.reply, content_type="text/html")
+            return web.Response(body=self.reply, status=self.reply_status, content_type="text/html")
         req = await request.json()
         wf = req["prompt"]
         ref = next((n["inputs"]["image"] for n in wf.values() if n["class_type"] == "LoadImage"), "")
@@ -170,7 +203,9 @@ class FakeComfyServer:
                 if self._interrupt:
                     interrupted = True
                     break
-                await self._send(cid, {"type": "progress", "data": {"value": i + 1, "max": steps, "prompt_id": pid, "node": "3"}})
+                for _ in range(2):  # the value, then the same value with its preview
+                    await self._send(cid, {"type": "progress",
+                                           "data": {"value": i + 1, "max": steps, "prompt_id": pid, "node": "3"}})
             if self.error_type:
                 info = {"prompt_id": pid, "node_id": "3", "node_type": "XDynaSampler",
                         "exception_type": self.error_type, "exception_message": "failed on purpose"}

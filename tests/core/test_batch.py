@@ -14,7 +14,6 @@ import pytest
 
 from tests.core.comfy_api_fake import FakeComfyServer
 from xdyna_core.batch import JobListError, fill_workflow, load_jobs, run_batch
-from xdyna_core.batch import runner as batch_runner
 from xdyna_core.batch.client import ComfyClient, ComfyError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,8 +181,7 @@ def test_per_server_holds_k_jobs(files, servers, tmp_path):
     assert len(result.done) == 4 and queued_counts([fake]) == Counter({f"job{i:02d}": 1 for i in range(4)})
 
 
-def test_killed_server_job_finishes_elsewhere(files, servers, tmp_path, monkeypatch):
-    monkeypatch.setattr(batch_runner, "PROBE_WAIT", 0.2)
+def test_killed_server_job_finishes_elsewhere(files, servers, tmp_path):
     fast = [servers(seconds=0.1) for _ in range(2)]
     slow = servers(seconds=60)  # its job is still running when it is killed
     jobs = many_jobs(files, 6)
@@ -191,7 +189,7 @@ def test_killed_server_job_finishes_elsewhere(files, servers, tmp_path, monkeypa
     killer = threading.Thread(target=lambda: (slow.started.wait(20), slow.kill()))
     killer.start()
     logs = []
-    result = run_batch(jobs, WORKFLOW, [f.url for f in fast + [slow]], out, log=logs.append)
+    result = run_batch(jobs, WORKFLOW, [f.url for f in fast + [slow]], out, log=logs.append, probe_every=0.2)
     killer.join()
     assert slow.queued and not slow.executed  # it took a job and died with it
     (lost,) = slow.queued
@@ -220,13 +218,15 @@ def test_out_of_memory_goes_to_another_server_but_a_node_error_does_not(files, s
     assert "ValueError: failed on purpose" in msg and broken.url in msg and result.attempts["job00"] == 1
 
 
-def test_job_fails_when_its_only_server_dies(files, servers, tmp_path, monkeypatch):
-    monkeypatch.setattr(batch_runner, "PROBE_WAIT", 0.05)
+def test_job_fails_when_its_only_server_dies(files, servers, tmp_path):
     slow = servers(seconds=60)
     threading.Thread(target=lambda: (slow.started.wait(20), slow.kill()), daemon=True).start()
-    result = run_batch(many_jobs(files, 2), WORKFLOW, slow.url, tmp_path / "out", log=lambda s: None)
+    result = run_batch(many_jobs(files, 2), WORKFLOW, slow.url, tmp_path / "out", log=lambda s: None,
+                       probe_every=0.2, server_wait=1.0)
     assert set(result.failed) == {"job00", "job01"}
-    assert any("no server left" in m for m in result.failed.values())
+    assert all(f"no server usable for 1 s (cannot reach ComfyUI at {slow.url}" in m and "connection refused" in m
+               for m in result.failed.values()), result.failed
+    assert set(result.reasons.values()) == {"no usable server: refused"}
 
 
 def _cli(files, urls, out):
@@ -266,8 +266,7 @@ def test_client_killed_and_restarted_skips_done_and_redoes_running(files, server
 
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
-    for name in done_before:
-        assert f"[{name}] already done, skipped" in again.stdout
+    assert f"{9 - len(done_before)} done, {len(done_before)} skipped, 0 failed" in again.stdout
     final = json.loads(state_file.read_text())["jobs"]
     assert all(final[f"job{i:02d}"]["status"] == "done" for i in range(9))
     queued_after = queued_counts(fakes)
@@ -323,3 +322,148 @@ def test_wall_time_one_vs_three_servers(files, servers, tmp_path, capsys):
     with capsys.disabled():
         print(f"\n6 jobs of 0.4 s: 1 server {walls[1]:.2f} s, 3 servers {walls[3]:.2f} s")
     assert walls[3] < 0.6 * walls[1]
+
+
+# --- servers that fail: bounded waits, rejoining, reasons, short logs (issue 22) -------------------------
+
+@pytest.fixture
+def silent_server():
+    """A loopback server that accepts connections, reads nothing and never answers."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.1)
+    stop, held = threading.Event(), []
+
+    def accept():
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:  # the 0.1 s accept timeout: look at `stop` again
+                pass
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", held
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def closed_port_url():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"   # nothing listens there once closed
+
+
+def test_silent_server_fails_its_jobs_within_a_minute_with_default_limits(files, silent_server, tmp_path):
+    from xdyna_core.batch.limits import ANSWER_TIMEOUT, SERVER_WAIT
+
+    url, held = silent_server
+    logs = []
+    t0 = time.monotonic()
+    result = run_batch(many_jobs(files, 3), WORKFLOW, url, tmp_path / "out", log=logs.append)
+    wall = time.monotonic() - t0
+    assert held, "the test server never got a connection"
+    assert set(result.failed) == {"job00", "job01", "job02"}
+    assert SERVER_WAIT <= wall < 60, wall
+    # the limits are shown up front and the reason says which one ran out
+    assert f"answer within {ANSWER_TIMEOUT:g} s" in logs[0] and f"after {SERVER_WAIT:g} s" in logs[0], logs[0]
+    for message in result.failed.values():
+        assert f"GET /system_stats: no answer within {ANSWER_TIMEOUT:g} s" in message, message
+    assert set(result.reasons.values()) == {"no usable server: timed out"}
+    assert any(line.startswith("failed (no usable server: timed out): 3 (job00, job01, job02)") for line in logs), logs
+
+
+@pytest.mark.parametrize("how", ["HTTP 503", "refused"])
+def test_server_back_after_refusing_gets_jobs_again(files, servers, tmp_path, how):
+    good = servers(seconds=0.3)
+    back = servers(seconds=0.3, unavailable=how == "HTTP 503")
+    if how == "refused":
+        back.kill()
+
+    def come_back():  # "refuses for 20 s", scaled to 2 s (probe_every 0.25 s instead of 15 s)
+        time.sleep(2.0)
+        if how == "refused":
+            back.revive()
+        back.unavailable = False
+    threading.Thread(target=come_back, daemon=True).start()
+    jobs = many_jobs(files, 14)   # ~4.2 s of work on the good server alone
+    logs = []
+    result = run_batch(jobs, WORKFLOW, [good.url, back.url], tmp_path / "out", log=logs.append, probe_every=0.25)
+    assert sorted(result.done) == [j.name for j in jobs] and not result.failed
+    assert back.executed, "the server that came back got no job"
+    assert Counter(good.executed + back.executed) == Counter({j.name: 1 for j in jobs})
+    reason = "HTTP 503" if how == "HTTP 503" else "refused"
+    assert any(line.startswith(f"{back.url} set aside ({reason})") for line in logs), logs
+    assert f"{back.url} answers again; it gets jobs again" in logs
+
+
+def test_server_hung_mid_job_is_noticed_by_its_websocket_pings(files, servers, tmp_path):
+    good = servers(seconds=0.1)
+    hung = servers(seconds=60)   # its job runs when it freezes: no more messages, pings unanswered
+    threading.Thread(target=lambda: (hung.started.wait(20), hung.freeze()), daemon=True).start()
+    jobs = many_jobs(files, 4)
+    logs = []
+    t0 = time.monotonic()
+    result = run_batch(jobs, WORKFLOW, [good.url, hung.url], tmp_path / "out", log=logs.append, timeout=0.5,
+                       probe_every=0.2)
+    wall = time.monotonic() - t0
+    assert sorted(result.done) == [j.name for j in jobs] and not result.failed
+    (lost,) = hung.queued
+    assert result.attempts[lost] == 2 and result.servers[lost] == good.url
+    assert wall < 10, wall   # the 60 s job is given up within about 3 x 0.5 s, not at its end
+    assert any(line.startswith(f"[{lost}] {hung.url} dropped the job ({hung.url}: the websocket: no answer within 0.5 s")
+               for line in logs), logs
+    assert any(line.startswith(f"{hung.url} set aside (timed out)") for line in logs), logs
+
+
+def test_thousand_jobs_without_server_print_a_few_lines(files, tmp_path):
+    jobs = write_jobs(files, [{"name": f"job{i:04d}", "reference": "a.png", "driving": "d.mp4"} for i in range(1000)])
+    wf = files / "wf.json"
+    wf.write_text(json.dumps(WORKFLOW))
+    cmd = [sys.executable, "-m", "xdyna_core", "batch", "--jobs", str(jobs), "--workflow", str(wf),
+           "--out", str(tmp_path / "out"), "--server", closed_port_url(), "--server-wait", "1", "--probe-every", "0.2"]
+    run = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         timeout=120)
+    lines = (run.stdout + run.stderr).splitlines()
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert len(lines) < 30, "\n".join(lines)
+    assert "0 done, 0 skipped, 1000 failed" in run.stdout
+    assert any(line.startswith("failed (no usable server: refused): 1000 (job0000, job0001") and "995 more" in line
+               for line in lines), lines
+    state = json.loads((tmp_path / "out" / "batch_state.json").read_text())["jobs"]
+    assert len(state) == 1000 and {r["status"] for r in state.values()} == {"failed"}
+
+
+@pytest.mark.parametrize("status,body,reason", [
+    (500, b"<html>Internal Server Error</html>", "HTTP 500"),
+    (200, b"<html>proxy login</html>", "not JSON"),
+])
+def test_summary_names_http_status_or_not_json(files, servers, tmp_path, status, body, reason):
+    fake = servers(reply=body, reply_status=status)
+    logs = []
+    result = run_batch(many_jobs(files, 2), WORKFLOW, fake.url, tmp_path / "out", log=logs.append, probe_every=0.1)
+    assert set(result.reasons.values()) == {reason}
+    assert result.attempts == {"job00": 3, "job01": 3}   # a server-side failure is retried, then reported
+    summary = [line for line in logs if line.startswith("failed (")]
+    assert summary == [f"failed ({reason}): 2 (job00, job01)"], logs
+    example = logs[logs.index(summary[0]) + 1]
+    assert "POST /prompt" in example and body.decode()[6:20] in example and fake.url in example, example
+    assert not any("no answer" in line for line in logs), logs
+
+
+def test_each_progress_line_once(files, servers, tmp_path):
+    fake = servers(seconds=0.2)
+    logs = []
+    run_batch(many_jobs(files, 2), WORKFLOW, fake.url, tmp_path / "out", log=logs.append, progress_every=0)
+    for job in ("job00", "job01"):   # the fake sends each value twice, as ComfyUI with previews does
+        for i in range(1, 5):
+            assert logs.count(f"[{job}] {fake.url} node 3: {i}/4") == 1, logs
+    progress = [line for line in logs if line.startswith("progress: ")]
+    assert progress and all(a != b for a, b in zip(progress, progress[1:])), progress

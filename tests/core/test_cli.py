@@ -60,6 +60,15 @@ def test_usage_error_is_one_line_exit_2(words):
     assert f"xdyna_core {' '.join(words)} --help" in lines[0]   # the sub-command's own name, as typed
 
 
+@pytest.mark.parametrize("words", sorted(COMMANDS), ids=" ".join)
+def test_each_command_has_its_own_help(words):
+    proc = _cli(*words, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: python -m xdyna_core {' '.join(words)} ")
+    assert all(opt in proc.stdout for opt in COMMANDS[words])
+    assert "every command and its options" not in proc.stdout   # the root's listing is the root's only
+
+
 def test_unknown_command_is_one_line():
     proc = _cli("animat")
     assert proc.returncode == 2

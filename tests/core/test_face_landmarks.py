@@ -200,14 +200,17 @@ def test_insightface_rejects_106_point_model(tmp_path):
 
 
 def test_mediapipe_face_landmarks_on_a_driving_frame():
-    pytest.importorskip("mediapipe")
+    from xdyna_core.preprocess import mediapipe_backend as mpb
+
+    if mpb.unavailable_reason() is not None:
+        pytest.skip(f"no MediaPipe here: {mpb.unavailable_reason()}")
     av = pytest.importorskip("av")
-    from xdyna_core.preprocess.mediapipe_backend import MediaPipePoseDetector
 
     path = assets_dir() / "driving_video" / "example_1_driving_1.mp4"
     with av.open(str(path)) as c:
         frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
-    pose = MediaPipePoseDetector(static_image_mode=True, with_hands=False, with_face=False)(frame)
+    with mpb.open_pose_detector(static_image_mode=True, with_hands=False, with_face=False) as det:
+        pose = det(frame)
     box = fl.face_box_from_pose(pose.main)
     assert box is not None
     lm = fl.MediaPipeFaceLandmarks().from_pose(frame, pose)

@@ -198,7 +198,8 @@ def test_report_cli_json_and_plot(tmp_path):
     _mediapipe()
     frames = _driving(start=100, count=4)
     result = tmp_path / "result.mp4"
-    write_video(result, frames, fps=8, crf=0)  # near-lossless: at crf 18 MediaPipe may lose a hand in a frame
+    # near-lossless: at crf 18 MediaPipe may lose a hand in a frame; 16 fps: twice the driving clip's 8
+    write_video(result, frames, fps=16, crf=0)
     # the result is the driving clip from frame 100 on, as `animate --start 100` would pair it
     out_json, out_png = tmp_path / "q.json", tmp_path / "q.png"
     cmd = [sys.executable, "-m", "xdyna_core", "report", "--reference", str(assets_dir() / "reference_image" / "example_1.png"),
@@ -214,6 +215,18 @@ def test_report_cli_json_and_plot(tmp_path):
     assert figures["seams"] == [1, 2, 3]  # windows [0, 1, 2], [2, 3, 0]
     assert figures["identity"] is None and "glintr100.onnx" in figures["identity_note"]
     assert str(tmp_path / "no_models" / "insightface") in figures["identity_note"]
+    # a result shorter than the driving clip (from --start 100) and at another fps: said, with the count
+    driving_left = read_video(assets_dir() / "driving_video" / "example_1_driving_1.mp4", start=100)[0].shape[0]
+    assert driving_left > 4 and figures["driving_frames"] == driving_left
+    assert figures["notes"] == [f"the result has 4 frames, the driving clip {driving_left}: 4 of {driving_left} frames compared",
+                                "the result plays at 16 fps, the driving frames at 8 fps: frames are paired by index "
+                                "(4 compared), not by time"]
+    for note in figures["notes"]:
+        assert f"note: {note}" in run.stdout.splitlines()
+    # the identity note once, in the summary, and nothing on stderr
+    assert (run.stdout + run.stderr).count("not found in <insightface>") == 1 and run.stderr == "", run.stderr
+    assert f"identity: skipped: glintr100.onnx (antelopev2) or w600k_r50.onnx (buffalo_l) not found in " \
+           f"<insightface>/models/<pack>/ (searched {tmp_path / 'no_models' / 'insightface'})" in run.stdout
     assert len(figures["per_frame"]["pck@0.05/body"]) == 4 and len(figures["per_frame"]["change"]) == 3
     from PIL import Image
 
@@ -224,6 +237,36 @@ def test_report_cli_json_and_plot(tmp_path):
     bad = subprocess.run(cmd[:-4] + ["--context-length", "4", "--context-overlap", "4"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --context-length/--context-overlap")
+
+
+def test_report_cli_no_face_found_prints_no_native_log(tmp_path):
+    """A result without a face (FaceMesh finds none) scores identity n/a; MediaPipe's native `W0000`
+    lines stay hidden on the command line (XDYNA_NATIVE_LOGS unset), and the notes agree with equal
+    length and fps."""
+    _mediapipe()
+    root = tmp_path / "models" / "insightface"
+    make_arcface_onnx(root / "models" / "antelopev2" / "glintr100.onnx")
+    clip = tmp_path / "driving.mp4"
+    blank = tmp_path / "blank.mp4"
+    write_video(clip, _driving(start=100, count=3), fps=8, crf=0)
+    write_video(blank, np.full((3, 896, 512, 3), 128, np.uint8), fps=8, crf=0)
+    cmd = [sys.executable, "-m", "xdyna_core", "report", "--reference", str(assets_dir() / "reference_image" / "example_1.png"),
+           "--driving", str(clip), "--result", str(blank), "--backend", "mediapipe", "--context-length", "3",
+           "--context-overlap", "1", "--models", str(tmp_path / "models")]
+    env = {k: v for k, v in os.environ.items() if k != "XDYNA_NATIVE_LOGS"}
+    run = subprocess.run(cmd, cwd=REPO, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "W0000" not in run.stderr and run.stderr == "", run.stderr
+    assert "identity: n/a (glintr100.onnx, landmarks" in run.stdout and "face found in 0/3 frames" in run.stdout
+    assert "note:" not in run.stdout, run.stdout
+
+
+def test_pairing_notes_only_when_length_or_fps_differ():
+    from xdyna_core.quality.report import pairing_notes
+
+    assert pairing_notes(571, 571, 8.0, 8.0) == [] and pairing_notes(5, 5, None, 8.0) == []
+    assert pairing_notes(2, 571, 8.0, 8.0) == ["the result has 2 frames, the driving clip 571: 2 of 571 frames compared"]
+    assert pairing_notes(10, 10, 24.0, 8.0)[0].startswith("the result plays at 24 fps, the driving frames at 8 fps")
 
 
 def test_scheduled_window_offsets_replay_a_real_run(monkeypatch):

@@ -76,10 +76,13 @@ def test_start_past_end_is_an_error_for_read_and_empty_for_iter(numbered):
     assert list(iter_frames(numbered, start=20)) == []
 
 
-@pytest.mark.parametrize("kwargs", [dict(stride=0), dict(start=-1), dict(max_frames=0), dict(size=(0, 10)),
-                                    dict(stride=1.5), dict(size=(10,))])
-def test_bad_arguments(numbered, kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(stride=0), r"stride must be an integer >= 1, got 0"), (dict(start=-1), r"start must be an integer >= 0"),
+    (dict(max_frames=0), r"max_frames must be None or an integer >= 1"),
+    (dict(size=(0, 10)), r"size must be \(width, height\) with positive integers, got \(0, 10\)"),
+    (dict(stride=1.5), r"stride must be an integer >= 1, got 1.5"), (dict(size=(10,)), r"size must be \(width, height\)")])
+def test_bad_arguments(numbered, kwargs, message):
+    with pytest.raises(ValueError, match=message):
         iter_frames(numbered, **kwargs)
 
 

@@ -155,7 +155,7 @@ def test_errors(expr, comfy, extracted, no_dwpose_files, no_mediapipe):
         node.extract(driving, "auto", kp[:2])
     with pytest.raises(FileNotFoundError, match="1k3d68.onnx"):
         node.extract(driving, "insightface", kp)
-    with pytest.raises(ValueError, match="pip install mediapipe==0.10.14"):
+    with pytest.raises(ValueError, match="python install.py"):
         node.extract(driving, "mediapipe", kp)
     with pytest.raises(ValueError, match="no frames"):
         node.extract(torch.zeros(0, 8, 8, 3), "auto", kp)

@@ -61,13 +61,14 @@ def isolate_detector_search(monkeypatch, tmp_path):
 
 
 def refuse_mediapipe(monkeypatch):
-    """Make MediaPipe look uninstalled."""
+    """Make MediaPipe (legacy or Tasks) look uninstalled."""
     from xdyna_core.preprocess import mediapipe_backend
 
     def refuse():
         raise ImportError("No module named 'mediapipe'")
 
     monkeypatch.setattr(mediapipe_backend, "import_mediapipe", refuse)
+    monkeypatch.setattr(mediapipe_backend, "installed_mediapipe", lambda: None)
 
 
 def load_real_clip(n=3) -> np.ndarray:
@@ -224,10 +225,10 @@ def test_backend_unavailable_says_how_to_install(pose_nodes, comfy, no_dwpose_fi
     assert "yolox_l.onnx" in str(e.value) and detectors in str(e.value) and "pip install" not in str(e.value)
     with pytest.raises(ValueError) as e:
         pose_nodes.XDynaPoseExtract().extract(img, 256, 448, "crop", "mediapipe")
-    assert "pip install mediapipe==0.10.14" in str(e.value) and "yolox" not in str(e.value)
+    assert "python install.py" in str(e.value) and "yolox" not in str(e.value)
     with pytest.raises(ValueError) as e:
         pose_nodes.XDynaPoseAlign().align(nose_only(0.5, 0.5), img, 256, 448, "auto")
-    assert "pip install mediapipe==0.10.14" in str(e.value) and detectors in str(e.value)
+    assert "python install.py" in str(e.value) and detectors in str(e.value)
 
 
 # ------------------------------------------------------------------------ exact geometry (DWPose stand-in)

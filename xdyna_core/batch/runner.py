@@ -2,20 +2,25 @@
 
 ComfyUI is the engine; this only hands jobs out. Each server gets ``per_server`` jobs at a time
 (ComfyUI runs one prompt at a time, so 1 keeps each GPU busy without piling up its queue); the next
-job goes to whichever server is free. A job whose server dropped (connection lost, HTTP 5xx, no
-result in time, out of memory) goes back to the queue for another server, up to ``retries`` times;
-the dropped server is probed before it gets work again and given up after a few failed probes.
-A job that fails on its own (invalid workflow, a node error) is reported, not retried.
+job goes to whichever server is free. A job whose server dropped (connection refused or lost, HTTP
+5xx, an answer that is not JSON, no answer in time, out of memory) goes back to the queue for
+another server, up to ``retries`` times. A job that fails on its own (invalid workflow, a node
+error) is reported, not retried.
 
-Progress is kept in ``<out>/batch_state.json``, written atomically (temporary file, fsync, rename)
-whenever a job starts or ends, so whatever stops the run (Ctrl-C, a dying server, the client
-killed) a second run resumes: jobs done with their files present are skipped, the others (running,
-interrupted, failed) are run again. Results go to ``<out>/<job name>/`` whatever server made them.
+Servers: all are probed (GET /system_stats) at the start and after each job they drop; one that
+does not answer is set aside and probed again every ``probe_every`` seconds for the whole run, and
+rejoins when it answers. Every request is bounded (client.py: connect and answer timeouts). When no
+server is usable, no job runs, and none has answered (nor a job ended) for ``server_wait`` seconds,
+the waiting jobs fail, each with the servers' last errors: a server silent from the start fails its
+jobs after ``server_wait`` (tests/core/test_batch.py measures it), not minutes per job.
+
+Progress is kept in ``<out>/batch_state.json`` (state.py), so whatever stops the run a second run
+resumes. Results go to ``<out>/<job name>/`` whatever server made them. The log (outcome.py) lists
+a few jobs of each class and counts the rest.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections import deque
@@ -27,54 +32,13 @@ import aiohttp
 
 from .client import ComfyClient, ComfyError, ComfyServer, execution_error
 from .jobs import Job, JobListError, fill_workflow
+from .limits import ANSWER_TIMEOUT, CONNECT_TIMEOUT, HISTORY_WAIT, PROBE_EVERY, SERVER_WAIT
+from .outcome import PROGRESS_EVERY, BatchLog, BatchResult
+from .state import STATE_FILE, BatchState
 
-STATE_FILE = "batch_state.json"
-#: seconds between liveness probes of a dropped server, and probes before it is given up
-PROBE_WAIT = 2.0
-PROBE_LIMIT = 3
+__all__ = ["run_batch", "BatchResult", "STATE_FILE"]
 
-
-@dataclass
-class BatchResult:
-    done: List[str] = field(default_factory=list)
-    skipped: List[str] = field(default_factory=list)
-    failed: Dict[str, str] = field(default_factory=dict)
-    servers: Dict[str, str] = field(default_factory=dict)  # job -> server that finished it
-    attempts: Dict[str, int] = field(default_factory=dict)  # job -> times it was sent to a server
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-def load_state(out_dir: Path) -> dict:
-    path = Path(out_dir) / STATE_FILE
-    if not path.exists():
-        return {"jobs": {}}
-    try:
-        state = json.loads(path.read_text())
-    except ValueError:
-        raise JobListError(f"{path} is damaged; delete it to start the batch afresh") from None
-    if not isinstance(state, dict) or not isinstance(state.get("jobs"), dict):
-        raise JobListError(f"{path} is not a batch state file; delete it to start the batch afresh")
-    return state
-
-
-def save_state(out_dir: Path, state: dict):
-    """Write the state so that a crash at any moment leaves either the old or the new file."""
-    out_dir = Path(out_dir)
-    tmp = out_dir / f"{STATE_FILE}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(state, indent=1))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out_dir / STATE_FILE)
-
-
-def finished(state: dict, job: Job, out_dir: Path) -> bool:
-    rec = state["jobs"].get(job.name)
-    return bool(rec and rec.get("status") == "done" and rec.get("outputs")
-                and all((Path(out_dir) / f).exists() for f in rec["outputs"]))
+_TICK = 0.05  # how often idle workers and the supervisor look again
 
 
 def output_files(history: dict) -> List[dict]:
@@ -102,8 +66,10 @@ class _Server:
     failed: int = 0
     dropped: int = 0
     seconds: List[float] = field(default_factory=list)
-    down: bool = False
-    gone: bool = False
+    aside: Optional[ComfyError] = None   # why it is set aside; None while it takes jobs
+    times_aside: int = 0
+    next_probe: float = 0.0
+    probing: bool = False
 
     @property
     def url(self) -> str:
@@ -111,77 +77,144 @@ class _Server:
 
 
 class _Batch:
-    def __init__(self, jobs, workflow, servers: List[_Server], out_dir: Path, log, job_timeout, per_server,
-                 retries):
+    def __init__(self, jobs, workflow, servers: List[_Server], out_dir: Path, log: BatchLog, job_timeout,
+                 per_server, retries, probe_every, server_wait):
         self.workflow, self.servers, self.out_dir, self.log = workflow, servers, out_dir, log
         self.job_timeout, self.per_server, self.retries = job_timeout, per_server, retries
-        self.state = load_state(out_dir)
+        self.probe_every, self.server_wait = probe_every, server_wait
+        self.state = BatchState(out_dir)
         self.result = BatchResult()
         self.pending: deque = deque()
         self.avoid: Dict[str, set] = {}
         self.total = len(jobs)
         self.finished_event = asyncio.Event()
         for job in jobs:
-            if finished(self.state, job, out_dir):
-                log(f"[{job.name}] already done, skipped")
+            if self.state.finished(job):
+                log.job("skipped (done before)", f"[{job.name}] already done, skipped")
                 self.result.skipped.append(job.name)
             else:
                 self.pending.append(job)
                 self.avoid[job.name] = set()
         self.open = len(self.pending)
-        self.started = time.monotonic()
+        self.started = self.last_job_end = time.monotonic()
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def _set(self, job: Job, record: dict):
-        self.state["jobs"][job.name] = record
-        save_state(self.out_dir, self.state)
-
-    def _close(self, job: Job):
+    def _close(self):
         self.open -= 1
         self.progress()
         if self.open == 0:
             self.finished_event.set()
 
     def progress(self):
+        self.log.progress(self.progress_line)
+
+    def progress_line(self) -> str:
         r = self.result
         running = sum(len(s.running) for s in self.servers)
         secs = [x for s in self.servers for x in s.seconds]
-        slots = max(1, sum(self.per_server for s in self.servers if not s.gone))
+        slots = max(1, sum(self.per_server for s in self.servers if s.aside is None))
         eta = ""
         if secs and self.open:
             left = sum(secs) / len(secs) * self.open / slots
             eta = f", ETA {int(left // 60)}:{int(left % 60):02d}"
         per = " | ".join(f"{s.url}: {s.done} done, {len(s.running)} running, {s.failed} failed"
-                         + (" (gone)" if s.gone else " (down)" if s.down else "") for s in self.servers)
-        self.log(f"progress: {len(r.done) + len(r.skipped)}/{self.total} done, {running} running, "
-                 f"{len(r.failed)} failed{eta} | {per}")
+                         + (f" (set aside: {s.aside.reason})" if s.aside else "") for s in self.servers)
+        return (f"progress: {len(r.done) + len(r.skipped)}/{self.total} done, {running} running, "
+                f"{len(r.failed)} failed{eta} | {per}")
 
     def summary(self) -> List[str]:
         lines = []
         for s in self.servers:
             mean = f", {sum(s.seconds) / len(s.seconds):.1f} s/job" if s.seconds else ""
-            lines.append(f"  {s.url}: {s.done} done, {s.failed} failed, {s.dropped} dropped{mean}"
-                         + (" (given up)" if s.gone else ""))
-        return lines
+            aside = (f", set aside {s.times_aside} time(s)" if s.times_aside else "") + \
+                    (f" (still: {s.aside.reason})" if s.aside else "")
+            lines.append(f"  {s.url}: {s.done} done, {s.failed} failed, {s.dropped} dropped{mean}{aside}")
+        return lines + self.result.summary()
+
+    # -- servers -------------------------------------------------------------------------------
+    async def check(self, server: _Server) -> bool:
+        """Probe the server now: it takes jobs if it answers, else it is set aside (and probed
+        again every ``probe_every`` s). True when it answers."""
+        server.probing = True
+        try:
+            error = await server.client.probe()
+        finally:
+            server.probing = False
+        if error is None:
+            if server.aside is not None:
+                self.log.event(server.url, f"{server.url} answers again; it gets jobs again")
+            server.aside = None
+            return True
+        if server.aside is None:
+            server.times_aside += 1
+            self.log.event(server.url, f"{server.url} set aside ({error.reason}): {error}; "
+                                       f"probed again every {self.probe_every:g} s")
+        server.aside = error
+        server.next_probe = time.monotonic() + self.probe_every
+        return False
+
+    def last_usable(self) -> float:
+        """The last moment a server answered (or a job ended): the no-server wait counts from it."""
+        return max([self.last_job_end] + [s.client.last_answer for s in self.servers])
+
+    def _fail_waiting(self):
+        """No server usable for ``server_wait`` s: the waiting jobs fail, all in one line."""
+        why = "; ".join(f"{s.aside}" for s in self.servers if s.aside)
+        reason = "no usable server: " + ", ".join(dict.fromkeys(s.aside.reason for s in self.servers if s.aside))
+        message = f"no server usable for {self.server_wait:g} s ({why})"
+        jobs = list(self.pending)
+        self.pending.clear()
+        self.log(f"{len(jobs)} waiting job(s) fail: {message}")
+        for job in jobs:
+            self.result.fail(job.name, f"job {job.name}: {message}", reason)
+            self.state.set(job.name, "failed", save=False, error=message, reason=reason)
+        self.state.save()
+        for _ in jobs:
+            self._close()
+
+    async def supervise(self):
+        """Probe the servers set aside when due, fail waiting jobs when no server is usable for
+        too long, show a held progress line when its turn comes."""
+        probes = set()
+        try:
+            while not self.finished_event.is_set():
+                now = time.monotonic()
+                for s in self.servers:
+                    if s.aside is not None and not s.probing and now >= s.next_probe:
+                        task = asyncio.ensure_future(self.check(s))
+                        probes.add(task)
+                        task.add_done_callback(probes.discard)
+                if (self.pending and all(s.aside is not None for s in self.servers)
+                        and not any(s.running for s in self.servers)
+                        and now - self.last_usable() >= self.server_wait):
+                    self._fail_waiting()
+                self.log.flush()
+                await asyncio.sleep(_TICK)
+        finally:
+            for task in list(probes):
+                task.cancel()
+            await asyncio.gather(*probes, return_exceptions=True)
 
     # -- one job on one server -------------------------------------------------------------------
-    async def _follow(self, events, prompt_id: str, job: Job, server: _Server):
+    async def _follow(self, events, prompt_id: str, job: Job, server: _Server, shown: bool):
         while True:
             ev = await events.next()
             if ev is None:
                 raise ComfyError(f"{server.url} closed the websocket before the job ended (server gone?)",
-                                 server_side=True)
+                                 server_side=True, reason="connection lost")
             data = ev.get("data", {}) or {}
             if data.get("prompt_id") not in (None, prompt_id):
                 continue
             kind = ev.get("type")
             if kind == "progress":
-                self.log(f"[{job.name}] {server.url} node {data.get('node')}: {data.get('value')}/{data.get('max')}")
+                if shown:
+                    self.log.event(job.name, f"[{job.name}] {server.url} node {data.get('node')}: "
+                                             f"{data.get('value')}/{data.get('max')}")
             elif kind == "execution_error":
                 raise execution_error(data)
             elif kind == "execution_interrupted":
                 raise ComfyError(f"interrupted at node {data.get('node_id')} ({data.get('node_type')})", data,
-                                 server_side=True)
+                                 server_side=True, reason="interrupted")
             elif kind == "execution_success" or (kind == "executing" and data.get("node") is None
                                                  and data.get("prompt_id") == prompt_id):
                 return
@@ -197,7 +230,8 @@ class _Batch:
                     raise execution_error(msgs[-1][1] if msgs else {})
                 return record
             if time.monotonic() > deadline:
-                raise ComfyError(f"{client.url}: no history record for prompt {prompt_id}", server_side=True)
+                raise ComfyError(f"{client.url}: no history record for prompt {prompt_id} "
+                                 f"within {HISTORY_WAIT:g} s", server_side=True, reason="no history")
             await asyncio.sleep(0.1)
 
     async def _run(self, job: Job, server: _Server) -> List[str]:
@@ -208,24 +242,24 @@ class _Batch:
         events = await client.open_events()
         try:
             prompt_id = await client.queue(filled, events.client_id)
-            self.log(f"[{job.name}] queued on {client.url} as {prompt_id}")
-            self.state["jobs"][job.name]["prompt_id"] = prompt_id
-            save_state(self.out_dir, self.state)
+            self.log.job("queued", f"[{job.name}] queued on {client.url} as {prompt_id}")
+            shown = self.log.count["queued"] <= self.log.listed   # node progress for the jobs listed
+            self.state.update(job.name, prompt_id=prompt_id)
             try:
-                await asyncio.wait_for(self._follow(events, prompt_id, job, server), self.job_timeout)
+                await asyncio.wait_for(self._follow(events, prompt_id, job, server, shown), self.job_timeout)
             except asyncio.TimeoutError:
                 try:
                     await client.interrupt()
                 except ComfyError:
                     pass
                 raise ComfyError(f"no result after {self.job_timeout:g} s on {client.url}; interrupted",
-                                 server_side=True) from None
+                                 server_side=True, reason="job timeout") from None
         finally:
             await events.close()
-        record = await self._record(client, prompt_id, time.monotonic() + 30.0)
+        record = await self._record(client, prompt_id, time.monotonic() + HISTORY_WAIT)
         files = output_files(record)
         if not files:
-            raise ComfyError("the workflow finished but saved no output file")
+            raise ComfyError("the workflow finished but saved no output file", reason="no output")
         saved = []
         for f in files:
             target = Path(job.name) / f["filename"]
@@ -238,76 +272,61 @@ class _Batch:
         self.result.attempts[job.name] = attempt
         started = time.monotonic()
         server.running[job.name] = started
-        self._set(job, {"status": "running", "server": server.url, "attempt": attempt})
+        self.state.set(job.name, "running", server=server.url, attempt=attempt)
         try:
             saved = await self._run(job, server)
         except (ComfyError, JobListError, OSError) as e:
             server.running.pop(job.name, None)
-            where = f"job {job.name} (reference {job.reference.name}, driving {job.driving.name}) on {server.url}"
+            self.last_job_end = time.monotonic()
+            reason = e.reason if isinstance(e, ComfyError) else "invalid job" if isinstance(e, JobListError) \
+                else "local file"
+            where = f"job {job.name} (reference {job.reference.name}, driving {job.driving.name})" + \
+                ("" if server.url in str(e) else f" on {server.url}")
             if isinstance(e, ComfyError) and e.server_side:
                 server.dropped += 1
-                server.down = not await server.client.alive()
-                if attempt <= self.retries and any(not s.gone for s in self.servers):
+                await self.check(server)
+                if attempt <= self.retries:
                     self.avoid[job.name].add(server.url)
-                    self.log(f"[{job.name}] {server.url} dropped the job ({e}); it goes back to the queue "
-                             f"(attempt {attempt} of {self.retries + 1})")
-                    self._set(job, {"status": "queued", "attempt": attempt, "last_error": f"{where}: {e}"})
+                    self.log.job(f"sent back ({reason})",
+                                 f"[{job.name}] {server.url} dropped the job ({e}); it goes back to the queue "
+                                 f"(attempt {attempt} of {self.retries + 1})")
+                    self.state.set(job.name, "queued", attempt=attempt, last_error=f"{where}: {e}", reason=reason)
                     self.pending.appendleft(job)
                     self.progress()
                     return
             server.failed += 1
             message = f"{where}: {e}"
-            self.result.failed[job.name] = message
-            self._set(job, {"status": "failed", "error": message, "server": server.url, "attempt": attempt})
-            self.log(f"[{job.name}] FAILED: {message}")
-            self._close(job)
+            self.result.fail(job.name, message, reason)
+            self.state.set(job.name, "failed", error=message, reason=reason, server=server.url, attempt=attempt)
+            self.log.job(f"failed ({reason})", f"[{job.name}] FAILED: {message}")
+            self._close()
             return
-        seconds = time.monotonic() - started
+        self.last_job_end = time.monotonic()
+        seconds = self.last_job_end - started
         server.running.pop(job.name, None)
         server.done += 1
         server.seconds.append(seconds)
         self.result.done.append(job.name)
         self.result.servers[job.name] = server.url
-        self._set(job, {"status": "done", "outputs": saved, "server": server.url, "attempt": attempt,
-                        "prompt_id": self.state["jobs"][job.name].get("prompt_id"), "seconds": round(seconds, 1)})
-        self.log(f"[{job.name}] done on {server.url}: {', '.join(saved)}")
-        self._close(job)
+        self.state.set(job.name, "done", outputs=saved, server=server.url, attempt=attempt,
+                       prompt_id=self.state.jobs[job.name].get("prompt_id"), seconds=round(seconds, 1))
+        self.log.job("done", f"[{job.name}] done on {server.url}: {', '.join(saved)}")
+        self._close()
 
     # -- hand-out ----------------------------------------------------------------------------------
     def _take(self, server: _Server) -> Optional[Job]:
-        others_alive = any(not s.gone and not s.down and s is not server for s in self.servers)
+        others_usable = any(s.aside is None and s is not server for s in self.servers)
         for job in self.pending:
-            if server.url not in self.avoid[job.name] or not others_alive:
+            if server.url not in self.avoid[job.name] or not others_usable:
                 self.pending.remove(job)
                 return job
         return None
 
-    async def _probe(self, server: _Server) -> bool:
-        """Wait for a dropped server to answer again; False once it is given up."""
-        for _ in range(PROBE_LIMIT):
-            await asyncio.sleep(PROBE_WAIT)
-            if await server.client.alive():
-                server.down = False
-                self.log(f"{server.url} answers again; it gets jobs again")
-                return True
-        server.gone = True
-        self.log(f"{server.url} gave no answer {PROBE_LIMIT} times; no more jobs for it")
-        if all(s.gone for s in self.servers):
-            for job in list(self.pending):
-                message = f"job {job.name}: no server left to run it (all {len(self.servers)} dropped)"
-                self.result.failed[job.name] = message
-                self._set(job, {"status": "failed", "error": message})
-                self._close(job)
-            self.pending.clear()
-        return False
-
     async def worker(self, server: _Server):
         while not self.finished_event.is_set():
-            if server.gone or (server.down and not await self._probe(server)):
-                return
-            job = self._take(server)
+            job = self._take(server) if server.aside is None else None
             if job is None:
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(_TICK)
                 continue
             await self._attempt(job, server)
 
@@ -315,36 +334,46 @@ class _Batch:
         for s in self.servers:
             for name in list(s.running):
                 self.log(f"[{name}] stopped; interrupting ComfyUI at {s.url}. Run the same command again to resume.")
-                self.state["jobs"][name] = {"status": "interrupted", "server": s.url}
+                self.state.set(name, "interrupted", save=False, server=s.url)
             if s.running:
                 try:
                     await asyncio.wait_for(s.client.interrupt(), 5.0)
                 except (ComfyError, asyncio.TimeoutError):
                     pass
-        save_state(self.out_dir, self.state)
+        self.state.save()
 
 
-async def _run_batch(jobs, workflow, urls, out_dir, log, job_timeout, per_server, retries, timeout):
+async def _run_batch(jobs, workflow, urls, out_dir, log: BatchLog, job_timeout, per_server, retries, timeout,
+                     connect_timeout, probe_every, server_wait):
     async with aiohttp.ClientSession() as session:
-        servers = [_Server(ComfyServer(u, session, timeout)) for u in urls]
-        batch = _Batch(jobs, workflow, servers, out_dir, log, job_timeout, per_server, retries)
+        servers = [_Server(ComfyServer(u, session, timeout, connect_timeout)) for u in urls]
+        batch = _Batch(jobs, workflow, servers, out_dir, log, job_timeout, per_server, retries, probe_every,
+                       server_wait)
         if batch.open == 0:
             return batch.result, batch.summary()
-        workers = [asyncio.ensure_future(batch.worker(s)) for s in servers for _ in range(per_server)]
+        log(f"{batch.open} job(s) over {len(servers)} server(s); a server that does not connect within "
+            f"{connect_timeout:g} s or answer within {timeout:g} s is set aside and probed every {probe_every:g} s; "
+            f"waiting jobs fail after {server_wait:g} s with no usable server")
+        tasks = []
         try:
+            await asyncio.gather(*(batch.check(s) for s in servers))
+            tasks = [asyncio.ensure_future(batch.worker(s)) for s in servers for _ in range(per_server)]
+            tasks.append(asyncio.ensure_future(batch.supervise()))
             waiter = asyncio.ensure_future(batch.finished_event.wait())
-            await asyncio.wait([waiter, *workers], return_when=asyncio.FIRST_EXCEPTION)
-            for w in workers:  # a bug in a worker must surface, not hang the run
-                if w.done() and not w.cancelled() and w.exception():
-                    raise w.exception()
+            await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:  # a bug in a worker must surface, not hang the run
+                if t.done() and not t.cancelled() and t.exception():
+                    raise t.exception()
             waiter.cancel()
         except asyncio.CancelledError:  # Ctrl-C (asyncio.run cancels the main task)
             await batch.interrupt_running()
             raise
         finally:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        batch.progress()
+        log.flush(force=True)
         return batch.result, batch.summary()
 
 
@@ -361,20 +390,31 @@ def _urls(servers) -> List[str]:
 
 def run_batch(jobs: List[Job], workflow: dict, servers: Union[str, ComfyClient, Sequence], out_dir,
               log: Callable[[str], None] = print, job_timeout: float = 6 * 3600, per_server: int = 1,
-              retries: int = 2, timeout: Optional[float] = None) -> BatchResult:
+              retries: int = 2, timeout: Optional[float] = None, connect_timeout: float = CONNECT_TIMEOUT,
+              probe_every: float = PROBE_EVERY, server_wait: float = SERVER_WAIT,
+              progress_every: float = PROGRESS_EVERY) -> BatchResult:
     """Run ``jobs`` over ``servers`` (URLs or clients); blocks until every job is done or failed.
 
-    ``timeout``: seconds for one HTTP request (default: the client's, else 60)."""
+    ``timeout``: seconds to wait for the answer to one request (default: the client's, else
+    ANSWER_TIMEOUT); ``connect_timeout``: seconds to open a connection; ``probe_every``: seconds
+    between probes of a server set aside; ``server_wait``: seconds with no usable server before
+    the waiting jobs fail; ``progress_every``: seconds between progress lines."""
     if int(per_server) != per_server or per_server < 1:
         raise ValueError(f"per_server must be a positive integer, got {per_server!r}")
     if int(retries) != retries or retries < 0:
         raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
     if timeout is None:
-        timeout = getattr(servers, "timeout", 60.0)
+        timeout = getattr(servers, "timeout", ANSWER_TIMEOUT)
+    for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout), ("probe_every", probe_every),
+                        ("server_wait", server_wait)):
+        if not value > 0:
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result, summary = asyncio.run(_run_batch(jobs, workflow, _urls(servers), out_dir, log, job_timeout,
-                                             int(per_server), int(retries), timeout))
+    batch_log = BatchLog(log, progress_every=progress_every)
+    result, summary = asyncio.run(_run_batch(jobs, workflow, _urls(servers), out_dir, batch_log, job_timeout,
+                                             int(per_server), int(retries), timeout, connect_timeout, probe_every,
+                                             server_wait))
     for line in summary:
         log(line)
     return result

@@ -76,7 +76,7 @@ def prog_name() -> str:
 def build_parser() -> Parser:
     root = _RootParser(prog=prog_name(),
                        description="X-Dyna human image animation (the `xdyna` command = python -m xdyna_core).")
-    root.commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    root.commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(root.commands)
     return root

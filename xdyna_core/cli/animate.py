@@ -6,6 +6,9 @@ import sys
 from pathlib import Path
 
 DEMO_ASSETS = Path(__file__).resolve().parents[1] / "demo_assets"
+#: The demo clip's poses (POSE_KEYPOINT JSON with faces, in the clip's pixels): used when this
+#: environment has no pose extractor. See demo_assets/README.md.
+DEMO_KEYPOINTS = DEMO_ASSETS / "driving_keypoints.json"
 
 
 def _add_job_options(p, steps: int, size: str, length):
@@ -88,6 +91,8 @@ def cmd_animate(args) -> int:
     from ..animate import animate, save
     from ..panels import RANDOM_WEIGHTS_BANNER
 
+    if (args.pose is None and args.keypoints is None) or opts.backend != "auto":   # extraction, or asked for
+        _require_extractor(opts)
     bundle = _load(job.files, opts, args.quiet)
     result = animate(args.reference, args.driving, bundle, opts)
     out = save(result, job.out, panels=args.panels,
@@ -105,6 +110,16 @@ def default_models_dir() -> Path:
     return Path(comfy) / "models" if comfy else Path("models")
 
 
+def _require_extractor(opts) -> None:
+    """Stop with the extractor's one-sentence problem before any model is built or loaded."""
+    from ..animate import AnimateError
+    from ..preprocess.detectors import pose_extractor_problem
+
+    problem = pose_extractor_problem(opts.backend, opts.detector_dirs)
+    if problem is not None:
+        raise AnimateError(f"pose backend '{opts.backend}' is not available: {problem}")
+
+
 def cmd_demo(args) -> int:
     from ..job_checks import check_job, check_model_limits, check_models
 
@@ -113,6 +128,15 @@ def cmd_demo(args) -> int:
     job = check_job(opts, args.reference, args.driving, args.out)   # options, --out, the bundled inputs
     from ..animate import animate, save
     from ..panels import RANDOM_WEIGHTS_BANNER
+    from ..preprocess.detectors import pose_extractor_problem
+
+    problem = pose_extractor_problem(opts.backend, opts.detector_dirs)   # before any model is built
+    if problem is not None and opts.backend == "auto":
+        opts.keypoints = str(DEMO_KEYPOINTS)
+        print(f"note: {problem[0].upper()}{problem[1:]}; the demo uses the keypoints shipped with its clip "
+              f"({DEMO_KEYPOINTS.name}) instead.", file=sys.stderr)
+    elif problem is not None:
+        _require_extractor(opts)
 
     prompts = (opts.prompt, opts.negative_prompt)
     if args.models:                             # asked for: incomplete is an error, never a silent fallback

@@ -10,9 +10,6 @@ from ..arg_types import non_negative_int, positive_int, positive_seconds
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 
 
-
-
-
 def register(commands) -> None:
     from . import common_options
 
@@ -29,6 +26,15 @@ def register(commands) -> None:
                    help="times a job whose server dropped is sent to another server (default %(default)s)")
     p.add_argument("--job-timeout", type=positive_seconds, default=6 * 3600,
                    help="seconds before a job is interrupted and counted as its server's failure")
+    from ..batch.limits import ANSWER_TIMEOUT, PROBE_EVERY, SERVER_WAIT
+
+    p.add_argument("--request-timeout", type=positive_seconds, default=ANSWER_TIMEOUT,
+                   help="seconds a server has to answer one request before it is set aside (default %(default)g)")
+    p.add_argument("--probe-every", type=positive_seconds, default=PROBE_EVERY,
+                   help="seconds between probes of a server set aside; it rejoins when it answers "
+                        "(default %(default)g)")
+    p.add_argument("--server-wait", type=positive_seconds, default=SERVER_WAIT,
+                   help="seconds with no usable server before the waiting jobs fail (default %(default)g)")
     p.set_defaults(func=run, own_interrupt=True)
 
 
@@ -48,14 +54,14 @@ def run(args) -> int:
         except ValueError as e:
             raise JobListError(f"workflow {args.workflow} is not valid JSON: {e}") from None
         result = run_batch(jobs, workflow, args.server or [DEFAULT_SERVER], args.out, log=_log,
-                           job_timeout=args.job_timeout, per_server=args.per_server, retries=args.retries)
+                           job_timeout=args.job_timeout, per_server=args.per_server, retries=args.retries,
+                           timeout=args.request_timeout, probe_every=args.probe_every,
+                           server_wait=args.server_wait)
     except (JobListError, ComfyError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    print(f"{len(result.done)} done, {len(result.skipped)} skipped, {len(result.failed)} failed", flush=True)
-    for name, err in result.failed.items():
-        print(f"  {name}: {err}", file=sys.stderr)
+    print(result.counts(), flush=True)   # the failures by reason are in the summary above
     return 0 if result.ok else 1
 

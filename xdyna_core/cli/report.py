@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 from ..arg_types import non_negative_int, positive_int
@@ -15,8 +14,6 @@ def _offsets(text: str):
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 
 
 def register(commands) -> None:
@@ -72,12 +69,21 @@ def _check_out(path, suffix: str, what: str):
 
 
 def _read(option: str, path, **kwargs):
+    """(frames, source fps)."""
     from ..preprocess.video import VideoReadError, read_video
 
     try:
-        return read_video(path, **kwargs)[0]
+        return read_video(path, **kwargs)
     except VideoReadError as e:
         raise ValueError(f"--{option}: {e}") from None
+
+
+def _frames_from(path, start: int, stride: int) -> int:
+    """How many frames the job had from ``start`` every ``stride``: the container's count, else counted."""
+    from ..preprocess.video import expected_frame_count, iter_frames, probe_video
+
+    known = expected_frame_count(probe_video(path).frame_count, stride, start)
+    return known if known is not None else sum(1 for _ in iter_frames(path, stride=stride, start=start))
 
 
 def run(args) -> int:
@@ -92,14 +98,18 @@ def run(args) -> int:
     models = _models_dir(args.models)
     model_dirs = [str(models / "xdyna" / "detectors"), str(models / "insightface")] if models else []
     insightface = [str(models / "insightface")] if models else []
-    reference = _read("reference", args.reference, max_frames=1)[0]
-    result = _read("result", args.result)
-    driving = _read("driving", args.driving, stride=args.stride, start=args.start, max_frames=len(result))
+    reference = _read("reference", args.reference, max_frames=1)[0][0]
+    result, result_fps = _read("result", args.result)
+    # only the frames compared are decoded; the clip's length (for the note) comes from its header
+    driving, driving_fps = _read("driving", args.driving, stride=args.stride, start=args.start, max_frames=len(result))
     opts = ReportOptions(backend=args.backend, fit=args.fit, align=args.align, landmarks=args.landmarks,
                          context_length=args.context_length, context_overlap=args.context_overlap,
                          window_offsets=args.window_offsets, seed=args.seed, steps=args.steps,
-                         latent=args.latent, model_dirs=model_dirs, insightface_dirs=insightface)
-    figures, plot = quality_report(reference, driving, result, opts, log=lambda s: print(s, file=sys.stderr))
+                         latent=args.latent, model_dirs=model_dirs, insightface_dirs=insightface,
+                         driving_count=_frames_from(args.driving, args.start, args.stride),
+                         result_fps=result_fps, driving_fps=driving_fps / args.stride)
+    # the notes are in the summary: printing the log as well would say them twice
+    figures, plot = quality_report(reference, driving, result, opts, log=lambda s: None)
     print(summary(figures))
     if json_out:
         json_out.write_text(json.dumps(figures, indent=1, allow_nan=False))

@@ -38,8 +38,6 @@ SIZE_RULE = "a multiple of 8 (X-Dyna was trained at 512x896)"
 FITS = ("crop", "stretch")
 POSE_BACKENDS = ("auto", "dwpose", "mediapipe")
 LANDMARK_SOURCES = ("auto", "pose_keypoint", "mediapipe", "insightface")
-DWPOSE_FILES = ("yolox_l.onnx (or yolox_l.torchscript.pt) and dw-ll_ucoco_384.onnx (or "
-                "dw-ll_ucoco_384_bs5.torchscript.pt)")
 
 OnFrame = Optional[Callable[[int], None]]
 
@@ -195,21 +193,9 @@ def render_batch(poses: Sequence[PoseFrame], size: Tuple[int, int], on_frame: On
 # --------------------------------------------------------------------------- detectors
 
 
-def _backend_help(backend: str, model_dirs: Sequence[str]) -> str:
-    from .mediapipe_backend import INSTALL_HINT
-
-    where = "\n".join(f"    {d}" for d in model_dirs) or "    (no folder configured)"
-    lines = []
-    if backend in ("auto", "dwpose"):
-        lines.append(f"  DWPose: put {DWPOSE_FILES} into one of these folders (nothing is downloaded):\n{where}")
-    if backend in ("auto", "mediapipe"):
-        lines.append(f"  MediaPipe: install it into ComfyUI's Python: {INSTALL_HINT}")
-    return "\n".join(lines)
-
-
 def open_pose_detector(backend: str, model_dirs: Sequence[str] = (), max_people: Optional[int] = 1):
     """(backend name, detector image -> PoseFrame). 'auto' = DWPose when its ONNX files are found,
-    else MediaPipe. Raises :class:`BackendUnavailable` saying how to get the backend."""
+    else MediaPipe. Raises :class:`BackendUnavailable` with one sentence saying how to get one."""
     if backend not in POSE_BACKENDS:
         raise ValueError(f"unknown pose backend {backend!r}: expected one of {', '.join(POSE_BACKENDS)}")
     from .detectors import DetectorUnavailable, make_pose_detector
@@ -217,10 +203,9 @@ def open_pose_detector(backend: str, model_dirs: Sequence[str] = (), max_people:
     try:
         return make_pose_detector(backend, list(model_dirs), max_people, static_images=False)
     except (DetectorUnavailable, ImportError, FileNotFoundError) as e:
-        raise BackendUnavailable(
-            f"pose backend '{backend}' is not available: {str(e).splitlines()[0]}\n"
-            f"{_backend_help(backend, model_dirs)}\nDetails: {e}"
-        ) from None
+        where = "; ".join(model_dirs) or "no folder configured"
+        raise BackendUnavailable(f"pose backend '{backend}' is not available: {str(e).splitlines()[0]}"
+                                 + (f" (DWPose folders searched: {where})" if backend != "mediapipe" else "")) from None
 
 
 def _reset(detector) -> None:
@@ -468,13 +453,15 @@ def _open_landmark_model(source: str, model_dirs: Sequence[str]):
 
     if source == "insightface":
         return fl.InsightFaceLandmarks(fl.find_insightface_landmark_model(model_dirs))
-    try:
-        return fl.MediaPipeFaceLandmarks()
-    except ImportError as e:
-        from .mediapipe_backend import INSTALL_HINT
+    from .detectors import mediapipe_message, mediapipe_problem
 
-        raise BackendUnavailable(f"face landmarks 'mediapipe' need mediapipe 0.10.14: {INSTALL_HINT}\n"
-                                 f"Details: {e}") from None
+    why = mediapipe_problem()
+    try:
+        if why is None:
+            return fl.MediaPipeFaceLandmarks()
+    except (ImportError, FileNotFoundError) as e:
+        why = str(e).splitlines()[0]
+    raise BackendUnavailable(f"face landmarks 'mediapipe': {mediapipe_message(why)}")
 
 
 def face_landmarks(frames: Sequence[np.ndarray], kind: str = "auto", poses: Optional[Sequence[PoseFrame]] = None,

@@ -323,7 +323,7 @@ class MediaPipeFaceLandmarks:
 
     ``crop_scale`` is the crop side relative to the face box side: FaceMesh's short-range face
     detector wants the face to fill a good part of its input, not all of it.
-    Needs mediapipe 0.10.14 (see :mod:`mediapipe_backend` for the install line).
+    Runs on whichever MediaPipe is installed (:func:`mediapipe_backend.face_mesh_engine`).
     """
 
     def __init__(
@@ -333,24 +333,16 @@ class MediaPipeFaceLandmarks:
         min_detection_confidence: float = 0.5,
         min_presence_confidence: float = 0.5,
     ):
-        from .mediapipe_backend import import_mediapipe, quiet_native_logs, quiet_protobuf_deprecations
+        from .mediapipe_backend import face_mesh_engine
 
-        mp = import_mediapipe()
         self.crop_size = int(crop_size)
         self.crop_scale = float(crop_scale)
-        self._quiet = quiet_native_logs
-        with quiet_protobuf_deprecations(), quiet_native_logs():
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-                min_detection_confidence=min_detection_confidence,
-                # In static mode this is the landmark model's face-presence threshold.
-                min_tracking_confidence=min_presence_confidence,
-            )
+        self._mesh, self._close = face_mesh_engine(min_detection_confidence, min_presence_confidence)
 
     def close(self) -> None:
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
+        if self._close is not None:
+            self._close()
+            self._close = None
 
     def __call__(self, image: np.ndarray, box: Optional[Box] = None) -> Optional[np.ndarray]:
         """(68, 2) landmarks in image pixels, or None when FaceMesh finds no face.
@@ -363,7 +355,7 @@ class MediaPipeFaceLandmarks:
             raise ValueError(f"expected an RGB uint8 (H, W, 3) image, got {img.dtype} {img.shape}")
         if box is None:
             M = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-            crop, size = np.ascontiguousarray(img), (img.shape[1], img.shape[0])
+            crop = img
         else:
             x0, y0, x1, y1 = (float(v) for v in box)
             side = max(x1 - x0, y1 - y0) * self.crop_scale
@@ -374,12 +366,9 @@ class MediaPipeFaceLandmarks:
             half = self.crop_size / 2
             M = np.array([[s, 0.0, half - cx * s], [0.0, s, half - cy * s]])
             crop = cv2.warpAffine(img, M, (self.crop_size, self.crop_size), flags=cv2.INTER_LINEAR, borderValue=0.0)
-            size = (self.crop_size, self.crop_size)
-        with self._quiet():
-            res = self._mesh.process(crop)
-        if not res.multi_face_landmarks:
+        mesh = self._mesh(np.ascontiguousarray(crop))
+        if mesh is None:
             return None
-        mesh = np.array([(p.x * size[0], p.y * size[1]) for p in res.multi_face_landmarks[0].landmark])
         pts = facemesh_to_ibug68(mesh).astype(np.float64)
         pts[:, 0] = (pts[:, 0] - M[0, 2]) / M[0, 0]
         pts[:, 1] = (pts[:, 1] - M[1, 2]) / M[1, 1]

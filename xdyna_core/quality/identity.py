@@ -42,8 +42,8 @@ def find_arcface_model(insightface_roots: Iterable[os.PathLike] = ()) -> Path:
         except FileNotFoundError:
             continue
     wanted = " or ".join(f"{f} ({p})" for p, f in ARCFACE_MODELS)
-    where = ", ".join(str(r) for r in roots) or "no insightface folder given"
-    raise ArcFaceNotFound(f"identity skipped: {wanted} not found in <insightface>/models/<pack>/ (searched {where})")
+    where = f"searched {', '.join(str(r) for r in roots)}" if roots else "no insightface folder given"
+    raise ArcFaceNotFound(f"{wanted} not found in <insightface>/models/<pack>/ ({where})")
 
 
 def five_points(landmarks68: np.ndarray) -> np.ndarray:
@@ -88,7 +88,7 @@ class ArcFace:
 
         self.path = Path(model_path)
         if not self.path.is_file():
-            raise ArcFaceNotFound(f"identity skipped: ArcFace model not found: {self.path}")
+            raise ArcFaceNotFound(f"ArcFace model not found: {self.path}")
         mean, std = insightface_input_normalisation(self.path)
         # recognition graphs without their own Sub/Mul take (x - 127.5) / 127.5
         self.mean, self.std = (mean, 127.5) if mean else (mean, std)

@@ -2,7 +2,10 @@
 JSON-ready dict of every figure and a plot image. The ``X-Dyna Quality Report`` node and
 ``python -m xdyna_core report`` are thin fronts over :func:`quality_report`.
 
-JSON keys: ``pck@0.05`` / ``pck@0.1`` are the overall pose scores (body and hand points pooled),
+JSON keys: ``frames`` is how many frames were compared (the result's, paired by index with the
+driving frames the job used) and ``driving_frames`` how many driving frames there were; ``notes``
+says when the two differ in length or in frame rate. ``pck@0.05`` / ``pck@0.1`` are the overall pose
+scores (body and hand points pooled),
 ``pck@0.05/body``, ``pck@0.05/hands`` ... the parts; ``identity`` the mean cosine similarity
 (null with ``identity_note`` saying why when skipped); ``seam_ratio`` (mean change at seams /
 inside windows) and ``seam_excess`` (seam change / local median, 1 = no flicker); per-frame
@@ -36,6 +39,9 @@ class ReportOptions:
     latent: str = "sample"             # the reference latent mode of the run (its first draw)
     model_dirs: List[str] = field(default_factory=list)       # DWPose / landmark model folders
     insightface_dirs: List[str] = field(default_factory=list)  # models/insightface roots
+    driving_count: Optional[int] = None   # driving frames the job had, when only the first ones are passed
+    result_fps: Optional[float] = None    # frame rates, when known (videos): a mismatch gets a note
+    driving_fps: Optional[float] = None   # of the driving frames as passed (source fps / stride)
 
 
 def _clean(v):
@@ -57,21 +63,40 @@ def _pooled(agreement, alpha: float) -> float:
     return hits / total if total else float("nan")
 
 
+def pairing_notes(compared: int, driving_count: int, result_fps: Optional[float],
+                  driving_fps: Optional[float]) -> List[str]:
+    """What a reader of the scores must know about how result and driving frames were paired."""
+    notes = []
+    if driving_count > compared:
+        notes.append(f"the result has {compared} frames, the driving clip {driving_count}: "
+                     f"{compared} of {driving_count} frames compared")
+    if result_fps and driving_fps and abs(result_fps - driving_fps) > 0.01 * driving_fps:
+        notes.append(f"the result plays at {result_fps:g} fps, the driving frames at {driving_fps:g} fps: "
+                     f"frames are paired by index ({compared} compared), not by time")
+    return notes
+
+
 def _identity(opts: ReportOptions, reference, ref_pose, frames, poses, log) -> Tuple[List[float], float, str]:
     from ..preprocess import driving as drv
+    from ..preprocess.mediapipe_backend import quiet_native_logs
 
     try:
         model = idm.ArcFace(idm.find_arcface_model(opts.insightface_dirs))
     except idm.ArcFaceNotFound as e:
-        log(str(e))
-        return [float("nan")] * len(frames), float("nan"), str(e)
+        note = f"skipped: {e}"
+        log(f"identity {note}")
+        return [float("nan")] * len(frames), float("nan"), note
     try:
-        ref_lm, source = drv.face_landmarks([reference], opts.landmarks, poses=[ref_pose], model_dirs=opts.model_dirs)
-        lms, _ = drv.face_landmarks(frames, opts.landmarks, poses=poses, model_dirs=opts.model_dirs)
+        # FaceMesh may write a native warning when its graph closes without having found a face
+        # (the command line hides those; quiet_native_logs does nothing elsewhere)
+        with quiet_native_logs():
+            ref_lm, source = drv.face_landmarks([reference], opts.landmarks, poses=[ref_pose],
+                                                model_dirs=opts.model_dirs)
+            lms, _ = drv.face_landmarks(frames, opts.landmarks, poses=poses, model_dirs=opts.model_dirs)
         per, mean = idm.identity_scores(model, reference, ref_lm[0], frames, lms)
     except ValueError as e:  # no reference face, no landmark source: the other scores still stand
-        note = f"identity skipped: {e}".replace("\n", " ")
-        log(note)
+        note = f"skipped: {e}".replace("\n", " ")
+        log(f"identity {note}")
         return [float("nan")] * len(frames), float("nan"), note
     found = sum(1 for s in per if not math.isnan(s))
     return per, mean, f"{model.path.name}, landmarks {source}, face found in {found}/{len(frames)} frames"
@@ -91,7 +116,9 @@ def quality_report(reference: np.ndarray, driving_frames: Sequence[np.ndarray], 
                    opts: Optional[ReportOptions] = None,
                    log: Callable[[str], None] = lambda s: None) -> Tuple[dict, np.ndarray]:
     """(figures, plot RGB uint8). ``driving_frames`` are the driving frames the job used (same
-    start and stride); the first ``len(result_frames)`` of them are compared."""
+    start and stride); the first ``len(result_frames)`` of them are compared. ``log`` gets each note
+    once as it is found (they are in ``figures`` and :func:`summary` too: a caller printing the
+    summary need not print them)."""
     from ..preprocess import driving as drv
 
     opts = opts or ReportOptions()
@@ -101,6 +128,10 @@ def quality_report(reference: np.ndarray, driving_frames: Sequence[np.ndarray], 
     if len(driving_frames) < n:
         raise ValueError(f"the result has {n} frames but the driving clip only {len(driving_frames)}: give the "
                          f"driving video with the start and stride the job used")
+    driving_count = max(len(driving_frames), opts.driving_count or 0)
+    notes = pairing_notes(n, driving_count, opts.result_fps, opts.driving_fps)
+    for note in notes:
+        log(note)
     driving_frames = [driving_frames[i] for i in range(n)]
     result_frames = [result_frames[i] for i in range(n)]
     shape = result_frames[0].shape
@@ -119,7 +150,8 @@ def quality_report(reference: np.ndarray, driving_frames: Sequence[np.ndarray], 
     offsets, schedule = _schedule(opts, n, shape[1], shape[0])
     stab = stability(result_frames, seam_weights(n, opts.context_length, opts.context_overlap, offsets))
 
-    figures: Dict[str, object] = {"frames": n, "pose_backend": name, "geometry": geometry}
+    figures: Dict[str, object] = {"frames": n, "driving_frames": driving_count, "notes": notes,
+                                  "pose_backend": name, "geometry": geometry}
     per_frame: Dict[str, object] = {}
     for a in ALPHAS:
         figures[f"pck@{a:g}"] = _pooled(agreement, a)
@@ -163,8 +195,9 @@ def summary(figures: dict) -> str:
     lines = [f"pose ({figures['pose_backend']}): pck@0.05 {_fmt(figures['pck@0.05'])} "
              f"(body {_fmt(figures['pck@0.05/body'])}, hands {_fmt(figures['pck@0.05/hands'])}), "
              f"pck@0.1 {_fmt(figures['pck@0.1'])}",
-             f"identity: {_fmt(figures['identity'])} ({figures['identity_note']})",
+             (f"identity: {figures['identity_note']}" if figures["identity_note"].startswith("skipped")
+              else f"identity: {_fmt(figures['identity'])} ({figures['identity_note']})"),
              f"stability: seam ratio {_fmt(figures['seam_ratio'])}, seam excess {_fmt(figures['seam_excess'])} "
              f"vs inside {_fmt(figures['inside_excess'])}; seams at {figures['seams'] or 'none (one window)'} "
              f"({figures['schedule']})"]
-    return "\n".join(lines)
+    return "\n".join(lines + [f"note: {note}" for note in figures.get("notes", [])])
