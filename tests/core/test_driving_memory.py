@@ -50,6 +50,7 @@ def peak_rss_mb(models, clip, out, length):
     return usage.ru_maxrss / 1024  # Linux: KiB
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_1080p_frames(clip_1080p, tmp_path):
     models = tmp_path / "models"
     write_tiny_set(models, seed=0)

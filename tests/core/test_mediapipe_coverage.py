@@ -117,6 +117,7 @@ def coverage(detector):
     return out
 
 
+@pytest.mark.slow
 def test_coverage_of_official_pose_videos(coverage, record_property):
     """Acceptance: MediaPipe keypoints drawn by our renderer cover >= 65 % of each official pose
     video's skeleton pixels and >= 70 % on average (ours within 5 px; every 5th frame)."""
