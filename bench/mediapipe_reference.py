@@ -45,8 +45,8 @@ def legacy_landmarks(mp) -> dict:
     from xdyna_core.preprocess.keypoints import Person
     from xdyna_core.preprocess.video import read_video
 
-    image = read_video(DEMO_ASSETS / "reference.jpg", max_frames=1)[0][0]
-    clip = read_video(DEMO_ASSETS / "driving.mp4", max_frames=1)[0][0]  # hands: its first frame
+    image = read_video(DEMO_ASSETS / "reference.jpg", frame_count=1)[0][0]
+    clip = read_video(DEMO_ASSETS / "driving.mp4", frame_count=1)[0][0]  # hands: its first frame
     h, w = image.shape[:2]
     pts = lambda lms, W, H: [[round(p.x * W, 3), round(p.y * H, 3)] for p in lms]
     with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1) as pose:

@@ -20,7 +20,8 @@ from .panels import PANEL_NAMES, burn_banner, label_panels
 from .progress import Progress
 from .sampling.settings import SamplingSettings
 from .preprocess.keypoints import load_keypoints
-from .preprocess.video import VideoReadError, iter_frames, probe_video, read_video, write_video
+from .preprocess.span import DrivingClip, plan_clip
+from .preprocess.video import VideoReadError, iter_frames, read_video, write_video
 
 
 class AnimateError(XDynaError):
@@ -32,10 +33,11 @@ class AnimateOptions:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)   # steps, cfg, seed, windows, ...
     width: int = 512
     height: int = 896
-    length: Optional[int] = None        # frames to animate (after stride); None = whole video
+    frame_count: Optional[int] = None   # driving frames to animate (after stride); None = whole video
     stride: int = 1
     start: int = 0
     fps: Optional[float] = None         # output fps; default: driving fps / stride
+    target_fps: float = 0.0             # > 0: the stride nearest to this rate (as the driving node's target_fps)
     face: bool = True                   # S-Face ControlNet on/off
     align: bool = False                 # fit the driving skeleton to the reference person
     backend: str = "auto"               # pose extractor: auto | dwpose | mediapipe
@@ -61,6 +63,7 @@ class DrivingControls:
     fps: float
     notes: List[str]
     has_face: bool = False               # the clip shows a face somewhere
+    clip: Optional[DrivingClip] = None   # the driving clip's plan (its sound goes into the result)
 
 
 def resolve_device(device: str, precision: str):
@@ -78,7 +81,7 @@ def resolve_device(device: str, precision: str):
 
 def read_reference(path) -> np.ndarray:
     try:
-        frames, _ = read_video(path, max_frames=1)
+        frames, _ = read_video(path, frame_count=1)
     except VideoReadError as e:
         raise AnimateError(f"cannot read the reference image: {e}") from None
     return frames[0]
@@ -93,6 +96,19 @@ def _check_size(opts: AnimateOptions):
         raise AnimateError(f"--size: {e}") from None
 
 
+def _extract(frames, detector, reference, opts: AnimateOptions, driving_path):
+    from .preprocess import driving as drv
+
+    bar = Progress(len(frames), "extract", enabled=not opts.quiet)
+    try:
+        return drv.extract_driving_pose(frames, detector, (opts.width, opts.height), "crop", reference,
+                                        on_frame=lambda i: bar.update())
+    except ValueError as e:
+        raise AnimateError(f"{driving_path}: {e}") from None
+    finally:
+        bar.close()
+
+
 def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptions,
                     reference_path: Optional[str] = None) -> DrivingControls:
     """Pose frames (and S-Face patches) for the driving video, in the output geometry W×H, made by
@@ -104,15 +120,14 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
 
     W, H = opts.width, opts.height
     try:  # --fps (the output's rate) replaces the file's, broken timestamps and all
-        info = probe_video(driving_path, fps=opts.fps * opts.stride if opts.fps else None)
+        clip = plan_clip(driving_path, opts.start, opts.frame_count, opts.stride, opts.target_fps, opts.fps)
+        frames = list(clip.frames(cover=(W, H)))
     except VideoReadError as e:
         raise AnimateError(f"cannot read the driving video: {e}") from None
-    notes: List[str] = [f"{n} (--fps sets another)" for n in info.notes]
-    frames = list(iter_frames(driving_path, stride=opts.stride, start=opts.start, max_frames=opts.length,
-                              cover=(W, H)))
+    notes: List[str] = [f"{n} (--fps sets another)" for n in clip.notes]
     if not frames:
-        raise AnimateError(f"no frames read from {driving_path} (start {opts.start}, stride {opts.stride})")
-    fps = opts.fps or info.fps / opts.stride
+        raise AnimateError(f"no frames read from {driving_path} (start {opts.start}, stride {clip.span.stride})")
+    fps = clip.fps
     n = len(frames)
 
     own_pose = opts.pose_video is not None or opts.keypoints is not None
@@ -125,10 +140,12 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
         skipped = "the reference person check and --align were" if opts.align else "the reference person check was"
         given = "pose video" if opts.pose_video is not None else "keypoints"
         notes.append(f"no pose extractor here, so {skipped} skipped (the pose comes from the given {given})")
-    if detector is None:
-        # A given pose needs no detector: the driving frames get the plain crop2ratio geometry.
+    # A given pose needs the driving clip's own poses only to align it or for the S-Face landmarks.
+    extract = detector is not None and (not own_pose or opts.align or opts.face)
+    if not extract:
+        # The driving frames get the plain crop2ratio geometry.
         dp = drv.DrivingPose([], [], drv.plain_geometry(frames[0].shape[1::-1], (W, H), "crop"), "", 0)
-    else:
+    if detector is not None:
         try:
             # The reference must show a person: X-Dyna animates a human, and alignment needs its pose.
             try:
@@ -137,14 +154,8 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
                 where = f" {reference_path}" if reference_path else ""
                 raise AnimateError(f"no person found in the reference image{where}: X-Dyna needs a photo of "
                                    f"a person (body visible)") from None
-            bar = Progress(n, "extract", enabled=not opts.quiet)
-            try:
-                dp = drv.extract_driving_pose(frames, detector, (W, H), "crop", reference if opts.align else None,
-                                              on_frame=lambda i: bar.update())
-            except ValueError as e:
-                raise AnimateError(f"{driving_path}: {e}") from None
-            finally:
-                bar.close()
+            if extract:
+                dp = _extract(frames, detector, reference if opts.align else None, opts, driving_path)
         finally:
             drv.close_quietly(detector)
         if opts.align:
@@ -156,7 +167,7 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
     del frames
     if opts.pose_video is not None:
         try:
-            pose_frames = list(iter_frames(opts.pose_video, stride=opts.stride, start=opts.start, max_frames=n))
+            pose_frames = list(iter_frames(opts.pose_video, stride=clip.span.stride, start=opts.start, frame_count=n))
         except VideoReadError as e:
             raise AnimateError(f"cannot read the pose video: {e}") from None
         if len(pose_frames) < n:
@@ -188,7 +199,7 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
         if has_face:
             local, glob = faces.local, faces.global_
             notes.append(f"face landmarks ({source}) in {sum(faces.has_face)}/{n} frames")
-    return DrivingControls(pose, local, glob, driving, fps, notes, has_face)
+    return DrivingControls(pose, local, glob, driving, fps, notes, has_face, clip)
 
 
 def _chw(frames: np.ndarray) -> torch.Tensor:
@@ -295,5 +306,7 @@ def save(result: AnimateResult, out: Path, panels: bool = False, banner: Optiona
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = side_by_side(result) if panels else result.video
-    write_video(out, burn_banner(frames, banner) if banner else frames, result.fps)
+    clip = result.controls.clip
+    sound = clip.sound(len(frames)) if clip is not None else None   # the driving clip's, under these frames
+    write_video(out, burn_banner(frames, banner) if banner else frames, result.fps, audio=sound)
     return out

@@ -87,7 +87,7 @@ def check_inputs(reference, driving, opts) -> None:
     def first_frame(path, what, start=0):
         try:
             probe_video(path, fps=opts.fps)  # --fps stands in for a clip's broken timestamps
-            if next(iter(iter_frames(path, start=start, max_frames=1)), None) is None:
+            if next(iter(iter_frames(path, start=start, frame_count=1)), None) is None:
                 raise JobCheckError(f"--{what} {path}: no frame at --start {start}")
         except VideoReadError as e:
             raise JobCheckError(f"--{what}: {e}") from None

@@ -81,7 +81,7 @@ def detector_like_boxes(rng, width, height, n):
 
 def shared_frames(per_clip=4):
     for clip in sorted((assets_dir() / "driving_video").glob("*.mp4")):
-        yield from iter_frames(clip, stride=20, max_frames=per_clip)
+        yield from iter_frames(clip, stride=20, frame_count=per_clip)
 
 
 def test_crops_equal_the_reference_arithmetic_on_the_shared_clips():
@@ -121,7 +121,7 @@ def test_the_onnx_pose_session_receives_the_reference_crops(tmp_path):
 
     det.pose.session = Recording(det.pose.session)
     frame = next(iter(iter_frames(assets_dir() / "driving_video" / "example_1_driving_1.mp4", start=60,
-                                  max_frames=1)))
+                                  frame_count=1)))
     boxes = detector_like_boxes(np.random.default_rng(5), frame.shape[1], frame.shape[0], 6)
     det.estimate_many(frame, boxes)
     sent = np.concatenate(det.pose.session.inputs)  # a batch-1 model gets the crops one by one

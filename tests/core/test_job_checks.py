@@ -91,7 +91,7 @@ def assert_nothing_loaded(r):
 
 @pytest.mark.parametrize("option,value", [
     ("--steps", "0"), ("--cfg", "nan"), ("--cfg", "inf"), ("--context-overlap", "16"), ("--fps", "-5"),
-    ("--device", "tpu"), ("--size", "500x896"), ("--length", "0"), ("--stride", "0"), ("--start", "-1"),
+    ("--device", "tpu"), ("--size", "500x896"), ("--frame-count", "0"), ("--stride", "0"), ("--start", "-1"),
     ("--seed", "x"), ("--context-length", "0")])
 def test_invalid_option_fails_fast_naming_it(job, nan_models, tmp_path, option, value):
     r, seconds = cli(*animate_args(job, nan_models, tmp_path / "o.mp4", option, value))
@@ -171,7 +171,7 @@ def test_rgba_reference_composited_on_neutral_grey(tmp_path):
 
 def test_nan_weights_named_at_load(job, nan_models, tmp_path):
     """Valid job, NaN in the UNet file: the load stops with the file and tensor, before preprocessing."""
-    r, _ = cli(*animate_args(job, nan_models, tmp_path / "o.mp4", "--length", 2))
+    r, _ = cli(*animate_args(job, nan_models, tmp_path / "o.mp4", "--frame-count", 2))
     err = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert r.returncode == 2 and len(err) == 1 and "xdyna_unet.safetensors" in err[0] and NAN_KEY in err[0] and "NaN" in err[0], r.stderr
     assert "extract" not in r.stderr  # stopped before preprocessing
@@ -317,7 +317,7 @@ def test_bad_keypoints_stop_animate_before_any_weight_loads(job, nan_models, tmp
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(bad_keypoints(case)))
-    r, seconds = cli(*animate_args(job, nan_models, tmp_path / "o.mp4", "--keypoints", bad, "--length", 4))
+    r, seconds = cli(*animate_args(job, nan_models, tmp_path / "o.mp4", "--keypoints", bad, "--frame-count", 4))
     line = one_line(r)
     assert line.startswith("error: --keypoints: "), line
     import re

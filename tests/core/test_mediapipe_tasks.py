@@ -115,7 +115,7 @@ def test_bundles_hold_the_rewritten_models(bundles):
 def _image(spec):
     from xdyna_core.preprocess.video import read_video
 
-    return read_video(REPO / spec.split(" frame ")[0], max_frames=1)[0][0]
+    return read_video(REPO / spec.split(" frame ")[0], frame_count=1)[0][0]
 
 
 def _crop(image, box):

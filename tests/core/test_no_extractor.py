@@ -14,7 +14,7 @@ from xdyna_core.preprocess.keypoints import load_keypoints
 from xdyna_core.preprocess.render import render_sequence
 from xdyna_core.preprocess.video import read_video, write_video
 
-FAST = ["--steps", "1", "--size", "192x320", "--length", "2", "--quiet"]
+FAST = ["--steps", "1", "--size", "192x320", "--frame-count", "2", "--quiet"]
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_animate_that_needs_extraction_stops_before_loading(no_extractor, tiny_m
 def test_demo_uses_its_shipped_keypoints_without_an_extractor(no_extractor, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDYNA_MODELS_DIR", str(tmp_path / "no_models"))
     out = tmp_path / "demo.mp4"
-    code, err = _main(capsys, "demo", "--work", tmp_path / "work", "--out", out, "--length", 2, "--steps", 1,
+    code, err = _main(capsys, "demo", "--work", tmp_path / "work", "--out", out, "--frame-count", 2, "--steps", 1,
                       "--quiet")
     assert code == 0, err
     said = [n for n in _notes(err) if "keypoints shipped with its clip" in n]

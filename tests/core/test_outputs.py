@@ -120,7 +120,7 @@ def start_job(models, out, length=2, panels=False, slow_write=False):
     cmd = [sys.executable, *entry, "animate",
            "--reference", assets_dir() / "reference_image" / "example_2.jpg",
            "--driving", assets_dir() / "driving_video" / "example_2_driving_2.mp4",
-           "--models", models, "--out", out, "--length", length, "--steps", 1, "--size", "128x192", "--quiet"]
+           "--models", models, "--out", out, "--frame-count", length, "--steps", 1, "--size", "128x192", "--quiet"]
     cmd += ["--panels"] if panels else []
     return subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 
 def _driving(start=100, count=12):
-    return read_video(assets_dir() / "driving_video" / "example_1_driving_1.mp4", start=start, max_frames=count)[0]
+    return read_video(assets_dir() / "driving_video" / "example_1_driving_1.mp4", start=start, frame_count=count)[0]
 
 
 def _reference(k=1):

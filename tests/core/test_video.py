@@ -50,22 +50,22 @@ def test_roundtrip_all_frames(numbered):
     assert np.abs(frames.reshape(N, -1).mean(1) - expected).max() < 3
 
 
-@pytest.mark.parametrize("stride,start,max_frames,ids", [
+@pytest.mark.parametrize("stride,start,frame_count,ids", [
     (3, 2, 3, [2, 5, 8]),
     (2, 0, None, [0, 2, 4, 6, 8, 10]),
     (5, 1, 100, [1, 6, 11]),
     (1, 11, None, [11]),
 ])
-def test_stride_start_limit(numbered, stride, start, max_frames, ids):
-    frames, fps = read_video(numbered, stride=stride, start=start, max_frames=max_frames)
+def test_stride_start_limit(numbered, stride, start, frame_count, ids):
+    frames, fps = read_video(numbered, stride=stride, start=start, frame_count=frame_count)
     assert frame_ids(frames) == ids
     assert fps == 12.0  # the source's rate; the caller divides by stride
-    assert expected_frame_count(N, stride, start, max_frames) == len(ids)
-    assert frame_ids(iter_frames(numbered, stride=stride, start=start, max_frames=max_frames)) == ids
+    assert expected_frame_count(N, stride, start, frame_count) == len(ids)
+    assert frame_ids(iter_frames(numbered, stride=stride, start=start, frame_count=frame_count)) == ids
 
 
 def test_resize(numbered):
-    frames, _ = read_video(numbered, max_frames=2, size=(32, 40))
+    frames, _ = read_video(numbered, frame_count=2, size=(32, 40))
     assert frames.shape == (2, 40, 32, 3)
     assert frame_ids(frames) == [0, 1]
 
@@ -78,7 +78,7 @@ def test_start_past_end_is_an_error_for_read_and_empty_for_iter(numbered):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(stride=0), r"stride must be an integer >= 1, got 0"), (dict(start=-1), r"start must be an integer >= 0"),
-    (dict(max_frames=0), r"max_frames must be None or an integer >= 1"),
+    (dict(frame_count=0), r"frame_count must be None or an integer >= 1"),
     (dict(size=(0, 10)), r"size must be \(width, height\) with positive integers, got \(0, 10\)"),
     (dict(stride=1.5), r"stride must be an integer >= 1, got 1.5"), (dict(size=(10,)), r"size must be \(width, height\)")])
 def test_bad_arguments(numbered, kwargs, message):
@@ -165,11 +165,11 @@ def test_decoding_a_long_video_holds_only_the_frames_asked_for():
     tracemalloc.start()
     try:
         n = 0
-        for _ in iter_frames(path, max_frames=200):
+        for _ in iter_frames(path, frame_count=200):
             n += 1
         _, peak_iter = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        frames, _ = read_video(path, stride=4, start=100, max_frames=10)
+        frames, _ = read_video(path, stride=4, start=100, frame_count=10)
         _, peak_read = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -235,7 +235,7 @@ def test_rotated_clip_reads_upright(tmp_path, store, how):
     np.testing.assert_array_equal(b, a)  # the same pixels as the clip stored upright
     info = probe_video(tmp_path / f"phone{suffix}")
     assert (info.width, info.height) == (32, 48) and info.notes == ()
-    sized = list(iter_frames(tmp_path / f"phone{suffix}", size=(16, 24), max_frames=1))[0]
+    sized = list(iter_frames(tmp_path / f"phone{suffix}", size=(16, 24), frame_count=1))[0]
     assert sized.shape == (24, 16, 3)  # size is the upright size
 
 

@@ -77,7 +77,7 @@ def load_real_clip(n=3) -> np.ndarray:
     video = assets_dir() / "driving_video" / "example_1_driving_1.mp4"
     from xdyna_core.preprocess.video import read_video
 
-    return read_video(video, max_frames=n)[0]
+    return read_video(video, frame_count=n)[0]
 
 
 @pytest.fixture
@@ -181,7 +181,7 @@ def test_alignment_to_a_real_reference(pose_nodes, comfy, real_clip):
     ref_path = assets_dir() / "reference_image" / "example_2.jpg"
     from xdyna_core.preprocess.video import read_video
 
-    ref = read_video(ref_path, max_frames=1)[0]
+    ref = read_video(ref_path, frame_count=1)[0]
     kp, pose_images, driving, note = pose_nodes.XDynaPoseExtract().extract(
         to_image(real_clip[:2]), W_OUT, H_OUT, "crop", "mediapipe", reference=to_image(ref), align=True)
     assert "alignment on driving frame 0: scale" in note and "WARNING" not in note

@@ -262,13 +262,13 @@ def probe_video(path: Source, fps: Optional[float] = None) -> VideoInfo:
         container.close()
 
 
-def _check_read_args(stride, start, max_frames, size) -> Optional[Size]:
+def _check_read_args(stride, start, frame_count, size) -> Optional[Size]:
     if not isinstance(stride, int) or stride < 1:
         raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
     if not isinstance(start, int) or start < 0:
         raise ValueError(f"start must be an integer >= 0, got {start!r}")
-    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
-        raise ValueError(f"max_frames must be None or an integer >= 1, got {max_frames!r}")
+    if frame_count is not None and (not isinstance(frame_count, int) or frame_count < 1):
+        raise ValueError(f"frame_count must be None or an integer >= 1, got {frame_count!r}")
     if size is not None:
         if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in size):
             raise ValueError(f"size must be (width, height) with positive integers, got {size!r}")
@@ -300,38 +300,38 @@ def resize_frame(frame: np.ndarray, size: Size) -> np.ndarray:
 
 
 def expected_frame_count(
-    total: Optional[int], stride: int = 1, start: int = 0, max_frames: Optional[int] = None
+    total: Optional[int], stride: int = 1, start: int = 0, frame_count: Optional[int] = None
 ) -> Optional[int]:
     """How many frames a read with these limits yields, from the container's total (None if unknown)."""
     if total is None:
-        return max_frames
+        return frame_count
     n = max(0, math.ceil((total - start) / stride))
-    return n if max_frames is None else min(n, max_frames)
+    return n if frame_count is None else min(n, frame_count)
 
 
 def iter_frames(
     path: Source,
     stride: int = 1,
     start: int = 0,
-    max_frames: Optional[int] = None,
+    frame_count: Optional[int] = None,
     size: Optional[Size] = None,
     cover: Optional[Size] = None,
 ) -> Iterator[np.ndarray]:
-    """Yield frames start, start+stride, ... (decode-order indices), at most max_frames of them,
+    """Yield frames start, start+stride, ... (decode-order indices), at most frame_count of them,
     as uint8 RGB (H, W, 3), upright (the display matrix or rotate tag applied), resized to size=(width, height) if given, or shrunk (aspect kept) to
     :func:`cover_size` of ``cover`` = (width, height) as they are decoded.
 
     Arguments and the file are checked at call time (not at the first next()); a decode error
     in the middle raises VideoReadError naming the file and the frame index.
     """
-    size = _check_read_args(stride, start, max_frames, size)
+    size = _check_read_args(stride, start, frame_count, size)
     cover = _check_read_args(1, 0, None, cover)
     p = _check_exists(path)
     if _is_image(p):
         img = _read_image(p)
         return _iter_image(img, start, size, cover)
     _open(p).close()  # fail now on an unreadable file, not at the first next()
-    return _iter_video(p, stride, start, max_frames, size, cover)
+    return _iter_video(p, stride, start, frame_count, size, cover)
 
 
 def shrink_to_cover(frame: np.ndarray, cover: Size) -> np.ndarray:
@@ -352,7 +352,7 @@ def _iter_image(img, start, size, cover=None):
         yield _fit(img, size, cover)
 
 
-def _iter_video(p, stride, start, max_frames, size, cover=None):
+def _iter_video(p, stride, start, frame_count, size, cover=None):
     import av
 
     container = _open(p)
@@ -370,7 +370,7 @@ def _iter_video(p, stride, start, max_frames, size, cover=None):
                     continue  # skipped frames are decoded but never converted to RGB
                 yield _fit(_to_upright(frame.to_ndarray(format="rgb24"), upright), size, cover)
                 yielded += 1
-                if max_frames is not None and yielded >= max_frames:
+                if frame_count is not None and yielded >= frame_count:
                     return
         except av.error.FFmpegError as e:
             raise VideoReadError(f"decoding {p} failed after frame {index}: {e}") from None
@@ -382,7 +382,7 @@ def read_video(
     path: PathLike,
     stride: int = 1,
     start: int = 0,
-    max_frames: Optional[int] = None,
+    frame_count: Optional[int] = None,
     size: Optional[Size] = None,
 ) -> Tuple[np.ndarray, float]:
     """Decode into one uint8 array (N, H, W, 3) RGB; returns (frames, source fps).
@@ -391,8 +391,8 @@ def read_video(
     Raises VideoReadError when no frame is left (e.g. start beyond the end).
     """
     info = probe_video(path)
-    frames = iter_frames(path, stride=stride, start=start, max_frames=max_frames, size=size)
-    estimate = expected_frame_count(info.frame_count, stride, start, max_frames)
+    frames = iter_frames(path, stride=stride, start=start, frame_count=frame_count, size=size)
+    estimate = expected_frame_count(info.frame_count, stride, start, frame_count)
     out: Optional[np.ndarray] = None
     n = 0
     for frame in frames:
@@ -443,9 +443,14 @@ class VideoWriter:
     (it is written to a hidden temporary file beside it, see xdyna_core.outputs, and renamed into
     place with the umask's permissions); on error, kill or without any frame nothing is left.
     The name must end in .mp4: that is the container written.
+
+    ``audio=(samples, rate)``: float32 (channels, samples) in -1..1 (what span.read_audio_span gives)
+    muxed as AAC, cut or padded with silence to the frames' duration (count / fps) so the sound covers
+    exactly the frames written; more than two channels keep the first two.
     """
 
-    def __init__(self, path: PathLike, fps: float, crf: int = 18, preset: str = "medium"):
+    def __init__(self, path: PathLike, fps: float, crf: int = 18, preset: str = "medium",
+                 audio: Optional[Tuple[np.ndarray, int]] = None):
         if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction, np.number)) \
                 or not math.isfinite(float(fps)) or fps <= 0:
             raise ValueError(f"write_video: fps must be a positive number, got {fps!r}")
@@ -461,6 +466,7 @@ class VideoWriter:
         self._container = None
         self._stream = None
         self._shape = None
+        self._audio, self._audio_stream = _check_audio(audio), None
 
     def write(self, frame: np.ndarray) -> None:
         import av
@@ -479,6 +485,9 @@ class VideoWriter:
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": str(self.crf), "preset": self.preset}
             self._stream = stream
+            if self._audio is not None:   # every stream before the first packet: the mp4 header lists them
+                self._audio_stream = self._container.add_stream("aac", rate=self._audio[1])
+                self._audio_stream.layout = "stereo" if len(self._audio[0]) == 2 else "mono"
         else:
             a = _pad_even(a)
         for packet in self._stream.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
@@ -493,6 +502,8 @@ class VideoWriter:
                     if ok:
                         for packet in self._stream.encode():
                             self._container.mux(packet)
+                        if self._audio_stream is not None:
+                            self._write_audio()
                 finally:
                     self._container.close()
                     self._container = None
@@ -504,11 +515,40 @@ class VideoWriter:
             if self._tmp is not None:
                 discard(self._tmp)  # no-op after a commit
 
+    def _write_audio(self) -> None:
+        import av
+
+        samples, rate = self._audio
+        n = int(round(self.count / self.fps * rate))          # the frames' duration, in samples
+        if samples.shape[1] < n:
+            samples = np.pad(samples, ((0, 0), (0, n - samples.shape[1])))
+        samples = np.ascontiguousarray(samples[:, :n])
+        layout = self._audio_stream.layout.name
+        for i in range(0, n, 1024):   # AAC frames hold 1024 samples
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i:i + 1024]), format="fltp",
+                                               layout=layout)
+            frame.sample_rate, frame.pts = rate, i
+            for packet in self._audio_stream.encode(frame):
+                self._container.mux(packet)
+        for packet in self._audio_stream.encode(None):
+            self._container.mux(packet)
+
     def __enter__(self) -> "VideoWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(ok=exc_type is None)
+
+
+def _check_audio(audio) -> Optional[Tuple[np.ndarray, int]]:
+    if audio is None:
+        return None
+    samples, rate = audio
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 2 or samples.shape[0] < 1 or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise ValueError(f"write_video: audio must be (float32 (channels, samples), sample rate), got "
+                         f"{samples.shape} at {rate!r}")
+    return samples[:2], int(rate)
 
 
 def write_video(
@@ -517,12 +557,14 @@ def write_video(
     fps: float,
     crf: int = 18,
     preset: str = "medium",
+    audio: Optional[Tuple[np.ndarray, int]] = None,
 ) -> int:
     """Encode uint8 RGB frames (an (N, H, W, 3) array or any iterable of (H, W, 3) arrays, consumed
-    lazily) to an h264 yuv420p mp4 (see VideoWriter). Returns the number of frames written."""
+    lazily) to an h264 yuv420p mp4, with ``audio`` as its sound (see VideoWriter). Returns the number of
+    frames written."""
     if isinstance(frames, np.ndarray) and frames.ndim != 4:
         raise ValueError(f"write_video: expected frames (N, H, W, 3), got shape {frames.shape}")
-    with VideoWriter(path, fps, crf=crf, preset=preset) as writer:
+    with VideoWriter(path, fps, crf=crf, preset=preset, audio=audio) as writer:
         for frame in frames:
             writer.write(frame)
     return writer.count
