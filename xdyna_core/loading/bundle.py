@@ -11,6 +11,7 @@ from the released models' defaults; nothing is fetched from a hub.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,10 @@ from .configs import _count, infer_vae_config
 from .files import (CheckpointError, load_state_dict, read_config_metadata, resolve_weights_file,
                     wrong_file_error)
 from .headers import recognise
+from ..models.clip import (PenultimateCLIPVision, new_text_encoder, new_vision_encoder, text_config, text_tower,
+                           vision_config, vision_tower)
+from ..models.tokenizer import find_tokenizer_dir
+from ..models.vae import AutoencoderKL
 
 WEIGHT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
@@ -101,8 +106,6 @@ def find_model_files(models_dir, face: bool = True) -> ModelFiles:
                                             "SD1.5 checkpoint (VAE and text encoder)", [ckd])
     vae_files = _weights_in(root / "vae")
     vae = next((p for p in vae_files if re.search(r"sd|ft-mse|vae", p.name, re.I)), None)
-    from ..models.tokenizer import find_tokenizer_dir
-
     tok = None  # SD1.5's vocab.json + merges.txt: only a non-empty prompt needs them
     for cand in ([sd15 / "tokenizer"] if sd15.is_dir() else []) + [root / "xdyna" / "tokenizer"]:
         tok = tok or find_tokenizer_dir(cand)
@@ -158,8 +161,6 @@ def check_model_files(files: ModelFiles) -> None:
 def _text_config(sd, meta):
     """transformers' CLIPTextConfig from our metadata or ``config.json``, else from the shapes of the
     tower weights (``embeddings.*``, ``encoder.layers.*``)."""
-    from ..models.clip import text_config
-
     if meta:
         return text_config(**meta)
     token = sd["embeddings.token_embedding.weight"]
@@ -173,8 +174,6 @@ def _text_config(sd, meta):
 
 def _vision_config(sd, meta, projection_dim: int):
     """transformers' CLIPVisionConfig from our metadata, else from the tower weights' shapes."""
-    from ..models.clip import vision_config
-
     if meta:
         return vision_config(**meta)
     hidden = sd["embeddings.class_embedding"].shape[0]
@@ -199,17 +198,12 @@ def _load_module(model, sd, name, device, dtype, into=None):
 
 
 def _read_json(path: Path) -> Optional[dict]:
-    import json
-
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def load_sd15_parts(sd15: Path, vae_file: Optional[Path] = None, device="cpu", dtype=torch.float32):
     """(vae, text_encoder) from an SD1.5 single file or diffusers folder (+ an optional separate VAE).
     The text encoder is ``transformers.CLIPTextModel``."""
-    from ..models.clip import new_text_encoder, text_tower
-    from ..models.vae import AutoencoderKL
-
     sd15 = Path(sd15)
     meta = None if sd15.is_dir() else read_config_metadata(sd15)
     if sd15.is_dir():
@@ -239,8 +233,6 @@ def load_sd15_parts(sd15: Path, vae_file: Optional[Path] = None, device="cpu", d
 def load_clip_vision(path: Path, device="cpu", dtype=torch.float32):
     """The IP-Adapter image encoder as :class:`~xdyna_core.models.clip.PenultimateCLIPVision`
     (transformers' CLIP vision tower; its projection is unused and not loaded)."""
-    from ..models.clip import PenultimateCLIPVision, new_vision_encoder, vision_tower
-
     raw = load_state_dict(path)
     try:
         sd = K.convert_vision_encoder_keys(raw)

@@ -19,6 +19,9 @@ from . import keys as K
 from .configs import _resolve_config, infer_controlnet_config, infer_resampler_config, infer_unet_config
 from .files import (DIFFUSERS_WEIGHT_NAMES, CheckpointError, PathLike, Source, _source, detect_format,  # noqa: F401
                     load_state_dict, read_config_metadata, read_metadata, resolve_weights_file, wrong_file_error)
+from ..models.controlnet import ControlNetConfig, ControlNetModel
+from ..models.resampler import Resampler, ResamplerConfig
+from ..models.unet3d import UNet3DConditionModel, UNet3DConfig
 
 
 @dataclass
@@ -178,8 +181,6 @@ def load_xdyna_unet(path: Source, sd15_unet: Source | None = None, ip_adapter: S
     ``sd15_unet`` fills SD1.5 base weights the file lacks; ``ip_adapter`` (an IP-Adapter-plus file)
     fills missing ``to_k_ip``/``to_v_ip``. Motion-module and Dynamics-Adapter weights cannot come
     from anywhere else: missing ones are an error, as are unexpected keys and wrong shapes."""
-    from ..models.unet3d import UNet3DConditionModel, UNet3DConfig
-
     sd, name, meta = _source(path, "X-Dyna UNet")
     kind = K.identify(sd)
     if kind not in ("xdyna_unet", "xdyna_unet_adapters"):
@@ -255,8 +256,6 @@ def load_controlnet(path: Source, kind: str | None = None, config=None, operatio
                     dtype=torch.float32):
     """Pose (3-channel) or S-Face (6-channel) ControlNet from a file or a diffusers folder
     (config.json + diffusion_pytorch_model.*) -> ``(ControlNetModel, LoadReport)``."""
-    from ..models.controlnet import ControlNetConfig, ControlNetModel
-
     if kind is not None and kind not in CONTROLNET_CHANNELS:
         raise ValueError(f"ControlNet kind must be one of {sorted(CONTROLNET_CHANNELS)}, got {kind!r}")
     what = {"pose": "the X-Dyna pose ControlNet", "face": "the X-Dyna S-Face ControlNet", None: "an X-Dyna ControlNet"}[kind]
@@ -310,8 +309,6 @@ def load_ip_adapter(path: Source, layout: K.UNetLayout | None = None) -> tuple[d
 
 def load_resampler(path: Source, config=None, operations=torch.nn, device="cpu", dtype=torch.float32):
     """Resampler (image_proj) from an IP-Adapter-plus file or a bare Resampler file."""
-    from ..models.resampler import Resampler, ResamplerConfig
-
     sd, name, meta = _source(path, "Resampler")
     kind = K.identify(sd)
     if kind == "ip_adapter":

@@ -8,6 +8,10 @@ from typing import Any
 
 from . import keys as K
 from .files import CheckpointError
+from ..models.controlnet import ControlNetConfig
+from ..models.resampler import ResamplerConfig
+from ..models.unet3d import UNet3DConfig
+from ..models.vae import AutoencoderKLConfig
 
 
 def _replace(cfg, **kw):
@@ -16,8 +20,6 @@ def _replace(cfg, **kw):
 
 
 def infer_unet_config(sd: Mapping, base=None):
-    from ..models.unet3d import UNet3DConfig
-
     base = base or UNet3DConfig()
     kw: dict[str, Any] = {}
     if "conv_in.weight" in sd:
@@ -52,8 +54,6 @@ def infer_unet_config(sd: Mapping, base=None):
 
 
 def infer_controlnet_config(sd: Mapping, base=None):
-    from ..models.controlnet import ControlNetConfig
-
     base = base or ControlNetConfig()
     kw: dict[str, Any] = {}
     w = sd.get("controlnet_cond_embedding.conv_in.weight")
@@ -84,8 +84,6 @@ def infer_controlnet_config(sd: Mapping, base=None):
 def infer_resampler_config(sd: Mapping, base=None):
     """Dims from shapes; heads/dim_head are not visible in shapes: IP-Adapter-plus uses
     dim_head 64, so heads = inner width / 64 unless the base config says otherwise."""
-    from ..models.resampler import ResamplerConfig
-
     base = base or ResamplerConfig()
     try:
         latents = sd["latents"]
@@ -130,8 +128,6 @@ def _count(keys, pattern: str) -> int:
 
 def infer_vae_config(sd: Mapping, meta: dict | None = None):
     """AutoencoderKLConfig from the file's config metadata, else from a diffusers-layout VAE's shapes."""
-    from ..models.vae import AutoencoderKLConfig
-
     if meta:
         return AutoencoderKLConfig.from_dict(meta)
     levels = _count(sd, r"encoder\.down_blocks\.(\d+)\.")

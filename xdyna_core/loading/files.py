@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..errors import XDynaError
+from ..errors import CheckpointError
 from . import keys as K
 from .validate import check_finite
 
@@ -34,10 +34,6 @@ DIFFUSERS_WEIGHT_NAMES = (
     "diffusion_pytorch_model.fp16.bin",
     "pytorch_model.bin",
 )
-
-
-class CheckpointError(XDynaError, ValueError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,11 @@ import torch
 
 from ..arg_types import DTYPE_NAMES
 from . import keys as K
+from ..models.clip import config_dict, new_text_encoder, new_vision_encoder, text_config, text_tower, vision_config
+from ..models.controlnet import ControlNetConfig, ControlNetModel
+from ..models.resampler import Resampler, ResamplerConfig
+from ..models.unet3d import UNet3DConditionModel, UNet3DConfig
+from ..models.vae import AutoencoderKL, AutoencoderKLConfig
 
 DTYPES = {name: getattr(torch, dtype) for name, dtype in DTYPE_NAMES.items()}
 
@@ -65,12 +70,6 @@ def tiny_paths(root, with_variants: bool = True) -> dict[str, Path]:
 # Configs (sizes as the golden tiny models)
 # ---------------------------------------------------------------------------------------------
 def tiny_configs() -> dict:
-    from ..models.clip import text_config, vision_config
-    from ..models.controlnet import ControlNetConfig
-    from ..models.resampler import ResamplerConfig
-    from ..models.unet3d import UNet3DConfig
-    from ..models.vae import AutoencoderKLConfig
-
     width, text_dim, image_dim = (32, 32, 64, 64), 32, 48
     cn = dict(block_out_channels=width, layers_per_block=2, num_attention_heads=2, cross_attention_dim=text_dim,
               conditioning_embedding_out_channels=(8, 16, 16, 32))
@@ -149,12 +148,6 @@ def _save(path: Path, sd: Mapping[str, torch.Tensor], dtype: torch.dtype, kind: 
 
 def build_tiny_state_dicts(seed: int = 0) -> dict:
     """All tiny weights in memory: {role: (state_dict, config dict)}."""
-    from ..models.clip import config_dict, new_text_encoder, new_vision_encoder, text_tower
-    from ..models.controlnet import ControlNetModel
-    from ..models.resampler import Resampler
-    from ..models.unet3d import UNet3DConditionModel
-    from ..models.vae import AutoencoderKL
-
     cfgs = tiny_configs()
     unet = _random_model_sd(UNet3DConditionModel, cfgs["unet"], "unet", seed)
     groups = K.split_unet_groups(unet)
