@@ -17,6 +17,7 @@ import torch
 
 from .errors import XDynaError
 from .panels import PANEL_NAMES, burn_banner, label_panels
+from .pixels import to_uint8
 from .progress import Progress
 from .preprocess.keypoints import load_keypoints
 from .preprocess.video import VideoReadError, iter_frames, probe_video, read_video, write_video
@@ -90,7 +91,7 @@ def read_reference(path) -> np.ndarray:
 
 
 def _check_size(opts: AnimateOptions):
-    from .preprocess.driving import check_output_size
+    from .working_size import check_output_size
 
     try:
         check_output_size(opts.width, opts.height)  # the one working-size rule of both front ends
@@ -264,7 +265,7 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
     frames = decode_latents(decode, latents, chunk=4, layout="nhwc", should_cancel=should_cancel)
     dbar.close()
     times["decode"] = time.perf_counter() - t0
-    video = (frames.numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    video = to_uint8(frames.numpy())
     if not np.isfinite(frames.numpy()).all():
         raise AnimateError("the result contains non-finite values (NaN/inf): try --precision fp32")
     return AnimateResult(video, controls.fps, controls, enc.image, times, latents)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import aiohttp
 
+from ..outputs import write_atomic
 from .client import ComfyClient, ComfyError, ComfyServer, execution_error
 from .jobs import Job, JobListError, fill_workflow
 
@@ -62,13 +62,7 @@ def load_state(out_dir: Path) -> dict:
 
 def save_state(out_dir: Path, state: dict):
     """Write the state so that a crash at any moment leaves either the old or the new file."""
-    out_dir = Path(out_dir)
-    tmp = out_dir / f"{STATE_FILE}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(state, indent=1))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out_dir / STATE_FILE)
+    write_atomic(Path(out_dir) / STATE_FILE, json.dumps(state, indent=1))
 
 
 def finished(state: dict, job: Job, out_dir: Path) -> bool:
@@ -85,13 +79,6 @@ def output_files(history: dict) -> List[dict]:
                 files += [i for i in items if isinstance(i, dict) and "filename" in i
                           and i.get("type", "output") == "output"]
     return files
-
-
-def _write_atomic(path: Path, data: bytes):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -229,7 +216,7 @@ class _Batch:
         saved = []
         for f in files:
             target = Path(job.name) / f["filename"]
-            _write_atomic(self.out_dir / target, await client.download(f["filename"], f.get("subfolder", ""), "output"))
+            write_atomic(self.out_dir / target, await client.download(f["filename"], f.get("subfolder", ""), "output"))
             saved.append(str(target))
         return saved
 

@@ -26,14 +26,10 @@ import numpy as np
 import torch
 
 from ..errors import XDynaError
+from ..pixels import to_uint8
+from ..working_size import SIZE_MULTIPLE, SIZE_RULE, check_output_size, check_same_size  # noqa: F401 (nodes import them here)
 from .keypoints import Person, PoseFrame, from_pose_keypoint_json, to_pose_keypoint_json
 
-#: The working size rule, the one both front ends check: the VAE works on 8x8 pixel blocks, so width
-#: and height must be multiples of 8. The UNet asks for no more: it halves the latent three times, but
-#: each upsampling follows the size of its skip connection (odd latent sizes such as 17x25 for 136x200
-#: run), so multiples of 64 are not needed. X-Dyna was trained at 512x896.
-SIZE_MULTIPLE = 8
-SIZE_RULE = "a multiple of 8 (X-Dyna was trained at 512x896)"
 FITS = ("crop", "stretch")
 POSE_BACKENDS = ("auto", "dwpose", "mediapipe")
 LANDMARK_SOURCES = ("auto", "pose_keypoint", "mediapipe", "insightface")
@@ -58,24 +54,6 @@ def close_quietly(obj) -> None:
         close()  # MediaPipe graphs hold native threads
 
 
-def check_output_size(width: int, height: int, multiple: int = SIZE_MULTIPLE) -> Tuple[int, int]:
-    """(width, height) as ints, or ValueError unless both are positive multiples of ``multiple``."""
-    w, h = int(width), int(height)
-    if w <= 0 or h <= 0 or w % multiple or h % multiple:
-        raise ValueError(
-            f"working size {w}x{h}: width and height must be positive multiples of {multiple} (the VAE "
-            f"works on {multiple}x{multiple} pixel blocks; X-Dyna was trained at 512x896)")
-    return w, h
-
-
-def check_same_size(size: Tuple[int, int], working: Tuple[int, int], what: str) -> None:
-    """ValueError naming both sizes unless ``size`` (of ``what``) is the working size (both (w, h))."""
-    if tuple(int(v) for v in size) != tuple(int(v) for v in working):
-        raise ValueError(
-            f"{what} is {size[0]}x{size[1]} but the reference was encoded at {working[0]}x{working[1]}: "
-            f"the working size is set once, on X-Dyna Reference Encode")
-
-
 # --------------------------------------------------------------------------- frame batches
 
 
@@ -83,7 +61,7 @@ class ImageBatchFrames(Sequence):
     """uint8 (H, W, 3) frames of an image batch, converted one at a time on access.
 
     Accepts a torch tensor or numpy array [B, H, W, C] (or one [H, W, C] image) with C = 3, 4
-    (alpha dropped) or 1 (grey); float values are 0..1 (rounded to the nearest 1/255), uint8 is
+    (alpha dropped) or 1 (grey); float values are 0..1 (:func:`~xdyna_core.pixels.to_uint8`), uint8 is
     taken as is.
     """
 
@@ -120,7 +98,7 @@ class ImageBatchFrames(Sequence):
         if x.dtype != torch.uint8:
             if not torch.isfinite(x).all():
                 raise ValueError(f"{self.what}: frame {i} contains NaN or infinite values")
-            x = (x.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+            x = to_uint8(x)
         if x.shape[-1] == 1:
             x = x.expand(-1, -1, 3)
         return np.ascontiguousarray(x[..., :3].numpy())
