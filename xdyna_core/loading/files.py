@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from . import kinds
 from . import keys as K
 from .validate import check_finite
 
@@ -184,8 +185,8 @@ def _source(src: Source, what: str) -> tuple[dict, str, dict | None]:
 
 
 def wrong_file_error(name: str, kind: str, expected: str) -> CheckpointError:
-    hint = K.KIND_HINTS.get(kind)
-    msg = f"{name}: this file is {K.describe(kind)}, but {expected} was expected"
+    hint = kinds.KIND_HINTS.get(kind)
+    msg = f"{name}: this file is {kinds.describe(kind)}, but {expected} was expected"
     return CheckpointError(msg + (f"; {hint}" if hint else ""))
 
 
