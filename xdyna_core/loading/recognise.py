@@ -136,26 +136,32 @@ def role_from_name(name: str) -> Optional[str]:
 
 
 _cache: dict = {}
+_CONTENT, _NAME, _UNKNOWN = 0, 1, 2  # where a file's role came from, in the order of precedence
 
 
-def _content_role(path) -> Optional[str]:
+def _role_and_source(path) -> Tuple[Optional[str], int]:
     try:
-        return recognise(path).role
-    except (CheckpointError, OSError):
-        return None  # unreadable here: the name decides, the loader reports the damage
+        st = os.stat(path)
+    except OSError:
+        return None, _UNKNOWN
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _cache:
+        try:
+            role = recognise(path).role
+        except (CheckpointError, OSError):
+            role = None  # unreadable here: the name decides, the loader reports the damage
+        if role is not None:
+            _cache[key] = (role, _CONTENT)
+        else:
+            role = role_from_name(path)
+            _cache[key] = (role, _NAME if role is not None else _UNKNOWN)
+    return _cache[key]
 
 
 def file_role(path) -> Optional[str]:
     """A role (UNET, POSE_CONTROLNET, ...), the kind's name for a file that plays none, or None when
     it cannot be told: the precedence rule above. Cached by path, size and modification time."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _cache:
-        _cache[key] = _content_role(path) or role_from_name(path)
-    return _cache[key]
+    return _role_and_source(path)[0]
 
 
 def serves(path, role: str) -> bool:
@@ -165,15 +171,15 @@ def serves(path, role: str) -> bool:
 
 
 def pick(candidates: Sequence[Path], role: str, prefer: Iterable[str] = ()) -> Optional[Path]:
-    """The file of ``candidates`` that serves ``role`` best: known to be that role before unknown;
-    then the first name matching ``prefer`` (regular expressions, in order); then the given order.
-    None when none serves."""
+    """The file of ``candidates`` that serves ``role`` best: known by its content before known by its
+    name before unknown (the precedence above); then the first name matching ``prefer`` (regular
+    expressions, in order); then the given order. None when none serves."""
     prefer = list(prefer)
 
     def rank(item):
         i, p = item
         name_rank = next((j for j, pat in enumerate(prefer) if re.search(pat, p.name, re.IGNORECASE)), len(prefer))
-        return (file_role(p) is None, name_rank, i)
+        return (_role_and_source(p)[1], name_rank, i)
 
     serving: List[Tuple[int, Path]] = [(i, p) for i, p in enumerate(candidates) if serves(p, role)]
     return min(serving, key=rank)[1] if serving else None
