@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timesteps", type=int, nargs="+", default=[961, 501, 41])
     ap.add_argument("--golden", default=None, metavar="DIR",
                     help="ControlNet only: the golden tiny pose ControlNet's weights and inputs from DIR "
-                         "(../shared/golden: tiny_controlnet_pose, controlnets)")
+                         "(tests/data/golden: tiny_controlnet_pose, controlnets)")
     ap.add_argument("--python-int", action="store_true",
                     help="pass timesteps as Python ints (the old calling convention: one compile per timestep)")
     ap.add_argument("--nets", nargs="+", choices=["unet", "controlnet", "unit"], default=["unet", "controlnet"],

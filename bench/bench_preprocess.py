@@ -1,5 +1,5 @@
 """CPU throughput of the preprocessing steps (frames per second), on the driving videos in
-../shared/assets (or --videos DIR). Not a test; prints a table.
+tests/data/assets (their first 200 frames; or --videos DIR). Not a test; prints a table.
 
     python bench/bench_preprocess.py [--frames 120] [--videos DIR] [--models DIR]
 
@@ -57,7 +57,7 @@ def sample_pose(w=512, h=896) -> PoseFrame:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=120, help="frames per video and backend")
-    ap.add_argument("--videos", default=str(REPO.parent / "shared" / "assets" / "driving_video"))
+    ap.add_argument("--videos", default=str(REPO / "tests" / "data" / "assets" / "driving_video"))
     ap.add_argument("--models", action="append", default=[], help="folder with the real DWPose ONNX files")
     args = ap.parse_args(argv)
 

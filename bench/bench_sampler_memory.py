@@ -17,6 +17,7 @@ shows the sampler's own footprint.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -51,6 +52,7 @@ def child(frames: int, latent: int, steps: int, context: int, overlap: int, thre
 
     sys.path.insert(0, str(REPO))
     from xdyna_core.models import ControlNetConfig, ControlNetModel, UNet3DConditionModel, UNet3DConfig
+    from xdyna_core.sampling.settings import SamplingSettings
     from xdyna_core.sampling.context_windows import num_context_windows
     from xdyna_core.sampling.pipeline import sample_video
 
@@ -74,14 +76,16 @@ def child(frames: int, latent: int, steps: int, context: int, overlap: int, thre
                     pose_cond=torch.randint(0, 256, (n, 3, 8 * latent, 8 * latent), generator=g, dtype=torch.uint8),
                     face_cond=torch.randint(0, 256, (n, 6, 8 * latent, 8 * latent), generator=g, dtype=torch.uint8))
 
-    kw = dict(pose_controlnet=nets[0], face_controlnet=nets[1], guidance_scale=7.5, context_frames=context,
-              context_overlap=overlap, seed=0)
-    sample_video(unet, **inputs(min(frames, context + 1)), steps=1, **kw)      # warm-up
+    kw = dict(pose_controlnet=nets[0], face_controlnet=nets[1])
+    settings = SamplingSettings(steps=steps, cfg=7.5, context_length=context, context_overlap=overlap)
+    seeded = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    sample_video(unet, **inputs(min(frames, context + 1)), settings=dataclasses.replace(settings, steps=1),
+                 generator=seeded(), **kw)      # warm-up
     data = inputs(frames)
     peak_reset = _reset_peak()
     before_kb = _status_kb("VmRSS")
     t0 = time.perf_counter()
-    out = sample_video(unet, **data, steps=steps, **kw)
+    out = sample_video(unet, **data, settings=settings, generator=seeded(), **kw)
     seconds = time.perf_counter() - t0
     peak_kb = _status_kb("VmHWM") if peak_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     mb = 1 / 1024

@@ -40,6 +40,7 @@ from xdyna_core.offload import PhasePlacement  # noqa: E402
 from xdyna_core.reference import clip_image_hidden, clip_uncond_hidden, image_tokens  # noqa: E402
 from xdyna_core.sampling.context_windows import context_windows  # noqa: E402
 from xdyna_core.sampling.pipeline import decode_latents, sample_video  # noqa: E402
+from xdyna_core.sampling.settings import SamplingSettings  # noqa: E402
 
 
 def random_init_(model: torch.nn.Module, seed: int = 0):
@@ -159,9 +160,10 @@ def run(args, frames: int, nets, dim, device, dtype, encoders=None):
     place.use(["unet", "controlnet"])
     phase_start()
     t0 = time.perf_counter()
-    latents = sample_video(counted(unet, "unet"), ref, text, text, tok_c, tok_u, pose_controlnet=counted(cn, "controlnet"),
-                           pose_cond=pose, steps=args.steps, strength=timed_steps / args.steps, guidance_scale=7.5,
-                           seed=0, device=device, dtype=dtype, window_batch_size=args.window_batch)
+    latents = sample_video(counted(unet, "unet"), ref, text, text, tok_c, tok_u,
+                           SamplingSettings(steps=args.steps, cfg=7.5), torch.Generator().manual_seed(0),
+                           pose_controlnet=counted(cn, "controlnet"), pose_cond=pose, strength=timed_steps / args.steps, device=device, dtype=dtype,
+                           window_batch_size=args.window_batch)
     phase_end("sample")
     t_sample = (time.perf_counter() - t0) * args.steps / timed_steps
 

@@ -44,6 +44,7 @@ from bench_speed import build, random_init_, sync  # noqa: E402
 from xdyna_core.models import ControlNetConfig, ControlNetModel  # noqa: E402
 from xdyna_core.sampling.init_latents import gaussian_blur_frames  # noqa: E402
 from xdyna_core.sampling.pipeline import InjectedRandomness, decode_latents, sample_video  # noqa: E402
+from xdyna_core.sampling.settings import SamplingSettings  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ official code
@@ -212,7 +213,7 @@ def run_official(off, nets, inputs, args, device, dtype):
         video = pipe(prompt="", negative_prompt="", video_length=inputs["frames"], height=H, width=W,
                      num_inference_steps=args.steps, guidance_scale=args.cfg, strength=1.0,
                      latents=inputs["ref_latent"].to(dtype), controlnet_condition=pil(inputs["pose"]),
-                     context_frames=16, context_overlap=4, repeat_latents=True, gaussian_blur=True,
+                     context_length=16, context_overlap=4, repeat_latents=True, gaussian_blur=True,
                      cross_id=True, un_cond_image_embeds=inputs["tok_u"], cond_image_embeds=inputs["tok_c"],
                      generator=torch.Generator(device=device).manual_seed(args.seed),
                      callback=lambda i, t, lat: final.__setitem__("latents", lat[:, :, 1:].float().clone()),
@@ -238,8 +239,8 @@ def run_ours(nets, inputs, injected, args, device, dtype):
     sync(device)
     t0 = time.perf_counter()
     latents = sample_video(unet, inputs["ref_latent"], inputs["text_cond"], inputs["text_uncond"], inputs["tok_c"],
-                           inputs["tok_u"], pose_controlnet=pose_cn, face_controlnet=face_cn, pose_cond=pose,
-                           face_cond=face, steps=args.steps, guidance_scale=args.cfg, device=device, dtype=dtype,
+                           inputs["tok_u"], SamplingSettings(steps=args.steps, cfg=args.cfg), pose_controlnet=pose_cn,
+                           face_controlnet=face_cn, pose_cond=pose, face_cond=face, device=device, dtype=dtype,
                            injected=injected)
     sync(device)
     t1 = time.perf_counter()

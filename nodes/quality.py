@@ -67,7 +67,7 @@ class XDynaQualityReport:
         ref = drv.ImageBatchFrames(reference, "reference")[0]
         frames = drv.ImageBatchFrames(result, "result")
         driving = drv.ImageBatchFrames(driving_images, "driving_images")
-        opts = ReportOptions(backend=backend, fit=fit, align=bool(align), context_frames=int(context_length),
+        opts = ReportOptions(backend=backend, fit=fit, align=bool(align), context_length=int(context_length),
                              context_overlap=int(context_overlap), seed=None if int(seed) < 0 else int(seed),
                              steps=int(steps), latent=latent, model_dirs=bridge.detector_dirs(),
                              insightface_dirs=bridge.folder_paths_of("insightface"))

@@ -124,7 +124,7 @@ class XDynaSampler:
         hooks = SamplerHooks(progress=lambda *a: progress.update(1),
                              preview=lambda s, ns, x0, lat: progress.update(0, x0[:, :, 0]),
                              should_cancel=bridge.interrupted)
-        settings = SamplingSettings(steps=steps, cfg=cfg, seed=seed, context_frames=context_length,
+        settings = SamplingSettings(steps=steps, cfg=cfg, seed=seed, context_length=context_length,
                                     context_overlap=context_overlap, pose_strength=pose_strength,
                                     face_strength=face_strength, latent=reference.get("latent_mode", "sample"))
         try:

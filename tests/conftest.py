@@ -52,16 +52,21 @@ if not any(isinstance(f, _PackAliases) for f in sys.meta_path):
     sys.meta_path.insert(0, _PackAliases())
 
 
+# The repository carries the data its tests read (tests/data/README.md); an environment variable
+# points a run at another copy.
+DATA = Path(__file__).resolve().parent / "data"
+
+
 def golden_dir() -> Path:
-    return Path(os.environ.get("XDYNA_GOLDEN_DIR", REPO.parent / "shared" / "golden"))
+    return Path(os.environ.get("XDYNA_GOLDEN_DIR", DATA / "golden"))
 
 
 def assets_dir() -> Path:
-    return Path(os.environ.get("XDYNA_ASSETS_DIR", REPO.parent / "shared" / "assets"))
+    return Path(os.environ.get("XDYNA_ASSETS_DIR", DATA / "assets"))
 
 
 def spec_dir() -> Path:
-    return Path(os.environ.get("XDYNA_SPEC_DIR", REPO.parent / "shared" / "spec"))
+    return Path(os.environ.get("XDYNA_SPEC_DIR", DATA / "spec"))
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from .errors import XDynaError
 from .panels import PANEL_NAMES, burn_banner, label_panels
 from .pixels import to_uint8
 from .progress import Progress
+from .sampling.settings import SamplingSettings
 from .preprocess.keypoints import load_keypoints
 from .preprocess.video import VideoReadError, iter_frames, probe_video, read_video, write_video
 
@@ -29,11 +30,9 @@ class AnimateError(XDynaError):
 
 @dataclass
 class AnimateOptions:
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)   # steps, cfg, seed, windows, ...
     width: int = 512
     height: int = 896
-    steps: int = 25
-    cfg: float = 7.5
-    seed: int = 42
     length: Optional[int] = None        # frames to animate (after stride); None = whole video
     stride: int = 1
     start: int = 0
@@ -46,10 +45,6 @@ class AnimateOptions:
     keypoints: Optional[str] = None     # POSE_KEYPOINT JSON (rendered with the X-Dyna rules)
     prompt: str = ""
     negative_prompt: str = ""
-    pose_strength: float = 1.0
-    face_strength: float = 1.0
-    context_frames: int = 16
-    context_overlap: int = 4
     device: str = "auto"
     precision: str = "auto"             # auto | fp32 | fp16 | bf16
     weights: str = "default"            # default | fp8 (UNet/ControlNet weights stored in float8, computed in precision)
@@ -208,7 +203,7 @@ class AnimateResult:
 def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
             should_cancel: Optional[Callable[[], bool]] = None) -> AnimateResult:
     """Run the whole job with loaded networks (see loading.bundle.load_bundle)."""
-    from .job import SamplingSettings, face_control, progress_total, run_sampling
+    from .job import face_control, progress_total, run_sampling
     from .offload import PhasePlacement, resolve_memory_mode
     from .reference import encode_reference_all
     from .sampling.pipeline import SamplerHooks, decode_latents
@@ -224,7 +219,8 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
     controls = prepare_driving(reference, str(driving_path), opts, str(reference_path))
     times["preprocess"] = time.perf_counter() - t0
     n = len(controls.pose)
-    use_face, why = face_control(opts.face, bundle.face_controlnet is not None, controls.has_face, opts.face_strength)
+    use_face, why = face_control(opts.face, bundle.face_controlnet is not None, controls.has_face,
+                                 opts.sampling.face_strength)
     for note in controls.notes + ([why] if why and opts.face else []):
         print(f"note: {note}", file=sys.stderr)
 
@@ -237,11 +233,9 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
         text_u = encode_text(bundle, opts.negative_prompt, device, dtype)
     times["encode"] = time.perf_counter() - t0
 
-    settings = SamplingSettings(steps=opts.steps, cfg=opts.cfg, seed=opts.seed, context_frames=opts.context_frames,
-                                context_overlap=opts.context_overlap, pose_strength=opts.pose_strength,
-                                face_strength=opts.face_strength)
+    settings = opts.sampling
     face_cond = torch.cat([_chw(controls.face_local), _chw(controls.face_global)], dim=1) if use_face else None
-    bar = Progress(progress_total(n, opts.steps, opts.context_frames, opts.context_overlap), "sample",
+    bar = Progress(progress_total(n, settings.steps, settings.context_length, settings.context_overlap), "sample",
                    enabled=not opts.quiet, unit="window")
     hooks = SamplerHooks(progress=lambda *a: bar.update(), should_cancel=should_cancel)
     place.use(["unet", "pose_controlnet"] + (["face_controlnet"] if use_face else []))

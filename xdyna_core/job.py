@@ -11,28 +11,14 @@ and seed give the same latents in ComfyUI and on the command line:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Callable, Optional, Tuple
 
 import torch
 
 from .reference import ReferenceEncoding
 from .sampling.context_windows import num_context_windows
-
-
-@dataclass
-class SamplingSettings:
-    steps: int = 25
-    cfg: float = 7.5
-    seed: int = 42
-    context_frames: int = 16
-    context_overlap: int = 4
-    pose_strength: float = 1.0
-    face_strength: float = 1.0
-    latent: str = "sample"  # reference latent: "sample" (official posterior sample) or "mean"
-
-
-LATENT_MODES = ("sample", "mean")
+from .sampling.settings import LATENT_MODES, SamplingSettings  # noqa: F401  (the run's settings live there)
 
 
 def face_control(face_given: bool, face_controlnet_loaded: bool, clip_has_face: bool,
@@ -51,9 +37,9 @@ def face_control(face_given: bool, face_controlnet_loaded: bool, clip_has_face: 
     return True, None
 
 
-def progress_total(num_frames: int, steps: int, context_frames: int, context_overlap: int) -> int:
+def progress_total(num_frames: int, steps: int, context_length: int, context_overlap: int) -> int:
     """Window passes of a run (what the progress hooks count): steps x windows per step."""
-    return int(steps) * num_context_windows(num_frames, context_frames, context_overlap)
+    return int(steps) * num_context_windows(num_frames, context_length, context_overlap)
 
 
 def run_sampling(unet, reference: ReferenceEncoding, text_cond: torch.Tensor, text_uncond: torch.Tensor,
@@ -72,11 +58,10 @@ def run_sampling(unet, reference: ReferenceEncoding, text_cond: torch.Tensor, te
     if generator_hook is not None:
         generator_hook(generator)
     use_face = face_controlnet is not None and face_cond is not None
+    if not use_face:
+        settings = replace(settings, face_strength=0.0)
     return sample_video(unet, ref_latent.to(device), text_cond.to(device), text_uncond.to(device),
                         reference.image_tokens_cond.to(device), reference.image_tokens_uncond.to(device),
-                        pose_controlnet=pose_controlnet, face_controlnet=face_controlnet if use_face else None,
-                        pose_cond=pose_cond, face_cond=face_cond if use_face else None, steps=settings.steps,
-                        guidance_scale=settings.cfg, generator=generator, context_frames=settings.context_frames,
-                        context_overlap=settings.context_overlap, pose_strength=settings.pose_strength,
-                        face_strength=settings.face_strength if use_face else 0.0, device=device, dtype=dtype,
-                        hooks=hooks)
+                        settings, generator, pose_controlnet=pose_controlnet,
+                        face_controlnet=face_controlnet if use_face else None, pose_cond=pose_cond,
+                        face_cond=face_cond if use_face else None, device=device, dtype=dtype, hooks=hooks)

@@ -5,12 +5,14 @@ value or path found at the end throws that away. So:
 
 * option values are checked while parsing (argparse `type=` functions below), and the message uses the
   option's own name (`--steps`, not `num_inference_steps`);
-* `check_job` then checks what needs more than one option or a look at the disk, in order of cost:
-  option combinations; the output path (never an input, also through links; a folder
+* `check_job` then checks the job VALUE (the options the run uses, `animate.AnimateOptions`, with its
+  `SamplingSettings`), what needs more than one option or a look at the disk, in order of cost:
+  the sampling settings (`check_sampling`, which the ComfyUI sampler node calls too); the output path (never an input, also through links; a folder
   that takes files; an extension we write); the inputs (opened and probed: the reference image
   decoded, the first used driving frame decoded); the step count and the device (torch imported
   here); the model files (found, and each one's header read
-  and recognised — no weights are loaded).
+  and recognised — no weights are loaded) and the settings against the UNet's motion module limit
+  (from its header).
 
 Every failure is a `JobCheckError` (or the loaders' CheckpointError) with a one-line message.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .errors import XDynaError
 
@@ -30,22 +32,31 @@ from .arg_types import (DEVICE_PATTERN, device_name, finite_float, frame_size, n
                         positive_float, positive_int, seed)
 
 
-# ------------------------------------------------------------------------------ checks after parsing
-def check_options(args) -> None:
-    """Combinations of options; raises JobCheckError (no heavy imports: runs first)."""
-    if args.context_overlap >= args.context_length:
-        raise JobCheckError(f"--context-overlap {args.context_overlap} must be smaller than --context-length "
-                            f"{args.context_length} (windows overlap by fewer frames than they hold)")
+# ------------------------------------------------------------------------------ checks of the job value
+def cli_flag(name: str) -> str:
+    """How the command line names a setting in a message (`context_length` -> `--context-length`)."""
+    return "--" + name.replace("_", "-")
 
 
-def check_runtime(args) -> None:
-    """What needs torch: the step count against the scheduler, the device."""
-    from .sampling.scheduler import DDIMScheduler
+def check_sampling(settings, motion_max_len: Optional[int] = None, flag: Callable[[str], str] = cli_flag) -> None:
+    """A run's SamplingSettings against each other, the scheduler and (when known) the UNet's motion
+    module limit; raises JobCheckError naming the setting as ``flag`` spells it (the CLI's options, the
+    node's inputs). Cheap: no model is loaded; the limit comes from the UNet file's header."""
+    from .sampling.settings import LATENT_MODES, NUM_TRAIN_TIMESTEPS   # no torch import: runs first
 
-    max_steps = DDIMScheduler().config.num_train_timesteps
-    if args.steps > max_steps:
-        raise JobCheckError(f"--steps {args.steps}: at most {max_steps} (the scheduler's training timesteps)")
-    check_device(args.device)
+    length, overlap = settings.context_length, settings.context_overlap
+    if overlap >= length:
+        raise JobCheckError(f"{flag('context_overlap')} {overlap} must be smaller than {flag('context_length')} "
+                            f"{length} (windows overlap by fewer frames than they hold)")
+    if motion_max_len is not None and length > motion_max_len:
+        raise JobCheckError(f"{flag('context_length')} {length}: at most {motion_max_len}, the motion module's "
+                            f"limit (frames it was trained on, from the UNet file); longer clips are sampled "
+                            f"in overlapping windows")
+    if settings.latent not in LATENT_MODES:
+        raise JobCheckError(f"{flag('latent')} must be one of {', '.join(LATENT_MODES)}, got {settings.latent!r}")
+    if not 1 <= settings.steps <= NUM_TRAIN_TIMESTEPS:
+        raise JobCheckError(f"{flag('steps')} {settings.steps}: 1 to {NUM_TRAIN_TIMESTEPS} (the scheduler's "
+                            f"training timesteps)")
 
 
 def check_device(device: str) -> None:
@@ -63,12 +74,11 @@ def check_device(device: str) -> None:
         raise JobCheckError(f"--device {device}: Apple MPS is not available here; use --device cpu")
 
 
-def input_paths(args) -> list:
-    return [p for p in (getattr(args, "reference", None), getattr(args, "driving", None),
-                        getattr(args, "pose", None), getattr(args, "keypoints", None)) if p is not None]
+def input_paths(reference, driving, opts) -> list:
+    return [p for p in (reference, driving, opts.pose_video, opts.keypoints) if p is not None]
 
 
-def check_inputs(args) -> None:
+def check_inputs(reference, driving, opts) -> None:
     """Open and probe every input: the reference decoded, the first used frame of each video decoded."""
     from .preprocess.keypoints import KeypointFormatError, load_keypoints
     from .preprocess.video import VideoReadError, iter_frames, probe_video
@@ -81,13 +91,13 @@ def check_inputs(args) -> None:
         except VideoReadError as e:
             raise JobCheckError(f"--{what}: {e}") from None
 
-    first_frame(args.reference, "reference")
-    first_frame(args.driving, "driving", args.start)
-    if getattr(args, "pose", None):
-        first_frame(args.pose, "pose", args.start)
-    if getattr(args, "keypoints", None):
+    first_frame(reference, "reference")
+    first_frame(driving, "driving", opts.start)
+    if opts.pose_video:
+        first_frame(opts.pose_video, "pose", opts.start)
+    if opts.keypoints:
         try:
-            load_keypoints(args.keypoints)
+            load_keypoints(opts.keypoints)
         except (KeypointFormatError, FileNotFoundError) as e:
             raise JobCheckError(f"--keypoints: {e}") from None
 
@@ -112,19 +122,30 @@ class CheckedJob:
     files: Optional[object] = None   # loading.bundle.ModelFiles
 
 
-def check_job(args, models_dir=None, inputs: bool = True) -> CheckedJob:
-    """All checks of one `animate` / `demo` job, cheapest first (see the module docstring)."""
+def check_job(opts, reference, driving, out, models_dir=None, inputs: bool = True) -> CheckedJob:
+    """All checks of one `animate` / `demo` job (``opts``: animate.AnimateOptions), cheapest first (see
+    the module docstring). ``models_dir=None``: the caller finds the models later (``check_models`` and
+    ``check_model_limits``)."""
     from .outputs import OutputPathError, check_output_path
 
-    check_options(args)
+    check_sampling(opts.sampling)
     try:
-        out = check_output_path(args.out, input_paths(args) if inputs else [], suffixes=(".mp4",), option="--out")
+        out = check_output_path(out, input_paths(reference, driving, opts) if inputs else [], suffixes=(".mp4",),
+                                option="--out")
     except OutputPathError as e:
         raise JobCheckError(str(e)) from None
     if inputs:
-        check_inputs(args)
-    check_runtime(args)
+        check_inputs(reference, driving, opts)
+    check_device(opts.device)
     files = None
     if models_dir is not None:
-        files = check_models(models_dir, args.face == "on", (args.prompt, args.negative_prompt))
+        files = check_models(models_dir, opts.face, (opts.prompt, opts.negative_prompt))
+        check_model_limits(opts, files)
     return CheckedJob(out, files)
+
+
+def check_model_limits(opts, files) -> None:
+    """The settings against what the model files' headers say (the motion module's window limit)."""
+    from .loading.recognise import recognise
+
+    check_sampling(opts.sampling, recognise(files.unet).motion_max_len)

@@ -76,7 +76,10 @@ def test_long_clip_window_examples():
     assert num_context_windows(16) == 1 and num_context_windows(17) == 2
 
 
-@pytest.mark.parametrize("args", [(0, 16, 4), (5, 0, 0), (5, 16, 16), (5, 16, -1), (5, 2.5, 0)])
-def test_invalid_arguments_raise(args):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("args,message", [
+    ((0, 16, 4), r"num_frames must be a positive integer, got 0"), ((5, 0, 0), r"context_length must be a positive"),
+    ((5, 16, 16), r"context_overlap must be .* got 16"), ((5, 16, -1), r"context_overlap must be .* got -1"),
+    ((5, 2.5, 0), r"context_length must be a positive integer, got 2.5")])
+def test_invalid_arguments_raise(args, message):
+    with pytest.raises(ValueError, match=message):
         context_windows(*args)

@@ -206,8 +206,6 @@ def test_mediapipe_face_landmarks_on_a_driving_frame():
     from xdyna_core.preprocess.mediapipe_backend import MediaPipePoseDetector
 
     path = assets_dir() / "driving_video" / "example_1_driving_1.mp4"
-    if not path.exists():
-        pytest.skip(f"asset missing: {path}")
     with av.open(str(path)) as c:
         frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
     pose = MediaPipePoseDetector(static_image_mode=True, with_hands=False, with_face=False)(frame)

@@ -21,6 +21,7 @@ from xdyna_core.loading.checkpoints import CheckpointError, load_state_dict
 from xdyna_core.loading.recognise import recognise
 from xdyna_core.loading.tiny import write_tiny_set
 from xdyna_core.preprocess.video import write_video
+from xdyna_core.sampling.settings import SamplingSettings
 
 FAST_LIMIT_S = 5.0
 NAN_KEY = "conv_in.weight"
@@ -271,6 +272,40 @@ def test_non_finite_latent_stops_at_its_step_and_window():
     text = torch.randn(1, 77, 8, generator=g)
     tokens = torch.randn(1, 4, 8, generator=g)
     with pytest.raises(NonFiniteLatents, match=r"step 2/3, window 2/2"):
-        sample_video(unet, torch.randn(1, 4, 1, 8, 8, generator=g), text, text, tokens, tokens, num_frames=20,
-                     steps=3, guidance_scale=7.5, seed=0)
+        sample_video(unet, torch.randn(1, 4, 1, 8, 8, generator=g), text, text, tokens, tokens, SamplingSettings(steps=3, cfg=7.5),
+                     torch.Generator().manual_seed(0), num_frames=20)
     assert len(calls) == 4  # stopped at the end of that step: no further UNet call
+
+
+@pytest.mark.parametrize("length, fails", [(32, True), (24, False)])
+def test_context_length_against_the_motion_module_limit(job, nan_models, tmp_path, length, fails):
+    """Issue 21: the window length is checked against the UNet's motion module limit, read from the
+    file's header (24 in the tiny set, as in the released UNet), before any weight loads."""
+    assert recognise(nan_models / "xdyna" / "xdyna_unet.safetensors").motion_max_len == 24
+    r, seconds = cli(*animate_args(job, nan_models, tmp_path / "out.mp4", "--pose", job["pose"],
+                                   "--context-length", length, "--context-overlap", 4))
+    if fails:
+        line = one_line(r)
+        assert "--context-length 32" in line and "at most 24" in line and "motion module" in line, line
+        assert seconds < FAST_LIMIT_S, f"{seconds:.1f} s"
+        assert_nothing_loaded(r)
+    else:  # within the limit the run goes on to load the weights: the planted NaN is what stops it
+        assert r.returncode == 2 and NAN_KEY in r.stderr and "context" not in r.stderr, r.stderr
+
+
+def test_sampling_checks_name_settings_as_each_front_spells_them():
+    """One check of the settings value for both fronts: the CLI names options, a node its inputs."""
+    from xdyna_core.job_checks import JobCheckError, check_sampling
+
+    bad = SamplingSettings(context_length=8, context_overlap=8)
+    with pytest.raises(JobCheckError, match=r"^--context-overlap 8 must be smaller than --context-length 8"):
+        check_sampling(bad)
+    with pytest.raises(JobCheckError, match=r"^context_overlap 8 must be smaller than context_length 8"):
+        check_sampling(bad, flag=str)
+    with pytest.raises(JobCheckError, match=r"context_length 20: at most 16"):
+        check_sampling(SamplingSettings(context_length=20), motion_max_len=16, flag=str)
+    with pytest.raises(JobCheckError, match=r"--steps 1001: 1 to 1000"):
+        check_sampling(SamplingSettings(steps=1001))
+    with pytest.raises(JobCheckError, match=r"--latent must be one of sample, mean"):
+        check_sampling(SamplingSettings(latent="median"))
+    check_sampling(SamplingSettings(context_length=16), motion_max_len=16)   # at the limit: fine

@@ -66,6 +66,7 @@ def test_unknown_network_and_mode_are_refused():
 def test_animate_runs_each_phase_with_only_its_networks(tmp_path, monkeypatch):
     """The whole job in low-memory mode; at every network call the resident set is that phase's."""
     from xdyna_core.animate import AnimateOptions, animate
+    from xdyna_core.sampling.settings import SamplingSettings
     from xdyna_core.loading.bundle import find_model_files, load_bundle
     from xdyna_core.loading.tiny import write_tiny_set
 
@@ -100,8 +101,8 @@ def test_animate_runs_each_phase_with_only_its_networks(tmp_path, monkeypatch):
     bundle.vae.encode = spy("vae.encode", bundle.vae.encode)
 
     assets = assets_dir()
-    opts = AnimateOptions(width=128, height=192, steps=2, length=3, quiet=True, face=False,
-                          pose_video=str(assets / "poses" / "example_2_pose_2.mp4"), memory="low")
+    opts = AnimateOptions(sampling=SamplingSettings(steps=2), width=128, height=192, length=3, quiet=True,
+                          face=False, pose_video=str(assets / "poses" / "example_2_pose_2.mp4"), memory="low")
     result = animate(assets / "reference_image" / "example_2.jpg", assets / "driving_video" / "example_2_driving_2.mp4",
                      bundle, opts)
     assert result.video.shape[0] == 3

@@ -3,6 +3,7 @@
 Tolerances (spec §8): teacher-forced step |Δ| <= 1e-4·max(1, max|ref|); free-running latents and
 video |Δ| <= 5e-3·max|ref|; indices exact. Every setting is read from the golden json.
 """
+import dataclasses
 import copy
 
 import pytest
@@ -15,6 +16,7 @@ from xdyna_core.sampling.init_latents import blurred_repeated_latents, noised_in
 from xdyna_core.sampling.pipeline import (InjectedRandomness, SamplerHooks, XDynaSampler, decode_latents,
                                           sample_video)
 from xdyna_core.sampling.scheduler import DDIMConfig, DDIMScheduler
+from xdyna_core.sampling.settings import SamplingSettings
 
 PIPELINE_CASES = ["pipeline_3steps", "pipeline_25steps", "pipeline_long_context"]
 TEACHER_TOL, FREE_TOL = 1e-4, 5e-3
@@ -68,9 +70,10 @@ def golden_kwargs(meta, t, models):
                 text_uncond=t["text_uncond"], image_tokens_cond=t["image_tokens_cond"],
                 image_tokens_uncond=t["image_tokens_uncond"], pose_controlnet=models["pose"],
                 face_controlnet=models["face"], pose_cond=hwc_to_chw(t["pose_frames_u8"]), face_cond=face_frames(t),
-                steps=call["num_inference_steps"], guidance_scale=call["guidance_scale"],
-                strength=call["strength"], context_frames=call["context_frames"],
-                context_overlap=call["context_overlap"], scheduler=DDIMScheduler(DDIMConfig.from_dict(meta["scheduler"])),
+                settings=SamplingSettings(steps=call["num_inference_steps"], cfg=call["guidance_scale"],
+                                          context_length=call["context_frames"],
+                                          context_overlap=call["context_overlap"]),
+                strength=call["strength"], scheduler=DDIMScheduler(DDIMConfig.from_dict(meta["scheduler"])),
                 injected=InjectedRandomness(blur_keep_mask=t["blur_keep_mask"], init_noise=t["init_noise"],
                                             window_offsets=t["window_offsets"].tolist()))
 
@@ -80,7 +83,7 @@ def golden_sampler(meta, t, models):
     sampler = XDynaSampler(kw["unet"], kw["pose_controlnet"], kw["face_controlnet"], kw["scheduler"])
     cond = sampler.prepare(kw["ref_latent"], kw["text_cond"], kw["text_uncond"], kw["image_tokens_cond"],
                            kw["image_tokens_uncond"], pose_cond=kw["pose_cond"], face_cond=kw["face_cond"],
-                           guidance_scale=kw["guidance_scale"])
+                           guidance_scale=kw["settings"].cfg)
     return sampler, cond
 
 
@@ -305,7 +308,7 @@ def test_no_cfg_when_guidance_at_most_one(golden, models):
     assert batches == [1]
     assert_close(eps, t["step0_unet_out"][1:2, :, 1:], "no-CFG eps vs cond half", TEACHER_TOL)
     kw = golden_kwargs(meta, t, models)
-    kw.update(guidance_scale=0.5, unet=unet)
+    kw.update(settings=dataclasses.replace(kw["settings"], cfg=0.5), unet=unet)
     out = sample_video(**kw)
     assert out.shape == t["latents_after_each_step"][-1].shape and torch.isfinite(out).all()
 
@@ -376,12 +379,13 @@ def test_input_validation(golden, models):
     with pytest.raises(ValueError, match="no pose ControlNet"):
         XDynaSampler(models["unet"]).prepare(*args, pose_cond=pose)
     cond = s.prepare(*args, pose_cond=pose, face_cond=face)
-    with pytest.raises(ValueError, match="seed"):
-        s.sample(cond, steps=2)
+    with pytest.raises(ValueError, match="Generator"):
+        s.sample(cond, SamplingSettings(steps=2))
     with pytest.raises(ValueError, match="window_offsets"):
-        s.sample(cond, steps=2, seed=0, injected=InjectedRandomness(window_offsets=[0]))
+        s.sample(cond, SamplingSettings(steps=2), torch.Generator().manual_seed(0),
+                 injected=InjectedRandomness(window_offsets=[0]))
     with pytest.raises(ValueError, match="context_overlap"):
-        s.sample(cond, steps=2, seed=0, context_frames=4, context_overlap=4)
+        s.sample(cond, SamplingSettings(steps=2, context_length=4, context_overlap=4), torch.Generator().manual_seed(0))
 
 
 def test_decode_latents_chunking_and_layout(vae):

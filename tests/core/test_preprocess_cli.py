@@ -354,8 +354,6 @@ def test_progress_bar_shows_count_and_real_rate():
 def test_mediapipe_backend_on_real_frames(tmp_path, capsys):
     pytest.importorskip("mediapipe")
     video = assets_dir() / "driving_video" / "example_1_driving_1.mp4"
-    if not video.exists():
-        pytest.skip(f"asset not found: {video}")
     rc, out, err = run(["pose", video, "--out", tmp_path, "--backend", "mediapipe", "--max-frames", 2,
                         "--quiet"], capsys)
     assert rc == 0, err

@@ -256,7 +256,7 @@ def test_scheduled_window_offsets_replay_a_real_run(monkeypatch):
     replays = []
     for seed in (3, 1234, 7, 99, 2024):
         for latent in ("sample", "mean"):
-            settings = job.SamplingSettings(steps=steps, seed=seed, context_frames=C, context_overlap=4, latent=latent)
+            settings = job.SamplingSettings(steps=steps, seed=seed, context_length=C, context_overlap=4, latent=latent)
             seen.clear()
             with pytest.raises(FirstWindow):
                 job.run_sampling(lambda *a, **k: None, enc, text, text, pose, settings,
@@ -271,7 +271,7 @@ def test_report_schedule_sources():
     from xdyna_core.quality.report import ReportOptions, _schedule
     from xdyna_core.quality.stability import scheduled_window_offsets
 
-    offsets, note = _schedule(ReportOptions(seed=5, steps=3, context_frames=4), 10, 64, 96)
+    offsets, note = _schedule(ReportOptions(seed=5, steps=3, context_length=4), 10, 64, 96)
     assert offsets == scheduled_window_offsets(5, 10, 64, 96, 3, 4) and "seed 5" in note
     assert _schedule(ReportOptions(seed=5, window_offsets=[1, 2]), 10, 64, 96)[0] == [1, 2]
     offsets, note = _schedule(ReportOptions(), 10, 64, 96)

@@ -6,6 +6,7 @@ import torch
 from xdyna_core.models import ControlNetConfig, ControlNetModel, UNet3DConditionModel, UNet3DConfig
 from xdyna_core.sampling.context_windows import context_windows
 from xdyna_core.sampling.pipeline import sample_video
+from xdyna_core.sampling.settings import SamplingSettings
 
 
 class Counting(torch.nn.Module):
@@ -41,7 +42,8 @@ def test_calls_per_step(nets, n):
     frames = (torch.rand(n, 3, 64, 64, generator=g) * 255).to(torch.uint8)
     steps = 2
     sample_video(unet, torch.randn(1, 4, 1, 8, 8, generator=g), text, text.clone(), tokens, tokens * 0.5,
-                 pose_controlnet=pose, pose_cond=frames, steps=steps, guidance_scale=7.5, seed=1)
+                 SamplingSettings(steps=steps, cfg=7.5), torch.Generator().manual_seed(1), pose_controlnet=pose,
+                 pose_cond=frames)
     windows = len(context_windows(n, 16, 4, 0))
     print(f"\nN={n}: per step {unet.calls / steps:g} UNet calls, {pose.calls / steps:g} ControlNet calls "
           f"on {pose.items / steps:g} frames (without sharing: {2 * windows * min(n, 16)} frames)")

@@ -10,6 +10,7 @@ from xdyna_core.sampling.init_latents import blurred_repeated_latents, noised_in
 from xdyna_core.sampling.pipeline import (InjectedRandomness, SamplerHooks, SamplingCancelled, decode_latents,
                                           sample_video)
 from xdyna_core.sampling.scheduler import DDIMScheduler
+from xdyna_core.sampling.settings import SamplingSettings
 
 N_FRAMES, STEPS, CONTEXT, OVERLAP = 6, 2, 4, 1   # 2 windows per step, offsets drawn from the seed
 
@@ -45,11 +46,11 @@ def inputs(golden):
                 face_cond=torch.randint(0, 256, (N_FRAMES, 6, 8 * h, 8 * w), generator=g, dtype=torch.uint8))
 
 
-def run(nets, inputs, **kw):
-    args = dict(pose_controlnet=nets["pose"], face_controlnet=nets["face"], steps=STEPS, guidance_scale=7.5,
-                context_frames=CONTEXT, context_overlap=OVERLAP)
-    args.update(kw)
-    return sample_video(nets["unet"], **inputs, **args)
+def run(nets, inputs, seed=None, generator=None, steps=STEPS, **kw):
+    settings = SamplingSettings(steps=steps, cfg=7.5, context_length=CONTEXT, context_overlap=OVERLAP)
+    generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+    return sample_video(nets["unet"], **inputs, settings=settings, generator=generator,
+                        pose_controlnet=nets["pose"], face_controlnet=nets["face"], **kw)
 
 
 def test_same_seed_same_video_different_seed_different(nets, inputs):

@@ -69,9 +69,12 @@ def test_add_noise_formula():
     assert torch.allclose(sched.add_noise(x, n, t), ab.sqrt() * x + (1 - ab).sqrt() * n, atol=1e-7)
 
 
-@pytest.mark.parametrize("steps,strength", [(0, 1.0), (1001, 1.0), (25, 0.0), (25, 1.5), (25, 0.01)])
-def test_invalid_schedule_arguments_raise(steps, strength):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("steps,strength,message", [
+    (0, 1.0, r"num_inference_steps must be in \[1, 1000\], got 0"), (1001, 1.0, r"must be in \[1, 1000\], got 1001"),
+    (25, 0.0, r"strength must be in \(0, 1\], got 0.0"), (25, 1.5, r"strength must be in \(0, 1\], got 1.5"),
+    (25, 0.01, r"keeps no denoising step")])
+def test_invalid_schedule_arguments_raise(steps, strength, message):
+    with pytest.raises(ValueError, match=message):
         DDIMScheduler().timesteps(steps, strength)
 
 

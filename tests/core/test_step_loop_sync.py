@@ -21,6 +21,7 @@ from torch.utils._pytree import tree_leaves
 from xdyna_core.models import ControlNetConfig, ControlNetModel, UNet3DConditionModel, UNet3DConfig
 from xdyna_core.sampling.controls import ControlClip
 from xdyna_core.sampling.pipeline import XDynaSampler
+from xdyna_core.sampling.settings import SamplingSettings
 
 COPIES = {torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default}
 
@@ -107,7 +108,8 @@ def test_step_loop_has_no_host_sync(monkeypatch):
     monkeypatch.setattr(sampler, "predict_noise", _guarded(sampler.predict_noise, guard))
     monkeypatch.setattr(sampler.scheduler, "step", _guarded(sampler.scheduler.step, guard))
     # 2 steps of 2 windows ([0..3], [3, 4, 5, 0] shifted by the step's offset) in one UNet call each
-    latents = sampler.sample(cond, steps=2, seed=1, context_frames=4, context_overlap=1, window_batch_size=2)
+    latents = sampler.sample(cond, SamplingSettings(steps=2, context_length=4, context_overlap=1),
+                             torch.Generator().manual_seed(1), window_batch_size=2)
     assert latents.shape == (1, 4, n, h, w) and latents.device.type == "meta"
     assert not guard.violations, guard.violations[:10]
     # every ControlNet frame batch came from the host once per window batch and control, non-blocking

@@ -80,11 +80,12 @@ def node_graph(models_dir, driving, reference, face: bool, seed: int, steps: int
 def cli_job(models_dir, detectors, driving, reference, face: bool, seed: int, steps: int):
     from xdyna_core.animate import AnimateOptions, animate
     from xdyna_core.loading.bundle import find_model_files, load_bundle
+    from xdyna_core.sampling.settings import SamplingSettings
 
     bundle = load_bundle(find_model_files(models_dir, face=face))
-    opts = AnimateOptions(width=W, height=H, steps=steps, seed=seed, length=N, face=face, backend="dwpose",
-                          context_frames=4, context_overlap=1, detector_dirs=[str(detectors)], quiet=True,
-                          device="cpu", precision="fp32")
+    opts = AnimateOptions(sampling=SamplingSettings(steps=steps, seed=seed, context_length=4, context_overlap=1),
+                          width=W, height=H, length=N, face=face, backend="dwpose", detector_dirs=[str(detectors)],
+                          quiet=True, device="cpu", precision="fp32")
     result = animate(reference, driving, bundle, opts)
     return result.latents[0].permute(1, 0, 2, 3).float() / 0.18215, result
 
@@ -110,7 +111,7 @@ def test_preprocess_paths_agree(setup, tmp_path, monkeypatch, align):
     """`xdyna preprocess pose|face` and the pose/expression nodes on the same frames."""
     from nodes import expression, pose
     from xdyna_core.cli import main as xdyna_main
-    from xdyna_core.preprocess import video
+    from xdyna_core.preprocess import to_files, video
     from xdyna_core.preprocess.video import read_video
 
     _, detectors, driving, reference = setup
@@ -121,7 +122,7 @@ def test_preprocess_paths_agree(setup, tmp_path, monkeypatch, align):
             written.setdefault(self.path.name, []).append(np.array(frame))
             super().write(frame)
 
-    monkeypatch.setattr(cli, "VideoWriter", Capture)
+    monkeypatch.setattr(to_files, "VideoWriter", Capture)
     extra = ["--align-reference", str(reference)] if align else []
     common = ["--out", str(tmp_path), "--size", f"{W}x{H}", "--max-frames", str(N), "--backend", "dwpose",
               "--models", str(detectors), "--quiet"] + extra

@@ -71,11 +71,9 @@ def refuse_mediapipe(monkeypatch):
 
 
 def load_real_clip(n=3) -> np.ndarray:
-    """The first n frames (512x896) of an official driving video; skips without mediapipe/asset."""
+    """The first n frames (512x896) of an official driving video; skips without mediapipe."""
     pytest.importorskip("mediapipe")
     video = assets_dir() / "driving_video" / "example_1_driving_1.mp4"
-    if not video.exists():
-        pytest.skip(f"asset not found: {video}")
     from xdyna_core.preprocess.video import read_video
 
     return read_video(video, max_frames=n)[0]

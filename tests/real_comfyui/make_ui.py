@@ -439,7 +439,7 @@ def write_thumbnails(url: str) -> None:
             print(f"wrote {ui_path.with_suffix('.jpg').relative_to(REPO)}")
 
 
-# The pictures each card shows (files of ../shared/assets): the reference photo and the driving input.
+# The pictures each card shows (files of tests/data/assets): the reference photo and the driving input.
 THUMB_INPUTS = {
     "xdyna_pose": ("reference_image/example_1.png", "driving_video/example_1_driving_1.mp4", "driving video"),
     "xdyna_pose_sface": ("reference_image/example_2.jpg", "driving_video/example_2_driving_2.mp4", "driving video"),

@@ -41,16 +41,18 @@ def _add_job_options(p, steps: int, size: str, length):
 
 def _options(args):
     from ..animate import AnimateOptions
+    from ..sampling.settings import SamplingSettings
 
     models = getattr(args, "models", None)
     dirs = [str(Path(models) / "xdyna" / "detectors"), str(Path(models) / "insightface")] if models else []
+    sampling = SamplingSettings(steps=args.steps, cfg=args.cfg, seed=args.seed, context_length=args.context_length,
+                                context_overlap=args.context_overlap)
     return AnimateOptions(
-        width=args.size[0], height=args.size[1], steps=args.steps, cfg=args.cfg, seed=args.seed, length=args.length,
-        stride=args.stride, start=args.start, fps=args.fps, face=args.face == "on", align=args.align,
-        backend=args.backend, landmarks=args.landmarks, pose_video=getattr(args, "pose", None),
-        keypoints=getattr(args, "keypoints", None), prompt=args.prompt, negative_prompt=args.negative_prompt,
-        context_frames=args.context_length, context_overlap=args.context_overlap, device=args.device,
-        precision=args.precision, weights=args.weights, memory=args.memory, detector_dirs=dirs, quiet=args.quiet)
+        sampling=sampling, width=args.size[0], height=args.size[1], length=args.length, stride=args.stride,
+        start=args.start, fps=args.fps, face=args.face == "on", align=args.align, backend=args.backend,
+        landmarks=args.landmarks, pose_video=getattr(args, "pose", None), keypoints=getattr(args, "keypoints", None),
+        prompt=args.prompt, negative_prompt=args.negative_prompt, device=args.device, precision=args.precision,
+        weights=args.weights, memory=args.memory, detector_dirs=dirs, quiet=args.quiet)
 
 
 def _load(files, opts, quiet):
@@ -81,11 +83,11 @@ def _is_random_set(models_dir) -> bool:
 def cmd_animate(args) -> int:
     from ..job_checks import check_job
 
-    job = check_job(args, models_dir=args.models)   # everything checked before any weights load
+    opts = _options(args)
+    job = check_job(opts, args.reference, args.driving, args.out, models_dir=args.models)  # before any weights load
     from ..animate import animate, save
     from ..panels import RANDOM_WEIGHTS_BANNER
 
-    opts = _options(args)
     bundle = _load(job.files, opts, args.quiet)
     result = animate(args.reference, args.driving, bundle, opts)
     out = save(result, job.out, panels=args.panels,
@@ -104,14 +106,14 @@ def default_models_dir() -> Path:
 
 
 def cmd_demo(args) -> int:
-    from ..job_checks import check_job, check_models
+    from ..job_checks import check_job, check_model_limits, check_models
 
     args.reference, args.driving = DEMO_ASSETS / "reference.jpg", DEMO_ASSETS / "driving.mp4"
-    job = check_job(args)                       # options, --out, the bundled inputs
+    opts = _options(args)
+    job = check_job(opts, args.reference, args.driving, args.out)   # options, --out, the bundled inputs
     from ..animate import animate, save
     from ..panels import RANDOM_WEIGHTS_BANNER
 
-    opts = _options(args)
     prompts = (opts.prompt, opts.negative_prompt)
     if args.models:                             # asked for: incomplete is an error, never a silent fallback
         models = Path(args.models)
@@ -129,6 +131,7 @@ def cmd_demo(args) -> int:
             models = Path(args.work) / "tiny_models"
             write_tiny_set(models, seed=0)
             files = check_models(models, opts.face, prompts)
+    check_model_limits(opts, files)
     real = not _is_random_set(models)
     bundle = _load(files, opts, args.quiet)
     result = animate(args.reference, args.driving, bundle, opts)

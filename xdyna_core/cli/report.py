@@ -96,7 +96,7 @@ def run(args) -> int:
     result = _read("result", args.result)
     driving = _read("driving", args.driving, stride=args.stride, start=args.start, max_frames=len(result))
     opts = ReportOptions(backend=args.backend, fit=args.fit, align=args.align, landmarks=args.landmarks,
-                         context_frames=args.context_length, context_overlap=args.context_overlap,
+                         context_length=args.context_length, context_overlap=args.context_overlap,
                          window_offsets=args.window_offsets, seed=args.seed, steps=args.steps,
                          latent=args.latent, model_dirs=model_dirs, insightface_dirs=insightface)
     figures, plot = quality_report(reference, driving, result, opts, log=lambda s: print(s, file=sys.stderr))

@@ -8,6 +8,7 @@ from typing import Any
 
 from . import keys as K
 from .files import CheckpointError
+from .unet_keys import MOTION_PE_SUFFIX
 from ..models.controlnet import ControlNetConfig
 from ..models.resampler import ResamplerConfig
 from ..models.unet3d import UNet3DConfig
@@ -47,7 +48,7 @@ def infer_unet_config(sd: Mapping, base=None):
             kw["cross_attention_dim"] = int(v.shape[1])
             break
     for k, v in sd.items():
-        if k.endswith(".pos_encoder.pe"):
+        if k.endswith(MOTION_PE_SUFFIX):
             kw["motion_max_len"] = int(v.shape[1])
             break
     return _replace(base, **kw)

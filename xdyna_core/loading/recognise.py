@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from . import keys as K
 from .files import CheckpointError, _torch_load, _unwrap, resolve_file
 from .kinds import describe, identify
+from .unet_keys import MOTION_PE_SUFFIX
 
 #: The roles a model file can play (a loader dropdown, a file of a command-line run).
 UNET, POSE_CONTROLNET, FACE_CONTROLNET, IP_ADAPTER = "unet", "pose_controlnet", "face_controlnet", "ip_adapter"
@@ -84,6 +85,13 @@ class Header:
         """ControlNet condition channels (3 pose, 6 S-Face), None if not a ControlNet."""
         shape = (self.shapes or {}).get(CONTROLNET_COND_KEY)
         return int(shape[1]) if shape is not None and len(shape) > 1 else None
+
+    @property
+    def motion_max_len(self) -> Optional[int]:
+        """Frames the UNet's motion modules take at most (their positional encoding's length), None when
+        the file holds no motion module."""
+        lengths = [shape[1] for k, shape in (self.shapes or {}).items() if k.endswith(MOTION_PE_SUFFIX)]
+        return int(min(lengths)) if lengths else None
 
     @property
     def role(self) -> Optional[str]:

@@ -12,6 +12,8 @@ from .keys import convert_by_pairs, max_index
 
 #: Prefix of the UNet in a single-file (LDM) SD1.5 checkpoint.
 LDM_UNET_PREFIX = "model.diffusion_model."
+#: Key suffix of a motion module's positional encoding, shape (1, max_len, C): the frames it takes at most.
+MOTION_PE_SUFFIX = ".pos_encoder.pe"
 
 # ---------------------------------------------------------------------------------------------
 # X-Dyna UNet key groups (as in the manifest)

@@ -28,7 +28,7 @@ class ReportOptions:
     fit: str = "crop"                  # crop | stretch: how the driving frames met the output size
     align: bool = False                # the job aligned the driving skeleton onto the reference
     landmarks: str = "auto"            # face landmarks for the identity crops
-    context_frames: int = 16
+    context_length: int = 16
     context_overlap: int = 4
     window_offsets: Optional[List[int]] = None  # the sampler's per-step offsets, when known
     seed: Optional[int] = None         # else replayed from the run's seed and steps (None: offset 0)
@@ -82,7 +82,7 @@ def _schedule(opts: ReportOptions, n: int, width: int, height: int):
     if opts.window_offsets is not None:
         return [int(o) for o in opts.window_offsets], "window offsets given"
     if opts.seed is not None:
-        offsets = scheduled_window_offsets(opts.seed, n, width, height, opts.steps, opts.context_frames, opts.latent)
+        offsets = scheduled_window_offsets(opts.seed, n, width, height, opts.steps, opts.context_length, opts.latent)
         return offsets, f"replayed from seed {opts.seed}, {opts.steps} steps"
     return [0], "fixed schedule (offset 0): give the run's seed and steps for its own seams"
 
@@ -117,7 +117,7 @@ def quality_report(reference: np.ndarray, driving_frames: Sequence[np.ndarray], 
     agreement = pck(driving_poses, result_poses)
     per_id, mean_id, id_note = _identity(opts, reference, ref_pose, result_frames, result_poses, log)
     offsets, schedule = _schedule(opts, n, shape[1], shape[0])
-    stab = stability(result_frames, seam_weights(n, opts.context_frames, opts.context_overlap, offsets))
+    stab = stability(result_frames, seam_weights(n, opts.context_length, opts.context_overlap, offsets))
 
     figures: Dict[str, object] = {"frames": n, "pose_backend": name, "geometry": geometry}
     per_frame: Dict[str, object] = {}

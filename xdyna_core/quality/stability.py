@@ -22,7 +22,7 @@ COMPARE_WIDTH = 128
 NEIGHBOURS = 4
 
 
-def seam_weights(num_frames: int, context_frames: int, context_overlap: int,
+def seam_weights(num_frames: int, context_length: int, context_overlap: int,
                  offsets: Optional[Sequence[int]] = None) -> np.ndarray:
     """(N,) share of the steps in which boundary b (between frame b-1 and frame b) is where a
     window of the sampler's schedule starts or ends; ``offsets``: one per step (default: [0]).
@@ -32,7 +32,7 @@ def seam_weights(num_frames: int, context_frames: int, context_overlap: int,
         raise ValueError("give at least one window offset")
     weights = np.zeros(int(num_frames))
     for off in offsets:
-        windows = context_windows(num_frames, context_frames, context_overlap, int(off))
+        windows = context_windows(num_frames, context_length, context_overlap, int(off))
         if len(windows) == 1:
             continue
         edges = set()
@@ -45,14 +45,14 @@ def seam_weights(num_frames: int, context_frames: int, context_overlap: int,
     return weights / len(offsets)
 
 
-def window_seams(num_frames: int, context_frames: int, context_overlap: int,
+def window_seams(num_frames: int, context_length: int, context_overlap: int,
                  offsets: Optional[Sequence[int]] = None) -> List[int]:
     """Boundaries that are a window edge in at least one step (see :func:`seam_weights`)."""
-    return [int(b) for b in np.flatnonzero(seam_weights(num_frames, context_frames, context_overlap, offsets))]
+    return [int(b) for b in np.flatnonzero(seam_weights(num_frames, context_length, context_overlap, offsets))]
 
 
 def scheduled_window_offsets(seed: int, num_frames: int, width: int, height: int, steps: int,
-                             context_frames: int, latent: str = "sample", latent_channels: int = 4) -> List[int]:
+                             context_length: int, latent: str = "sample", latent_channels: int = 4) -> List[int]:
     """The window offset of every step of a run with this seed, replayed without the networks.
 
     A run (:func:`xdyna_core.job.run_sampling`, both front ends) seeds ONE generator and draws, in
@@ -74,7 +74,7 @@ def scheduled_window_offsets(seed: int, num_frames: int, width: int, height: int
     shape = (1, latent_channels, int(num_frames) + 1, h, w)
     draw_blur_keep_mask(shape, g)
     torch.randn(shape, generator=g, dtype=torch.float32)
-    return torch.randint(0, int(context_frames), (int(steps),), generator=g).tolist()
+    return torch.randint(0, int(context_length), (int(steps),), generator=g).tolist()
 
 
 def frame_changes(frames: Sequence[np.ndarray]) -> np.ndarray:

@@ -5,7 +5,7 @@ Reproduces the official ``XDynaPipeline.__call__`` path used by ``inference_xdyn
 * the latent video has ``N + 1`` frames; frame 0 is the clean reference latent in every UNet call, is
   never noised and never stepped (the returned latents are frames 1..N only);
 * initial latents = blur-mixed repeated reference noised to the first timestep (``init_latents``);
-* every step: windows of ``context_frames`` driving frames (closed loop, random offset per step), each
+* every step: windows of ``context_length`` driving frames (closed loop, random offset per step), each
   run as one UNet call on ``[reference, window frames]`` with the window's ControlNet residuals (pose +
   face summed, zero at frame 0); predictions are averaged per frame, then classifier-free guidance,
   then a DDIM step on frames 1..N.
@@ -44,11 +44,11 @@ import torch
 
 from ..errors import XDynaError
 from ..sd15 import VAE_SCALING_FACTOR
-from .context_windows import (DEFAULT_CONTEXT_FRAMES, DEFAULT_CONTEXT_OVERLAP, context_windows,
-                              validate_context)
+from .context_windows import context_windows, validate_context
 from .controls import ControlClip, face_clip, pose_clip
 from .init_latents import (blurred_repeated_latents, draw_blur_keep_mask, noised_initial_latents)
 from .scheduler import DDIMScheduler
+from .settings import SamplingSettings
 
 
 class SamplingCancelled(RuntimeError):
@@ -402,23 +402,24 @@ class XDynaSampler:
         return eps_u + cond.guidance_scale * (eps_c - eps_u)
 
     # ------------------------------------------------------------------ full run
-    def sample(self, cond: Conditioning, *, steps: int = 25, strength: float = 1.0,
-               seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
-               context_frames: int = DEFAULT_CONTEXT_FRAMES, context_overlap: int = DEFAULT_CONTEXT_OVERLAP,
+    def sample(self, cond: Conditioning, settings: SamplingSettings,
+               generator: Optional[torch.Generator] = None, *, strength: float = 1.0,
                window_batch_size: int = 1, hooks: Optional[SamplerHooks] = None,
                injected: Optional[InjectedRandomness] = None) -> torch.Tensor:
-        """Denoise and return the latents of frames 1..N, (1, 4, N, h, w) float32 on the cond device."""
+        """Denoise and return the latents of frames 1..N, (1, 4, N, h, w) float32 on the cond device.
+
+        Uses ``settings.steps`` and the context window settings; every random draw comes from
+        ``generator`` (made from the seed by :func:`xdyna_core.job.run_sampling`)."""
         hooks = hooks or SamplerHooks()
         injected = injected or InjectedRandomness()
-        validate_context(context_frames, context_overlap)
+        steps, context_length, context_overlap = settings.steps, settings.context_length, settings.context_overlap
+        validate_context(context_length, context_overlap)
         _check(int(window_batch_size) == window_batch_size and window_batch_size >= 1,
                f"window_batch_size must be a positive integer, got {window_batch_size!r}")
         timesteps = self.scheduler.timesteps(steps, strength)
         fully_injected = (injected.blur_keep_mask is not None and injected.init_noise is not None
                           and injected.window_offsets is not None)
-        if generator is None and not fully_injected:
-            _check(seed is not None, "give a seed or a torch.Generator (every random draw comes from it)")
-            generator = torch.Generator("cpu").manual_seed(int(seed))
+        _check(generator is not None or fully_injected, "give a torch.Generator (every random draw comes from it)")
         n, ref = cond.num_frames, cond.ref_latent
         shape = (1, ref.shape[1], n + 1) + tuple(ref.shape[-2:])
         dev = cond.device
@@ -431,7 +432,7 @@ class XDynaSampler:
             noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
         offsets = injected.window_offsets
         if offsets is None:
-            offsets = torch.randint(0, context_frames, (len(timesteps),), generator=generator,
+            offsets = torch.randint(0, context_length, (len(timesteps),), generator=generator,
                                     device=generator.device).tolist()
         offsets = [int(o) for o in offsets]
         _check(len(offsets) == len(timesteps),
@@ -444,7 +445,7 @@ class XDynaSampler:
         num_steps = len(timesteps)
         # Everything the loop needs on the device goes there now (one copy each), so the loop itself
         # never waits on a host/device transfer.
-        step_windows = [context_windows(n, context_frames, context_overlap, o) for o in offsets]
+        step_windows = [context_windows(n, context_length, context_overlap, o) for o in offsets]
         self._indices.prefetch([w for ws in step_windows for w in ws], dev)
         t_device = _to_device(torch.tensor(timesteps, dtype=torch.long), dev)
         alpha_bars = _to_device(self.scheduler.step_alpha_bars(timesteps, steps), dev)
@@ -474,29 +475,26 @@ def _to_device(t: torch.Tensor, device) -> torch.Tensor:
 
 def sample_video(unet: Callable, ref_latent: torch.Tensor, text_cond: torch.Tensor,
                  text_uncond: torch.Tensor, image_tokens_cond: torch.Tensor,
-                 image_tokens_uncond: torch.Tensor, *, pose_controlnet: Optional[Callable] = None,
+                 image_tokens_uncond: torch.Tensor, settings: SamplingSettings,
+                 generator: Optional[torch.Generator] = None, *, pose_controlnet: Optional[Callable] = None,
                  face_controlnet: Optional[Callable] = None, pose_cond=None, face_cond=None,
-                 num_frames: Optional[int] = None, steps: int = 25, guidance_scale: float = 7.5,
-                 strength: float = 1.0, seed: Optional[int] = None,
-                 generator: Optional[torch.Generator] = None,
-                 context_frames: int = DEFAULT_CONTEXT_FRAMES, context_overlap: int = DEFAULT_CONTEXT_OVERLAP,
-                 window_batch_size: int = 1, pose_strength: float = 1.0, face_strength: float = 1.0,
+                 num_frames: Optional[int] = None, strength: float = 1.0, window_batch_size: int = 1,
                  device=None, dtype: torch.dtype = torch.float32, scheduler: Optional[DDIMScheduler] = None,
                  hooks: Optional[SamplerHooks] = None,
                  injected: Optional[InjectedRandomness] = None) -> torch.Tensor:
-    """One-call X-Dyna sampling; returns latents (1, 4, N, h, w) of frames 1..N (float32).
+    """One-call X-Dyna sampling with ``settings`` taken whole; returns latents (1, 4, N, h, w) of frames
+    1..N (float32).
 
-    ``guidance_scale <= 1`` runs without classifier-free guidance (cond only, batch of 1); the official
+    ``settings.cfg <= 1`` runs without classifier-free guidance (cond only, batch of 1); the official
     code crashes below 1 and at exactly 1.0 computes ``u + 1*(c - u)``, equal up to rounding.
     """
     sampler = XDynaSampler(unet, pose_controlnet, face_controlnet, scheduler)
     cond = sampler.prepare(ref_latent, text_cond, text_uncond, image_tokens_cond, image_tokens_uncond,
                            pose_cond=pose_cond, face_cond=face_cond, num_frames=num_frames,
-                           guidance_scale=guidance_scale, pose_strength=pose_strength,
-                           face_strength=face_strength, device=device, dtype=dtype)
-    return sampler.sample(cond, steps=steps, strength=strength, seed=seed, generator=generator,
-                          context_frames=context_frames, context_overlap=context_overlap,
-                          window_batch_size=window_batch_size, hooks=hooks, injected=injected)
+                           guidance_scale=settings.cfg, pose_strength=settings.pose_strength,
+                           face_strength=settings.face_strength, device=device, dtype=dtype)
+    return sampler.sample(cond, settings, generator, strength=strength, window_batch_size=window_batch_size,
+                          hooks=hooks, injected=injected)
 
 
 def decode_latents(vae_decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, *,

@@ -12,10 +12,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .settings import NUM_TRAIN_TIMESTEPS
+
 
 @dataclass(frozen=True)
 class DDIMConfig:
-    num_train_timesteps: int = 1000
+    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     beta_start: float = 0.00085
     beta_end: float = 0.012
     beta_schedule: str = "linear"
