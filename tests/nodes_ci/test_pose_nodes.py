@@ -372,7 +372,7 @@ def test_low_confidence_points_do_not_reappear_in_pose_keypoint():
 
 def test_image_batch_frames_conversion():
     """IMAGE batches become uint8 frames rounded to the nearest level; RGBA/grey are accepted."""
-    from xdyna_core.preprocess.driving import ImageBatchFrames
+    from xdyna_core.preprocess.image_batch import ImageBatchFrames
 
     x = torch.tensor([0.0, 254.6 / 255, 1.2, -0.1]).reshape(1, 1, 4, 1)  # grey, one row of 4 pixels
     frames = ImageBatchFrames(x)
