@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ..arg_types import DTYPE_NAMES
 from ..outputs import atomic_output, check_output_path
@@ -70,9 +72,6 @@ def _unshare(sd: dict) -> dict:
 
 
 def convert_file(src, dst, dtype: str | None = None) -> ConvertResult:
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     src, dst = Path(src), Path(dst)
     check_output_path(dst, [src], suffixes=(".safetensors",))  # not the input (links too), a writable folder
     if dtype is not None and dtype not in DTYPES:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from ..errors import CheckpointError
 from . import kinds
@@ -136,9 +138,6 @@ def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     """Any supported file (or diffusers folder) -> flat ``{key: tensor}`` on CPU, keys cleaned."""
     path, fmt = resolve_file(path)
     if fmt == "safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             sd = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
@@ -156,8 +155,6 @@ def read_metadata(path: PathLike) -> dict[str, str]:
     path = Path(path)
     if path.is_dir() or detect_format(path) != "safetensors":
         return {}
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
 

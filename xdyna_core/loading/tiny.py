@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from ..arg_types import DTYPE_NAMES
 from . import clip_keys, ip_adapter_keys, sd_checkpoint_keys, unet_keys
@@ -132,8 +133,6 @@ def _random_model_sd(cls, cfg, role: str, seed: int) -> dict:
 
 
 def _save(path: Path, sd: Mapping[str, torch.Tensor], dtype: torch.dtype, kind: str, config: dict | None) -> None:
-    from safetensors.torch import save_file
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for k, v in sd.items():
