@@ -17,9 +17,15 @@ import torch
 
 from .errors import XDynaError
 from .panels import PANEL_NAMES, burn_banner, label_panels
+from .pixels import to_uint8
 from .progress import Progress
 from .sampling.settings import SamplingSettings
+from .preprocess.driving_pose import DrivingPose, extract_driving_pose, fit_keypoints, plain_geometry
+from .preprocess.image_batch import Uint8Batch, map_frames, render_batch
+from .preprocess.keypoint_lists import keypoint_notes
 from .preprocess.keypoints import load_keypoints
+from .preprocess.pose_detection import close_quietly, open_pose_detector, reference_pose
+from .preprocess.sface_inputs import face_landmarks, face_patch_batches
 from .preprocess.span import DrivingClip, plan_clip
 from .preprocess.video import VideoReadError, iter_frames, read_video, write_video
 
@@ -88,7 +94,7 @@ def read_reference(path) -> np.ndarray:
 
 
 def _check_size(opts: AnimateOptions):
-    from .preprocess.driving import check_output_size
+    from .working_size import check_output_size
 
     try:
         check_output_size(opts.width, opts.height)  # the one working-size rule of both front ends
@@ -97,11 +103,9 @@ def _check_size(opts: AnimateOptions):
 
 
 def _extract(frames, detector, reference, opts: AnimateOptions, driving_path):
-    from .preprocess import driving as drv
-
     bar = Progress(len(frames), "extract", enabled=not opts.quiet)
     try:
-        return drv.extract_driving_pose(frames, detector, (opts.width, opts.height), "crop", reference,
+        return extract_driving_pose(frames, detector, (opts.width, opts.height), "crop", reference,
                                         on_frame=lambda i: bar.update())
     except ValueError as e:
         raise AnimateError(f"{driving_path}: {e}") from None
@@ -116,8 +120,6 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
 
     Frames are shrunk while they stream (video.iter_frames ``cover``): memory follows the frames used
     at the working size, not the source resolution."""
-    from .preprocess import driving as drv
-
     W, H = opts.width, opts.height
     try:  # --fps (the output's rate) replaces the file's, broken timestamps and all
         clip = plan_clip(driving_path, opts.start, opts.frame_count, opts.stride, opts.target_fps, opts.fps)
@@ -132,7 +134,7 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
 
     own_pose = opts.pose_video is not None or opts.keypoints is not None
     try:
-        _, detector = drv.open_pose_detector(opts.backend, opts.detector_dirs)
+        _, detector = open_pose_detector(opts.backend, opts.detector_dirs)
     except ValueError as e:
         if not own_pose or opts.backend != "auto":   # extraction needs it / the user asked for this one
             raise AnimateError(str(e).splitlines()[0]) from None
@@ -144,12 +146,12 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
     extract = detector is not None and (not own_pose or opts.align or opts.face)
     if not extract:
         # The driving frames get the plain crop2ratio geometry.
-        dp = drv.DrivingPose([], [], drv.plain_geometry(frames[0].shape[1::-1], (W, H), "crop"), "", 0)
+        dp = DrivingPose([], [], plain_geometry(frames[0].shape[1::-1], (W, H), "crop"), "", 0)
     if detector is not None:
         try:
             # The reference must show a person: X-Dyna animates a human, and alignment needs its pose.
             try:
-                drv.reference_pose(detector, reference, (W, H))
+                reference_pose(detector, reference, (W, H))
             except ValueError:
                 where = f" {reference_path}" if reference_path else ""
                 raise AnimateError(f"no person found in the reference image{where}: X-Dyna needs a photo of "
@@ -157,13 +159,13 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
             if extract:
                 dp = _extract(frames, detector, reference if opts.align else None, opts, driving_path)
         finally:
-            drv.close_quietly(detector)
+            close_quietly(detector)
         if opts.align:
             notes.append(f"alignment: {dp.description}")
         elif dp.without_person:
             notes.append(f"{dp.without_person}/{n} driving frames without a person (black pose frames)")
 
-    driving = drv.map_frames(frames, dp.geometry.image, (W, H), batch=drv.Uint8Batch)
+    driving = map_frames(frames, dp.geometry.image, (W, H), batch=Uint8Batch)
     del frames
     if opts.pose_video is not None:
         try:
@@ -172,29 +174,29 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
             raise AnimateError(f"cannot read the pose video: {e}") from None
         if len(pose_frames) < n:
             raise AnimateError(f"the pose video gives {len(pose_frames)} frames, the driving video {n}")
-        pose = drv.map_frames(pose_frames, drv.plain_geometry((pose_frames[0].shape[1], pose_frames[0].shape[0]),
-                                                              (W, H), "stretch").image, (W, H), batch=drv.Uint8Batch)
+        pose = map_frames(pose_frames, plain_geometry((pose_frames[0].shape[1], pose_frames[0].shape[0]),
+                                                              (W, H), "stretch").image, (W, H), batch=Uint8Batch)
     elif opts.keypoints is not None:
         kp = load_keypoints(opts.keypoints)
-        notes += drv.keypoint_notes(kp[:n], str(opts.keypoints))  # refused ones stopped in job_checks
+        notes += keypoint_notes(kp[:n], str(opts.keypoints))  # refused ones stopped in job_checks
         if len(kp) < n:
             raise AnimateError(f"{opts.keypoints} holds {len(kp)} frames, the driving video gives {n}")
-        own = drv.fit_keypoints(kp[:n], (W, H), "stretch")
-        pose = drv.render_batch(own, (W, H), batch=drv.Uint8Batch)
+        own = fit_keypoints(kp[:n], (W, H), "stretch")
+        pose = render_batch(own, (W, H), batch=Uint8Batch)
         if detector is None:
             dp.poses = own  # their face points serve the 'auto' face landmarks
     else:
-        pose = drv.render_batch(dp.poses, (W, H), batch=drv.Uint8Batch)
+        pose = render_batch(dp.poses, (W, H), batch=Uint8Batch)
 
     local = glob = None
     has_face = False
     if opts.face:
         kind = {"dwpose": "pose_keypoint"}.get(opts.landmarks, opts.landmarks)
         try:
-            landmarks, source = drv.face_landmarks(driving, kind, dp.poses or None, opts.detector_dirs)
+            landmarks, source = face_landmarks(driving, kind, dp.poses or None, opts.detector_dirs)
         except ValueError as e:
             raise AnimateError(str(e).splitlines()[0]) from None
-        faces = drv.face_patch_batches(driving, landmarks, carry_missing=True, batch=drv.Uint8Batch)
+        faces = face_patch_batches(driving, landmarks, carry_missing=True, batch=Uint8Batch)
         has_face = any(faces.has_face)
         if has_face:
             local, glob = faces.local, faces.global_
@@ -283,7 +285,7 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
     frames = decode_latents(decode, latents, chunk=4, layout="nhwc", should_cancel=should_cancel)
     dbar.close()
     times["decode"] = time.perf_counter() - t0
-    video = (frames.numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    video = to_uint8(frames.numpy())
     if not np.isfinite(frames.numpy()).all():
         raise AnimateError("the result contains non-finite values (NaN/inf): try --precision fp32")
     return AnimateResult(video, controls.fps, controls, enc.image, times, latents)

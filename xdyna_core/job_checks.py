@@ -147,6 +147,6 @@ def check_job(opts, reference, driving, out, models_dir=None, inputs: bool = Tru
 
 def check_model_limits(opts, files) -> None:
     """The settings against what the model files' headers say (the motion module's window limit)."""
-    from .loading.headers import recognise
+    from .loading.recognise import recognise
 
     check_sampling(opts.sampling, recognise(files.unet).motion_max_len)

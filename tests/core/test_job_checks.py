@@ -2,6 +2,7 @@
 one line naming the option, an --out that is an input (also through a link) is refused and the input
 left intact, model files are recognised from their headers, NaN weights are named at load and a
 non-finite latent stops the sampler at its step and window."""
+import dataclasses
 import hashlib
 import os
 import resource
@@ -17,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from tests.conftest import REPO, assets_dir
 from xdyna_core.loading.bundle import check_model_files, find_model_files
 from xdyna_core.loading.checkpoints import CheckpointError, load_state_dict
-from xdyna_core.loading.headers import recognise
+from xdyna_core.loading.recognise import recognise
 from xdyna_core.loading.tiny import write_tiny_set
 from xdyna_core.preprocess.video import write_video
 from xdyna_core.sampling.settings import SamplingSettings
@@ -232,8 +233,14 @@ def test_swapped_or_wrong_model_file_fails_before_loading(tiny, job, tmp_path):
     pose.rename(tmp)
     face.rename(pose)
     tmp.rename(face)
-    with pytest.raises(CheckpointError, match="6-channel conditions"):
-        check_model_files(find_model_files(models))
+    files = find_model_files(models)  # the content decides, not the names (one rule with the dropdowns)
+    assert (files.pose_controlnet, files.face_controlnet) == (face, pose)
+    check_model_files(files)
+    with pytest.raises(CheckpointError, match="6-channel conditions"):  # a file given for the wrong role
+        check_model_files(dataclasses.replace(files, pose_controlnet=pose))
+    shutil.copy(pose, face)  # two S-Face ControlNets: no pose ControlNet to be found
+    with pytest.raises(FileNotFoundError, match="pose ControlNet"):
+        find_model_files(models)
     # a UNet file that is really the SD1.5 checkpoint, through the command line: one line, no load
     shutil.copy(models / "checkpoints" / "xdyna_tiny_sd15.safetensors", xd / "xdyna_unet.safetensors")
     r, _ = cli(*animate_args(job, models, tmp_path / "o.mp4"))

@@ -356,7 +356,7 @@ def test_keypoints_from_another_canvas_stretch_and_crop(pose_nodes, comfy):
 def test_low_confidence_points_do_not_reappear_in_pose_keypoint():
     """POSE_KEYPOINT stores confidence 1.0 for every present point, so points the renderer skips
     (confidence <= 0.3) must be dropped before writing, or a consumer would draw them."""
-    from xdyna_core.preprocess import driving as drv
+    from xdyna_core.preprocess.keypoint_lists import keypoint_round_trip
     from xdyna_core.preprocess.keypoints import Person, PoseFrame
     from xdyna_core.preprocess.render import render_pose
 
@@ -365,7 +365,7 @@ def test_low_confidence_points_do_not_reappear_in_pose_keypoint():
     body[2] = (70, 100, 0.9)  # right shoulder: limb neck-shoulder drawn
     body[5] = (130, 100, 0.2)  # left shoulder below the threshold: not drawn
     frame = PoseFrame(200, 200, [Person(body)])
-    data, drawn = drv.keypoint_round_trip([frame])
+    data, drawn = keypoint_round_trip([frame])
     assert data[0]["people"][0]["pose_keypoints_2d"][15:18] == [0.0, 0.0, 0.0]
     assert data[0]["people"][0]["pose_keypoints_2d"][3:6] == [100.0, 100.0, 1.0]
     assert np.array_equal(render_pose(drawn[0], 200, 200), render_pose(frame, 200, 200))
@@ -373,7 +373,7 @@ def test_low_confidence_points_do_not_reappear_in_pose_keypoint():
 
 def test_image_batch_frames_conversion():
     """IMAGE batches become uint8 frames rounded to the nearest level; RGBA/grey are accepted."""
-    from xdyna_core.preprocess.driving import ImageBatchFrames
+    from xdyna_core.preprocess.image_batch import ImageBatchFrames
 
     x = torch.tensor([0.0, 254.6 / 255, 1.2, -0.1]).reshape(1, 1, 4, 1)  # grey, one row of 4 pixels
     frames = ImageBatchFrames(x)

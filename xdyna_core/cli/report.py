@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..arg_types import non_negative_int, positive_int
+from ..outputs import atomic_output, write_atomic
 
 
 def _offsets(text: str):
@@ -125,12 +126,13 @@ def run(args) -> int:
     figures, plot = quality_report(reference, driving, result, opts, log=lambda s: None)
     print(summary(figures))
     if json_out:
-        json_out.write_text(json.dumps(figures, indent=1, allow_nan=False))
+        write_atomic(json_out, json.dumps(figures, indent=1, allow_nan=False))
         print(f"wrote {json_out}")
     if plot_out:
         from PIL import Image
 
-        Image.fromarray(plot).save(plot_out)
+        with atomic_output(plot_out) as tmp:
+            Image.fromarray(plot).save(tmp)
         print(f"wrote {plot_out}")
     return 0
 

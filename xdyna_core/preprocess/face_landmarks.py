@@ -9,7 +9,7 @@ in preference order (spec PREPROCESSING.md §0.3):
    ``models/insightface/models/buffalo_l/``) run with our own onnxruntime pre/post-processing;
    the ``insightface`` package is not needed. Find the file with :func:`find_insightface_landmark_model`.
 3. :class:`MediaPipeFaceLandmarks` - MediaPipe FaceMesh (468 points) on a head crop, mapped to
-   iBUG-68 with :data:`FACEMESH_TO_IBUG68`.
+   iBUG-68 with :data:`.facemesh.FACEMESH_TO_IBUG68`.
 
 All of them return (68, 2) float32 (x, y) pixel coordinates of the image they were given, or None
 when there is no usable face. Face boxes for 2. and 3. come from the body keypoints
@@ -24,39 +24,17 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .facemesh import facemesh_to_ibug68
 from .keypoints import NUM_FACE, Person, PoseFrame
 
 PathLike = Union[str, os.PathLike]
 Box = Tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
-
-# --------------------------------------------------------------------------- FaceMesh -> iBUG-68
-
-#: iBUG-68 index -> FaceMesh-468 vertex (derived in spec PREPROCESSING.md §4.3 against dlib's
-#: 68-point predictor on 141 head crops, chosen in mirror pairs; mean residual 6 % of the
-#: inter-ocular distance, jaw worst).
-FACEMESH_TO_IBUG68 = (
-    127, 137, 177, 215, 172, 136, 149, 148, 152, 377, 378, 365, 397, 435, 401, 366, 356,  # jaw 0-16
-    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,  # brows 17-26
-    168, 197, 5, 4, 75, 97, 2, 326, 305,  # nose 27-35
-    33, 160, 158, 155, 153, 144, 382, 385, 387, 263, 373, 380,  # eyes 36-47
-    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,  # outer lips 48-59
-    62, 38, 12, 268, 292, 316, 15, 86,  # inner lips 60-67
-)
-assert len(FACEMESH_TO_IBUG68) == NUM_FACE
 
 #: iBUG-68 groups (used to fill a few missing DWPose face points).
 IBUG68_GROUPS = {
     "jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36),
     "right_eye": range(36, 42), "left_eye": range(42, 48), "mouth": range(48, 68),
 }
-
-
-def facemesh_to_ibug68(mesh: np.ndarray) -> np.ndarray:
-    """(468 or 478, >=2) FaceMesh vertices -> (68, 2) iBUG-68 points."""
-    m = np.asarray(mesh, dtype=np.float32)
-    if m.ndim != 2 or m.shape[0] < 468 or m.shape[1] < 2:
-        raise ValueError(f"expected FaceMesh vertices of shape (468, 2|3), got {m.shape}")
-    return m[list(FACEMESH_TO_IBUG68), :2].copy()
 
 
 # --------------------------------------------------------------------------- from a PoseFrame
@@ -381,7 +359,7 @@ class MediaPipeFaceLandmarks:
 
 
 __all__ = [
-    "FACEMESH_TO_IBUG68", "facemesh_to_ibug68", "landmarks_from_pose", "face_box_from_pose",
+    "landmarks_from_pose", "face_box_from_pose",
     "find_insightface_landmark_model", "onnx_first_node_names", "insightface_input_normalisation",
     "InsightFaceLandmarks", "MediaPipeFaceLandmarks",
 ]

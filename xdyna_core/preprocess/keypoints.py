@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import XDynaError
+from ..outputs import write_atomic
 
 NUM_BODY = 18
 NUM_HAND = 21
@@ -246,16 +247,7 @@ def _parts(frame: PoseFrame):
 
 def save_keypoints(path: Union[str, os.PathLike], frames: Sequence[PoseFrame], **kwargs) -> None:
     """Write PoseFrames as a POSE_KEYPOINT JSON file (kwargs go to to_pose_keypoint_json)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    data = to_pose_keypoint_json(frames, **kwargs)
-    tmp = p.with_name(f".{p.name}.partial{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, separators=(",", ":")))
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, json.dumps(to_pose_keypoint_json(frames, **kwargs), separators=(",", ":")))
 
 
 def load_keypoints(path: Union[str, os.PathLike], **kwargs) -> List[PoseFrame]:

@@ -18,7 +18,7 @@ subject; X-Dyna drives one):
   hands  Holistic's hand landmarks (same 21-point order as OpenPose), confidence 1.
   face   Holistic's 468-point face mesh (it crops the head from the pose internally, which finds
          the ~50 px faces of full-body videos that FaceMesh on the whole frame misses), mapped to
-         iBUG-68 with :data:`face_landmarks.FACEMESH_TO_IBUG68`, confidence 1.
+         iBUG-68 with :data:`facemesh.FACEMESH_TO_IBUG68`, confidence 1.
 With ``with_hands=False, with_face=False`` the lighter Pose graph runs instead (about 2x faster).
 
 Install (the wheel's declared deps pull jax, opencv-contrib and sounddevice, none needed)::
@@ -311,7 +311,7 @@ class MediaPipePoseDetector:
                 person.left_hand = _points(res.left_hand_landmarks, w, h)
                 person.right_hand = _points(res.right_hand_landmarks, w, h)
             if self.with_face and res.face_landmarks is not None:
-                from .face_landmarks import facemesh_to_ibug68
+                from .facemesh import facemesh_to_ibug68
 
                 mesh = np.array([(p.x * w, p.y * h) for p in res.face_landmarks.landmark], dtype=np.float32)
                 face = np.ones((68, 3), dtype=np.float32)

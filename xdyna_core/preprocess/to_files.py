@@ -14,7 +14,7 @@ Geometry, the same for pose and face so that their outputs line up frame for fra
     (align.fit_alignment on driving frame --align-frame, default: the first frame showing
     neck, shoulders and hips) and every frame is mapped into the reference picture, which is
     first centre-cropped/resized to --size if given (as the sampler prepares it).
-A thin front over preprocess/driving.py, the functions the ComfyUI preprocessing nodes call, so the
+A thin front over the functions the ComfyUI preprocessing nodes call, so the
 same video and options give the same keypoints, pose frames and face patches here and in a graph.
 With --size, frames are shrunk while they stream to the smallest size that covers the output, and
 detection runs on those; points are mapped into the output afterwards. Frames are taken every
@@ -38,9 +38,12 @@ import numpy as np
 
 from ..errors import XDynaError
 from ..progress import Progress
-from . import driving as drv
+from .driving_pose import extract_driving_pose
+from .image_batch import Uint8Batch, map_frames, render_batch
 from .keypoint_checks import check_keypoints
 from .keypoints import KeypointFormatError, load_keypoints, save_keypoints
+from .pose_detection import close_quietly, open_pose_detector
+from .sface_inputs import face_landmarks, face_patch_batches
 from .span import DrivingClip, plan_clip
 from .video import VideoReadError, VideoWriteError, VideoWriter, read_video
 
@@ -94,7 +97,7 @@ def extract(args, clip: DrivingClip, detector, quiet: bool):
     size, multiple = _output_size(args, frames, reference)
     bar = Progress(len(frames), "detect", enabled=not quiet)
     try:
-        dp = drv.extract_driving_pose(frames, detector, size, args.fit, reference, on_frame=lambda i: bar.update(),
+        dp = extract_driving_pose(frames, detector, size, args.fit, reference, on_frame=lambda i: bar.update(),
                                       align_frame=args.align_frame, multiple=multiple)
     finally:
         bar.close()
@@ -122,15 +125,15 @@ def run_pose(args) -> dict:
     if args.max_people == 0:
         args.max_people = None   # 0 = all
     clip = _clip(args)  # the input first: its error is the one that matters
-    name, detector = drv.open_pose_detector(args.backend, args.models, args.max_people)
+    name, detector = open_pose_detector(args.backend, args.models, args.max_people)
     try:
         dp, _, size = extract(args, clip, detector, args.quiet)
     finally:
-        drv.close_quietly(detector)
+        close_quietly(detector)
     fps = clip.fps
     video_path, json_path = _out_name(args, "_pose.mp4"), _out_name(args, "_keypoints.json")
     save_keypoints(json_path, dp.poses)
-    n = write_frames(drv.render_batch(dp.poses, size, batch=drv.Uint8Batch), video_path, fps, args.crf,
+    n = write_frames(render_batch(dp.poses, size, batch=Uint8Batch), video_path, fps, args.crf,
                      args.quiet, "render")
     print(f"pose: {n} frames at {fps:g} fps, {size[0]}x{size[1]}, backend {name}, "
           f"{dp.without_person} without a person")
@@ -146,18 +149,18 @@ def run_face(args) -> dict:
         args.backend = "dwpose"
     if kind == "pose_keypoint" and args.backend != "dwpose":
         raise CliError("--landmarks dwpose uses DWPose's own face points: it needs --backend dwpose")
-    name, detector = drv.open_pose_detector(args.backend, args.models, 1)
+    name, detector = open_pose_detector(args.backend, args.models, 1)
     try:
         dp, frames, size = extract(args, clip, detector, args.quiet)
     finally:
-        drv.close_quietly(detector)
-    driving = drv.map_frames(frames, dp.geometry.image, size, batch=drv.Uint8Batch)
+        close_quietly(detector)
+    driving = map_frames(frames, dp.geometry.image, size, batch=Uint8Batch)
     del frames
     bar = Progress(len(driving), "landmarks", enabled=not args.quiet)
-    landmarks, lm_name = drv.face_landmarks(driving, kind, dp.poses, list(args.models) + list(args.insightface_dir),
+    landmarks, lm_name = face_landmarks(driving, kind, dp.poses, list(args.models) + list(args.insightface_dir),
                                             on_frame=lambda i: bar.update())
     bar.close()
-    faces = drv.face_patch_batches(driving, landmarks, carry_missing=not args.no_carry, batch=drv.Uint8Batch)
+    faces = face_patch_batches(driving, landmarks, carry_missing=not args.no_carry, batch=Uint8Batch)
     found = sum(faces.has_face)
     fps = clip.fps
     local_path, global_path = _out_name(args, "_face_local.mp4"), _out_name(args, "_face_global.mp4")
@@ -181,7 +184,7 @@ def run_render(args) -> dict:
     size = tuple(args.size) if args.size else (poses[0].width, poses[0].height)
     stem = args.name or Path(args.keypoints).stem.removesuffix("_keypoints")
     path = Path(args.out) / f"{stem}_pose.mp4"
-    n = write_frames(drv.render_batch(poses, size, batch=drv.Uint8Batch), path, args.fps, args.crf, args.quiet,
+    n = write_frames(render_batch(poses, size, batch=Uint8Batch), path, args.fps, args.crf, args.quiet,
                      "render")
     print(f"render: {n} frames at {args.fps:g} fps, {size[0]}x{size[1]}\nwrote {path}")
     return {"video": path, "frames": n}
