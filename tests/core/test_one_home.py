@@ -201,3 +201,20 @@ def test_dropdowns_and_command_line_recognise_files_by_one_rule(tiny, tmp_path):
         assert R.serves(getattr(files, role), role), role  # what the command line picks, the dropdown lists
     with pytest.raises(CheckpointError, match="non-finite"):
         load_state_dict(xd / "model_a.ckpt")
+
+
+def test_dependency_lists_have_one_source():
+    """pyproject.toml takes its dependencies and extras from the requirements files (what
+    ComfyUI-Manager installs is what `pip install .` installs): no list of its own to drift."""
+    import tomllib
+
+    from tests.conftest import REPO
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "dependencies" not in project["project"] and "optional-dependencies" not in project["project"]
+    assert set(project["project"]["dynamic"]) >= {"dependencies", "optional-dependencies"}
+    dynamic = project["tool"]["setuptools"]["dynamic"]
+    assert dynamic["dependencies"] == {"file": ["requirements.txt"]}
+    for extra, spec in dynamic["optional-dependencies"].items():
+        (name,) = spec["file"]
+        assert name == f"requirements-{extra}.txt" and (REPO / name).is_file(), (extra, spec)
