@@ -41,17 +41,19 @@ def _import_nodes() -> list:
 
 NODES = _import_nodes()  # at import, as ComfyUI imports the package (its name is in sys.modules only then)
 
-from comfy_api.latest import ComfyExtension  # noqa: E402  (after the folders: ComfyUI is importing us)
+try:
+    from comfy_api.latest import ComfyExtension
+except ImportError:  # outside ComfyUI (pytest collects the repository as a package): no entry point
+    ComfyExtension = None
 
+if ComfyExtension is not None:
+    class XDynaExtension(ComfyExtension):
+        async def get_node_list(self) -> list:
+            return list(NODES)
 
-class XDynaExtension(ComfyExtension):
-    async def get_node_list(self) -> list:
-        return list(NODES)
-
-
-async def comfy_entrypoint() -> XDynaExtension:
-    """Called by ComfyUI to load the extension and its nodes."""
-    return XDynaExtension()
+    async def comfy_entrypoint() -> XDynaExtension:
+        """Called by ComfyUI to load the extension and its nodes."""
+        return XDynaExtension()
 
 
 __all__ = ["WEB_DIRECTORY", "NODES", "comfy_entrypoint"]

@@ -315,3 +315,21 @@ def install_comfy_api() -> None:
 def uninstall():
     for name in ("folder_paths", "comfy", "comfy.model_management", "comfy.model_patcher", "comfy.utils", "comfy.ops"):
         sys.modules.pop(name, None)
+
+
+# ------------------------------------------------------------------------------ reading V3 nodes in tests
+
+def node_classes(module) -> dict:
+    """{node_id: class} of a node module's NODES (what comfy_entrypoint registers)."""
+    return {cls.GET_SCHEMA().node_id: cls for cls in module.NODES}
+
+
+def options(entry) -> list:
+    """The choices of a V1-lowered COMBO input entry ("COMBO", {"options": [...]})."""
+    kind, opts = entry[0], (entry[1] if len(entry) > 1 else {})
+    return list(kind) if isinstance(kind, list) else list(opts["options"])
+
+
+def run_node(cls, **inputs):
+    """A node run as ComfyUI runs it: execute through EXECUTE_NORMALIZED; returns the io.NodeOutput."""
+    return getattr(cls, cls.FUNCTION)(**inputs)
