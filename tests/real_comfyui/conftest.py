@@ -2,7 +2,7 @@
 
     COMFYUI_DIR=/path/to/ComfyUI COMFY_VENV=/path/to/venv python -m pytest tests/real_comfyui -v
 
-Nothing here imports ComfyUI: the tests drive real servers through ../shared/tools/comfy_harness.sh
+Nothing here imports ComfyUI: the tests drive real servers through tests/real_comfyui/comfy_harness.sh
 (override with COMFY_HARNESS), its HTTP API and, for the frontend checks, headless Chromium
 (`node` with playwright-core on NODE_PATH, Chromium at XDYNA_CHROMIUM or `chromium` on PATH).
 
@@ -59,7 +59,7 @@ class ComfyEnv:
     def __init__(self):
         self.dir = Path(os.environ["COMFYUI_DIR"]).resolve()
         self.venv = Path(os.environ["COMFY_VENV"]).resolve()
-        self.harness = Path(os.environ.get("COMFY_HARNESS", REPO.parent / "shared" / "tools" / "comfy_harness.sh"))
+        self.harness = Path(os.environ.get("COMFY_HARNESS", Path(__file__).with_name("comfy_harness.sh")))
         for p, what in ((self.dir / "main.py", "COMFYUI_DIR"), (self.venv / "bin" / "python", "COMFY_VENV"),
                         (self.harness, "COMFY_HARNESS")):
             if not p.exists():
