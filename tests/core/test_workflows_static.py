@@ -91,6 +91,8 @@ def test_every_ui_file_has_an_api_twin_and_back():
     api_files = {p.name[: -len("_api.json")] for p in make_ui.API_DIR.glob("*_api.json")}
     assert ui_files == api_files == set(NAMES)
     assert not list(make_ui.API_DIR.glob("*.jpg"))  # thumbnails belong next to the UI files
+    # the template browser asks for <name>.jpg of every template it lists (a 404 on each open otherwise)
+    assert {p.stem for p in make_ui.WORKFLOW_DIR.glob("*.jpg")} == set(NAMES) == set(make_ui.THUMB_INPUTS)
     # the template browser lists every *.json of example_workflows/: API files must stay out of it
     for name in NAMES:
         assert "nodes" in _load(name)[0] and "nodes" not in _load(name)[1]

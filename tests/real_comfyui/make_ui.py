@@ -456,6 +456,8 @@ THUMB_INPUTS = {
     "xdyna_pose": ("reference_image/example_1.png", "driving_video/example_1_driving_1.mp4", "driving video"),
     "xdyna_pose_sface": ("reference_image/example_2.jpg", "driving_video/example_2_driving_2.mp4", "driving video"),
     "xdyna_pose_video": ("reference_image/example_1.png", "poses/example_1_pose_1.mp4", "pose video"),
+    # the keypoints drawn as X-Dyna draws them (the official pose rendering of the same clip)
+    "xdyna_pose_keypoints": ("reference_image/example_1.png", "poses/example_1_pose_1.mp4", "pose keypoints"),
 }
 
 
