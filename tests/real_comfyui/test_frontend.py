@@ -59,6 +59,11 @@ def test_ui_workflow_loads_and_queues_its_twin(comfy_server, name, tmp_path):
     assert report["nodeCount"] == len(ui["nodes"])
     assert _strip(report["prompt"]) == make_ui.api_view(json.loads(api_path.read_text()))
     assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+    # X-Dyna Load Driving Video gets what native Load Video gets: the upload button and the video player
+    for node in report["widgets"]:
+        if node["type"] == "XDynaLoadDrivingVideo":
+            names = [w[0] for w in node["widgets"]]
+            assert "upload" in names and "video-preview" in names, node
 
 
 def _run_in_ui(comfy_server, tmp_path, seed):

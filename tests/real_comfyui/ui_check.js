@@ -100,6 +100,9 @@ async function dialogs(page) {
     report.extensions = await page.evaluate(() => (window.app.extensions || []).map((e) => e.name).filter((n) => !/^Comfy\./.test(n)));
     report.prompt = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
     report.frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ || null);
+    // every node's widgets [name, type] (the upload button and the video player the frontend adds)
+    report.widgets = await page.evaluate(() => (window.app.graph._nodes || window.app.graph.nodes || [])
+      .map((n) => ({ type: n.type, widgets: (n.widgets || []).map((w) => [String(w.name), String(w.type)]) })));
     await page.screenshot(a.clip ? { path: a.out, clip: a.clip } : { path: a.out });
 
     if (a.thumbnail) {
