@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.clips import frame_index, sound_at, write_clip
+from tests.nodes_ci.fake_comfy import run_node
 
 W, H = 136, 200  # a multiple of 8 that is not one of 64
 
@@ -129,6 +130,12 @@ def test_pose_from_keypoints_takes_the_size_from_the_reference(comfy, tmp_path):
     assert tuple(images.shape) == (2, H, W, 3) and images.max() > 0.5
     (alone,) = pose.XDynaPoseFromKeypoints().render(keypoints, 256, 448, "stretch")
     assert tuple(alone.shape) == (2, 448, 256, 3)
+    # run as ComfyUI runs it: the same frames, and the animated preview web/xdyna.js shows on the node
+    out = run_node(pose.XDynaPoseFromKeypoints, pose_keypoint=keypoints, width=512, height=896, fit="stretch",
+                   encoded_reference=ref_of())
+    assert torch.equal(out.args[0], images)
+    (shown,) = out.ui["xdyna_preview"]
+    assert shown["frames"] == 2 and (tmp_path / "temp" / "xdyna" / shown["filename"]).is_file()
 
 
 class TrimmedVideo:
