@@ -104,6 +104,14 @@ async function dialogs(page) {
     report.widgets = await page.evaluate(() => (window.app.graph._nodes || window.app.graph.nodes || [])
       .map((n) => ({ type: n.type, widgets: (n.widgets || []).map((w) => [String(w.name), String(w.type)]) })));
     await page.screenshot(a.clip ? { path: a.out, clip: a.clip } : { path: a.out });
+    // newer frontends (1.4x) report missing models as errors ("N errors found ... View details", a side
+    // panel) instead of a dialog: open the details and keep the page's text
+    const details = page.getByText('View details', { exact: true });
+    if (await details.count()) {
+      await details.first().click();
+      await page.waitForTimeout(1500);
+    }
+    report.pageText = await page.evaluate(() => document.body.innerText.slice(0, 50000));
 
     if (a.thumbnail) {
       // Fit every node into the canvas, draw, and take the canvas pixels (no DOM overlays).
