@@ -84,9 +84,12 @@ async function dialogs(page) {
       await page.waitForTimeout(2000);
       // the browser opens on "All Templates": find this pack's cards with its search box
       await page.getByPlaceholder(/search/i).first().fill('X-Dyna');
-      await page.waitForTimeout(2000);
-      report.templatesText = await page.evaluate(() => [...document.querySelectorAll('[role="dialog"], .p-dialog')]
+      const dialogText = () => page.evaluate(() => [...document.querySelectorAll('[role="dialog"], .p-dialog')]
         .filter((el) => el.getClientRects().length > 0).map((el) => el.innerText).join('\n'));
+      // the filtered cards can take seconds on a loaded machine: wait (up to 20 s) for this pack's titles
+      for (let i = 0; i < 20 && !/X-Dyna: /.test(await dialogText()); i++) await page.waitForTimeout(1000);
+      await page.waitForTimeout(1000);
+      report.templatesText = await dialogText();
       await page.goto(a.url + '/', { waitUntil: 'domcontentloaded', timeout: 60000 });
       await page.waitForFunction(() => window.app && window.app.graph && window.app.canvas, null, { timeout: 60000 });
       await page.waitForTimeout(1000);
