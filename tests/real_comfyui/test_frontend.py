@@ -25,7 +25,9 @@ FRONTEND_EXTRAS = {"video-preview"}
 
 
 def _strip(prompt: dict) -> dict:
-    return {nid: (n["class_type"], {k: v for k, v in n["inputs"].items() if k not in FRONTEND_EXTRAS})
+    """The graph of a queued prompt without what the frontend adds: preview widgets, and the sub-inputs a
+    DynamicCombo of frontend 1.4x spells out ("format.codec" of 0.33's SaveVideo)."""
+    return {nid: (n["class_type"], {k: v for k, v in n["inputs"].items() if k not in FRONTEND_EXTRAS and "." not in k})
             for nid, n in prompt.items()}
 
 

@@ -83,7 +83,10 @@ async function dialogs(page) {
       await page.evaluate(async () => { await window.app.extensionManager.command.execute('Comfy.BrowseTemplates'); });
       await page.waitForTimeout(2000);
       // the browser opens on "All Templates": find this pack's cards with its search box
-      await page.getByPlaceholder(/search/i).first().fill('X-Dyna');
+      // this pack's category in the browser's navigation (1.4x), else its search box
+      const category = page.getByText('ComfyUI-XDyna', { exact: true });
+      if (await category.count()) await category.first().click();
+      else await page.getByPlaceholder(/search/i).first().fill('X-Dyna');
       const dialogText = () => page.evaluate(() => [...document.querySelectorAll('[role="dialog"], .p-dialog')]
         .filter((el) => el.getClientRects().length > 0).map((el) => el.innerText).join('\n'));
       // the filtered cards can take seconds on a loaded machine: wait (up to 20 s) for this pack's titles
