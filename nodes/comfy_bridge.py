@@ -14,6 +14,8 @@ from typing import Iterable, List, Optional, Sequence
 
 import torch
 
+from ..xdyna_core.pixels import to_uint8
+
 log = logging.getLogger("ComfyUI-XDyna")
 
 XDYNA_FOLDER = "xdyna"
@@ -294,7 +296,7 @@ def frames_preview(images: torch.Tensor, prefix: str, fps: float = 8.0, frame_co
         rows = -(-len(pick) // cols)
         sheet = Image.new("RGB", (cols * fw, rows * fh))
         for i, frame in enumerate(pick):
-            img = Image.fromarray((frame.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy())
+            img = Image.fromarray(to_uint8(frame).cpu().numpy())
             if (fw, fh) != (w, h):
                 img = img.resize((fw, fh), Image.BILINEAR)
             sheet.paste(img, ((i % cols) * fw, (i // cols) * fh))
@@ -332,7 +334,7 @@ def image_preview(images: torch.Tensor, prefix: str) -> dict:
         shown = []
         for frame in images[..., :3]:
             name = f"{prefix}_{uuid.uuid4().hex[:12]}.png"
-            Image.fromarray((frame.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()).save(os.path.join(folder, name))
+            Image.fromarray(to_uint8(frame).cpu().numpy()).save(os.path.join(folder, name))
             shown.append({"filename": name, "subfolder": "xdyna", "type": "temp"})
         return {"images": shown}
     except Exception as e:  # a preview is a nicety

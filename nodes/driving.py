@@ -3,17 +3,20 @@
 Thin adapter over xdyna_core.preprocess.video.iter_frames (the decoder the command line's job uses,
 frames shrunk to the working size while they stream) and xdyna_core.preprocess.span (which frames,
 at what fps, and the sound of exactly those frames). The working size comes from the encoded
-reference, so it is set once, on X-Dyna Reference Encode.
+reference, so it is set once, on X-Dyna Reference Encode. A connected VIDEO's trim window (ComfyUI's
+Trim Video / Video Slice) is honoured: start and frame_count count inside the slice.
 """
 from __future__ import annotations
 
 import os
 
 import torch
+from comfy_api.latest import io
 
 from ..xdyna_core.preprocess import span as spans
 from ..xdyna_core.preprocess import video as vid
 from . import comfy_bridge as bridge
+from . import xdyna_types as T
 from .reference import reference_size, uint8_to_image
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
@@ -28,69 +31,115 @@ def video_source(video):
     return get()
 
 
-class XDynaLoadDrivingVideo:
-    DESCRIPTION = ("Decodes the driving clip for X-Dyna: only the frames used (start, frame_count, every "
-                   "stride-th frame, or the stride closest to target_fps), each shrunk to the working size while "
-                   "it streams, so memory follows the frames used and not the source clip. Also returns the "
-                   "sound of exactly those frames and their frame rate for Create Video. The working size is "
-                   "the reference's (set on X-Dyna Reference Encode).")
-    CATEGORY = "X-Dyna/preprocess"
-    FUNCTION = "load"
-    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT", "INT", "INT")
-    RETURN_NAMES = ("frames", "audio", "fps", "width", "height")
-    OUTPUT_TOOLTIPS = (
-        "The picked driving frames, shrunk (aspect kept) to just cover width x height: the images input of "
-        "X-Dyna Pose Extract.",
-        "The sound of the picked span (start to start + duration), for Create Video; none (a silent video) "
-        "when the clip has no audio.",
-        "Frame rate of the picked frames (source fps / stride): the fps of Create Video.",
-        "Working width from the reference: connect to the width of the pose nodes.",
-        "Working height from the reference: connect to the height of the pose nodes.",
-    )
+def trim_window(video) -> tuple:
+    """(start seconds, duration seconds; 0 = to the end) of a VIDEO's trim: ComfyUI >= 0.2x's
+    get_active_trim_window(); a VIDEO without one (older ComfyUI, an untrimmed file) is whole."""
+    get = getattr(video, "get_active_trim_window", None)
+    return tuple(float(x) for x in get()) if get is not None else (0.0, 0.0)
+
+
+def _span_in_window(first: int, window_count, start: int, frame_count: int, stride: int):
+    """(source start, count or None) for start/frame_count counted inside a window of the clip."""
+    if window_count is not None and start >= window_count:
+        raise ValueError(f"start {start} is past the end of the trimmed video ({window_count} frames)")
+    count = frame_count or None
+    if window_count is not None:
+        room = -(-(window_count - start) // stride)
+        count = room if count is None else min(count, room)
+    return first + start, count
+
+
+NONE = "none"
+
+
+class XDynaLoadDrivingVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XDynaLoadDrivingVideo",
+            display_name="X-Dyna Load Driving Video",
+            category="X-Dyna/preprocess",
+            description=("Decodes the driving clip for X-Dyna: only the frames used (start, frame_count, every "
+                         "stride-th frame, or the stride closest to target_fps), each shrunk to the working size "
+                         "while it streams, so memory follows the frames used and not the source clip. Also "
+                         "returns the sound of exactly those frames and their frame rate for Create Video. The "
+                         "working size is the reference's (set on X-Dyna Reference Encode). A connected VIDEO "
+                         "takes precedence over the file; when it is trimmed (Trim Video), start and frame_count "
+                         "count inside the trimmed part."),
+            inputs=[
+                T.Reference.Input("reference", tooltip="The encoded reference (X-Dyna Reference Encode): its width x "
+                                                       "height is the working size."),
+                io.Int.Input("start", default=0, min=0, max=10_000_000,
+                             tooltip="First frame to use (0 = the first frame; of the trimmed part for a trimmed "
+                                     "VIDEO)."),
+                io.Int.Input("frame_count", default=48, min=0, max=100_000,
+                             tooltip="How many frames to animate; 0 = to the end of the clip (or of the trimmed "
+                                     "part)."),
+                io.Int.Input("stride", default=1, min=1, max=1000,
+                             tooltip="Use every stride-th source frame (ignored when target_fps > 0)."),
+                io.Float.Input("target_fps", default=0.0, min=0.0, max=240.0, step=1.0,
+                               tooltip="0 = use stride. Otherwise the stride closest to this rate (never below 1); "
+                                       "the fps output is source fps / stride."),
+                # required with upload: the frontend adds the upload button and the player only to required
+                # combos (as on ComfyUI's Load Video); "none" leaves the choice to the VIDEO input
+                io.Combo.Input("file", options=[NONE] + bridge.input_files(VIDEO_EXTENSIONS), default=NONE,
+                               upload=io.UploadType.video,
+                               tooltip="A video in ComfyUI's input folder (the upload button adds one). Used when no "
+                                       "video is connected."),
+                io.Video.Input("video", optional=True,
+                               tooltip="A native VIDEO (e.g. Load Video, Trim Video); decoded here, frame by frame. "
+                                       "Takes precedence over file."),
+            ],
+            outputs=[
+                io.Image.Output("frames", tooltip="The picked driving frames, shrunk (aspect kept) to just cover width "
+                                                  "x height: the images input of X-Dyna Pose Extract."),
+                io.Audio.Output("audio", tooltip="The sound of the picked span (start to start + duration), for Create "
+                                                 "Video; none (a silent video) when the clip has no audio."),
+                io.Float.Output("fps", tooltip="Frame rate of the picked frames (source fps / stride): the fps of "
+                                               "Create Video."),
+                io.Int.Output("width", tooltip="Working width from the reference: connect to the width of the pose "
+                                               "nodes."),
+                io.Int.Output("height", tooltip="Working height from the reference: connect to the height of the pose "
+                                                "nodes."),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "reference": ("XDYNA_REFERENCE", {"tooltip": "The encoded reference (X-Dyna Reference Encode): "
-                                                             "its width x height is the working size."}),
-                "start": ("INT", {"default": 0, "min": 0, "max": 10_000_000,
-                                  "tooltip": "First source frame to use (0 = the first frame)."}),
-                "frame_count": ("INT", {"default": 48, "min": 0, "max": 100_000,
-                                        "tooltip": "How many frames to animate; 0 = to the end of the clip."}),
-                "stride": ("INT", {"default": 1, "min": 1, "max": 1000,
-                                   "tooltip": "Use every stride-th source frame (ignored when target_fps > 0)."}),
-                "target_fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 240.0, "step": 1.0,
-                                         "tooltip": "0 = use stride. Otherwise the stride closest to this rate "
-                                                    "(never below 1); the fps output is source fps / stride."}),
-            },
-            "optional": {
-                "file": (["none"] + bridge.input_files(VIDEO_EXTENSIONS),
-                         {"default": "none", "video_upload": True,
-                          "tooltip": "A video in ComfyUI's input folder (the upload button adds one). Used when "
-                                     "no video is connected."}),
-                "video": ("VIDEO", {"tooltip": "A native VIDEO (e.g. Load Video); decoded here, frame by frame. "
-                                               "Takes precedence over file."}),
-            },
-        }
-
-    @classmethod
-    def IS_CHANGED(cls, file="none", **_):
+    def fingerprint_inputs(cls, file=NONE, **_):
         try:
-            return os.path.getmtime(bridge.input_path(file)) if file != "none" else ""
+            return os.path.getmtime(bridge.input_path(file)) if file != NONE else ""
         except FileNotFoundError:
             return float("nan")
 
-    def load(self, reference, start, frame_count, stride, target_fps, file="none", video=None):
+    @classmethod
+    def validate_inputs(cls, file=NONE):
+        if file == NONE:
+            return True
+        try:
+            bridge.input_path(file)
+        except FileNotFoundError as e:
+            return str(e)
+        return True
+
+    @classmethod
+    def execute(cls, reference, start, frame_count, stride, target_fps, file=NONE, video=None):
+        return io.NodeOutput(*cls.load(reference, start, frame_count, stride, target_fps, file, video))
+
+    @classmethod
+    def load(cls, reference, start, frame_count, stride, target_fps, file=NONE, video=None):
         width, height = reference_size(reference)  # checked before anything is decoded
+        window = (0.0, 0.0)
         if video is not None:
-            source = video_source(video)
-        elif file and file != "none":
+            source, window = video_source(video), trim_window(video)
+        elif file and file != NONE:
             source = bridge.input_path(file)
         else:
             raise ValueError("no driving video: connect a VIDEO or pick a file (upload one with the button)")
         info = vid.probe_video(source)
         span = spans.plan_span(info.fps, start, frame_count or None, stride, target_fps)
+        first, window_count = spans.frames_in_window(source, *window)
+        src_start, count = _span_in_window(first, window_count, start, frame_count, span.stride)
+        span = spans.plan_span(info.fps, src_start, count, span.stride)
         tick = _progress_of(vid.expected_frame_count(info.frame_count, span.stride, span.start, span.frame_count))
         frames = vid.iter_frames(source, stride=span.stride, start=span.start, frame_count=span.frame_count,
                                  cover=(width, height))
@@ -131,5 +180,4 @@ def _audio(sound) -> dict:
     return {"waveform": torch.from_numpy(samples)[None], "sample_rate": int(rate)}
 
 
-NODE_CLASS_MAPPINGS = {"XDynaLoadDrivingVideo": XDynaLoadDrivingVideo}
-NODE_DISPLAY_NAME_MAPPINGS = {"XDynaLoadDrivingVideo": "X-Dyna Load Driving Video"}
+NODES = [XDynaLoadDrivingVideo]

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import torch
+from comfy_api.latest import io
 
+from ..xdyna_core.pixels import to_uint8
 from ..xdyna_core.preprocess.driving import check_same_size
 from . import comfy_bridge as bridge
+from . import xdyna_types as T
 
 CONTROL_MAX = 4.0
+RUN_KEY = "xdyna_run"  # the LATENT's record of the run's settings, read by X-Dyna Quality Report
 
 
 def _text(cond, name: str) -> torch.Tensor:
@@ -20,7 +24,7 @@ def _text(cond, name: str) -> torch.Tensor:
 
 
 def _chw_uint8(image: torch.Tensor) -> torch.Tensor:
-    return (image[..., :3].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 3, 1, 2).contiguous()
+    return to_uint8(image[..., :3]).permute(0, 3, 1, 2).contiguous()
 
 
 def check_inputs(reference: dict, pose: torch.Tensor, face, use_face: bool, context_length: int, context_overlap: int):
@@ -49,52 +53,62 @@ def face_decision(controlnets, face, face_strength):
                         face is not None and any(face.get("has_face", [True])), face_strength)
 
 
-class XDynaSampler:
-    DESCRIPTION = ("X-Dyna's DDIM loop: frame 0 is the clean reference latent, the pose (+ S-Face) ControlNets "
-                   "drive frames 1..N, long videos run in 16-frame windows that wrap around. Returns the video "
-                   "latents (frames on the batch axis) for the native VAE Decode. Without a face input, or when "
-                   "no face was found in the driving video, the S-Face ControlNet is skipped.")
-    CATEGORY = "X-Dyna"
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("The video latents, frames on the batch axis (the reference frame not included): "
-                       "decode with the native VAE Decode.",)
-    FUNCTION = "run"
+class XDynaSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="XDynaSampler",
+            display_name="X-Dyna Sampler",
+            category="X-Dyna",
+            description=("X-Dyna's DDIM loop: frame 0 is the clean reference latent, the pose (+ S-Face) ControlNets "
+                         "drive frames 1..N, long videos run in 16-frame windows that wrap around. Returns the video "
+                         "latents (frames on the batch axis) for the native VAE Decode; the latent also carries the "
+                         "run's settings (seed, steps, context windows, latent mode) for X-Dyna Quality Report. "
+                         "Without a face input, or when no face was found in the driving video, the S-Face "
+                         "ControlNet is skipped."),
+            inputs=[
+                T.Model.Input("model", tooltip="The X-Dyna UNet (X-Dyna UNet Loader)."),
+                T.ControlNets.Input("controlnets", tooltip="Pose (+ optional S-Face) ControlNets (X-Dyna ControlNet "
+                                                           "Loader)."),
+                T.Reference.Input("reference", tooltip="The encoded reference (X-Dyna Reference Encode); its width x "
+                                                       "height is the working size."),
+                io.Conditioning.Input("positive", tooltip="CLIPTextEncode of the prompt (X-Dyna uses an empty "
+                                                          "prompt)"),
+                io.Conditioning.Input("negative", tooltip="CLIPTextEncode of the negative prompt (empty in X-Dyna)"),
+                io.Image.Input("pose", tooltip="rendered skeleton frames at the reference's width/height"),
+                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF,
+                             tooltip="Seeds every random draw (reference latent sample, noise, window offsets): the "
+                                     "same seed gives the same video, here and on the command line."),
+                io.Int.Input("steps", default=25, min=1, max=200, tooltip="DDIM steps (X-Dyna uses 25)."),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=30.0, step=0.1,
+                               tooltip="<= 1 runs without classifier-free guidance"),
+                io.Float.Input("pose_strength", default=1.0, min=0.0, max=CONTROL_MAX, step=0.05,
+                               tooltip="Scale of the pose ControlNet's residuals (1 = X-Dyna)."),
+                io.Float.Input("face_strength", default=1.0, min=0.0, max=CONTROL_MAX, step=0.05,
+                               tooltip="Scale of the S-Face ControlNet's residuals (1 = X-Dyna; 0 switches it off)."),
+                io.Int.Input("context_length", default=16, min=2, max=24,
+                             tooltip="Frames per UNet window (16 = what the motion module was trained on; at most "
+                                     "24)."),
+                io.Int.Input("context_overlap", default=4, min=0, max=23,
+                             tooltip="Frames shared by neighbouring windows (below context_length); more overlap = "
+                                     "smoother joins, more windows."),
+                T.Face.Input("face", optional=True, tooltip="S-Face patches from X-Dyna Extract Expression"),
+            ],
+            outputs=[io.Latent.Output("latent", tooltip="The video latents, frames on the batch axis (the reference "
+                                                        "frame not included): decode with the native VAE Decode. "
+                                                        "Also the run input of X-Dyna Quality Report.")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("XDYNA_MODEL", {"tooltip": "The X-Dyna UNet (X-Dyna UNet Loader)."}),
-            "controlnets": ("XDYNA_CONTROLNETS", {"tooltip": "Pose (+ optional S-Face) ControlNets "
-                                                             "(X-Dyna ControlNet Loader)."}),
-            "reference": ("XDYNA_REFERENCE", {"tooltip": "The encoded reference (X-Dyna Reference Encode); its "
-                                                         "width x height is the working size."}),
-            "positive": ("CONDITIONING", {"tooltip": "CLIPTextEncode of the prompt (X-Dyna uses an empty prompt)"}),
-            "negative": ("CONDITIONING", {"tooltip": "CLIPTextEncode of the negative prompt (empty in X-Dyna)"}),
-            "pose": ("IMAGE", {"tooltip": "rendered skeleton frames at the reference's width/height"}),
-            "seed": ("INT", {"default": 42, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
-                             "tooltip": "Seeds every random draw (reference latent sample, noise, window "
-                                        "offsets): the same seed gives the same video, here and on the command "
-                                        "line."}),
-            "steps": ("INT", {"default": 25, "min": 1, "max": 200,
-                              "tooltip": "DDIM steps (X-Dyna uses 25)."}),
-            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "<= 1 runs without classifier-free guidance"}),
-            "pose_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": CONTROL_MAX, "step": 0.05,
-                                        "tooltip": "Scale of the pose ControlNet's residuals (1 = X-Dyna)."}),
-            "face_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": CONTROL_MAX, "step": 0.05,
-                                        "tooltip": "Scale of the S-Face ControlNet's residuals (1 = X-Dyna; 0 "
-                                                   "switches it off)."}),
-            "context_length": ("INT", {"default": 16, "min": 2, "max": 24,
-                                       "tooltip": "Frames per UNet window (16 = what the motion module was "
-                                                  "trained on; at most 24)."}),
-            "context_overlap": ("INT", {"default": 4, "min": 0, "max": 23,
-                                        "tooltip": "Frames shared by neighbouring windows (below context_length); "
-                                                   "more overlap = smoother joins, more windows."}),
-        }, "optional": {
-            "face": ("XDYNA_FACE", {"tooltip": "S-Face patches from X-Dyna Extract Expression"}),
-        }}
+    def execute(cls, model, controlnets, reference, positive, negative, pose, seed, steps, cfg, pose_strength,
+                face_strength, context_length, context_overlap, face=None):
+        out = cls.sample(model, controlnets, reference, positive, negative, pose, seed, steps, cfg, pose_strength,
+                         face_strength, context_length, context_overlap, face)
+        why = face_decision(controlnets, face, face_strength)[1]
+        return io.NodeOutput(*out, ui={bridge.WARNING_KEY: [why] if why else []})
 
-    def sample(self, model, controlnets, reference, positive, negative, pose, seed, steps, cfg, pose_strength,
+    @classmethod
+    def sample(cls, model, controlnets, reference, positive, negative, pose, seed, steps, cfg, pose_strength,
                face_strength, context_length, context_overlap, face=None):
         from ..xdyna_core.job import SamplingSettings, progress_total, run_sampling
         from ..xdyna_core.models.attention import use_attention_backend
@@ -139,10 +153,9 @@ class XDynaSampler:
             bridge.raise_if_interrupted()
             raise
         samples = latents[0].permute(1, 0, 2, 3).float() / enc.scaling_factor
-        return ({"samples": samples.to(bridge.intermediate_device())},)
+        run = {"seed": int(seed), "steps": int(steps), "context_length": int(context_length),
+               "context_overlap": int(context_overlap), "latent": settings.latent}
+        return ({"samples": samples.to(bridge.intermediate_device()), RUN_KEY: run},)
 
-    run = bridge.with_warning(sample, lambda a: face_decision(a["controlnets"], a["face"], a["face_strength"])[1])
 
-
-NODE_CLASS_MAPPINGS = {"XDynaSampler": XDynaSampler}
-NODE_DISPLAY_NAME_MAPPINGS = {"XDynaSampler": "X-Dyna Sampler"}
+NODES = [XDynaSampler]

@@ -49,7 +49,10 @@ function plural(n, unit) {
 function graphNode(id) {
   if (id === null || id === undefined) return null;
   const key = String(id).split(":").pop(); // nodes inside subgraphs report "outer:inner"
-  for (const g of [app.graph, app.rootGraph]) {
+  // app.rootGraph logs an error when read before the graph exists (frontend 1.4x): ask isGraphReady first
+  const graphs = [app.graph];
+  if (app.isGraphReady === undefined || app.isGraphReady) graphs.push(app.rootGraph);
+  for (const g of graphs) {
     const n = g && g.getNodeById ? g.getNodeById(Number(key)) ?? g.getNodeById(key) : null;
     if (n) return n;
   }

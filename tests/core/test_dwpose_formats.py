@@ -416,7 +416,7 @@ def test_install_report_names_the_extractor_or_what_to_place(comfy_tree, both_fo
 
     from xdyna_core.preprocess import detectors, mediapipe_backend
 
-    monkeypatch.setattr(mediapipe_backend, "installed_mediapipe", lambda: None)
+    monkeypatch.setattr(mediapipe_backend.common, "installed_mediapipe", lambda: None)
     assert detectors.pose_extractor_status() == detectors.no_extractor_message("mediapipe is not installed")
     assert "\n" not in detectors.NO_POSE_EXTRACTOR and "models/xdyna/detectors/" in detectors.NO_POSE_EXTRACTOR
     ckpts = comfy_tree / "custom_nodes" / "comfyui_controlnet_aux" / "ckpts"

@@ -214,7 +214,7 @@ def test_mediapipe_face_landmarks_on_a_driving_frame():
         pose = det(frame)
     box = fl.face_box_from_pose(pose.main)
     assert box is not None
-    lm = fl.MediaPipeFaceLandmarks().from_pose(frame, pose)
+    lm = mpb.face_landmarker().from_pose(frame, pose)
     assert lm is not None and lm.shape == (68, 2) and np.isfinite(lm).all()
     x0, y0, x1, y1 = box
     side = x1 - x0
@@ -226,4 +226,4 @@ def test_mediapipe_face_landmarks_on_a_driving_frame():
     assert eye_r[0] < eye_l[0]
     assert max(eye_r[1], eye_l[1]) < lm[30, 1] < lm[48:68, 1].mean() < lm[8, 1]
     # No face in a black image.
-    assert fl.MediaPipeFaceLandmarks()(np.zeros((256, 256, 3), np.uint8)) is None
+    assert mpb.face_landmarker()(np.zeros((256, 256, 3), np.uint8)) is None

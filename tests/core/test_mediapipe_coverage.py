@@ -128,7 +128,7 @@ def test_coverage_of_official_pose_videos(coverage, record_property):
     mean = float(np.mean([r.covered for r in results.values()]))
     record_property("coverage_mean", round(mean, 4))
     report = ", ".join(f"ex{k} {r.covered:.3f} (precision {r.precision:.3f})" for k, r in results.items())
-    print(f"\nMediaPipe {mpb.installed_mediapipe()} skeleton coverage of the official pose videos: {report}; mean {mean:.3f}")
+    print(f"\nMediaPipe {mpb.common.installed_mediapipe()} skeleton coverage of the official pose videos: {report}; mean {mean:.3f}")
     for k, r in results.items():
         assert r.covered >= 0.65, f"example {k}: coverage {r.covered:.3f} < 0.65 ({report})"
     assert mean >= 0.70, f"mean coverage {mean:.3f} < 0.70 ({report})"
@@ -146,6 +146,6 @@ def test_coverage_matches_the_legacy_extractor(coverage):
         assert digests == (legacy["driving_frames_sha256"], legacy["official_frames_sha256"]), (
             f"example {k}: the clips' frames differ from those the reference was measured on: "
             f"rerun bench/mediapipe_reference.py under mediapipe 0.10.14")
-        tol = 0.002 if mpb.installed_mediapipe() == "0.10.14" else LEGACY_TOLERANCE
+        tol = 0.002 if mpb.common.installed_mediapipe() == "0.10.14" else LEGACY_TOLERANCE
         assert abs(r.covered - legacy["coverage"]) <= tol, (
             f"example {k}: coverage {r.covered:.4f} vs legacy 0.10.14 {legacy['coverage']:.4f} (tolerance {tol})")

@@ -53,8 +53,8 @@ def test_build_refuses_a_file_that_is_not_the_pinned_wheel(tmp_path):
 
 @pytest.fixture(scope="module")
 def bundles():
-    if mpb.installed_mediapipe() != mm.TASKS_VERSION:
-        pytest.skip(f"the Tasks runtime {mm.TASKS_VERSION} is not installed (mediapipe {mpb.installed_mediapipe()})")
+    if mpb.common.installed_mediapipe() != mm.TASKS_VERSION:
+        pytest.skip(f"the Tasks runtime {mm.TASKS_VERSION} is not installed (mediapipe {mpb.common.installed_mediapipe()})")
     try:
         return mm.find_bundles()
     except FileNotFoundError as e:
@@ -174,7 +174,7 @@ def test_tasks_landmarks_match_the_legacy_graphs(bundles):
 def test_which_mediapipe_serves(version, why, monkeypatch, tmp_path):
     """Package metadata and bundle files decide, nothing imported: legacy 0.10.14 as installed, the
     Tasks runtime 1.2.3 only with its bundles, any other version is reported (and never replaced)."""
-    monkeypatch.setattr(mpb, "installed_mediapipe", lambda: version)
+    monkeypatch.setattr(mpb.common, "installed_mediapipe", lambda: version)
     monkeypatch.setenv("XDYNA_MEDIAPIPE_MODELS", str(tmp_path / "none"))
     got = mpb.unavailable_reason()
     if version == "1.2.3":

@@ -24,7 +24,7 @@ def no_extractor(monkeypatch):
         raise dwpose.DWPoseModelsNotFound("DWPose model file(s) not found: yolox_l.onnx (simulated)")
 
     monkeypatch.setattr(dwpose, "find_dwpose_models", no_dwpose)
-    monkeypatch.setattr(mediapipe_backend, "installed_mediapipe", lambda: None)
+    monkeypatch.setattr(mediapipe_backend.common, "installed_mediapipe", lambda: None)
     monkeypatch.setitem(sys.modules, "mediapipe", None)  # any `import mediapipe` fails
     monkeypatch.setattr(mediapipe_backend, "_mp", None)
     assert detectors.pose_extractor_problem("auto") is not None

@@ -2,11 +2,15 @@
 means the same graph, the UI files are what tests/real_comfyui/make_ui.py generates from the twins, links
 are consistent, every node is ours or a native one we know, and our nodes' inputs in the twins match
 the node code. (tests/real_comfyui/ loads the same files in the real frontends and runs the twins.)"""
+import ast
 import importlib
 import inspect
 import json
+from urllib.parse import urlparse
 
 import pytest
+
+from tests.conftest import REPO
 
 from tests.real_comfyui import make_ui
 from xdyna_core.batch.jobs import Job, JobListError, fill_workflow
@@ -24,9 +28,12 @@ def specs():
     return make_ui.load_specs()
 
 
+NODE_MODULES = ("loaders", "reference", "driving", "pose", "expression", "sampler", "quality")
+
+
 @pytest.fixture(scope="module")
-def our_nodes(tmp_path_factory):
-    """NODE_CLASS_MAPPINGS of our node modules, imported on the CI-tier fake ComfyUI."""
+def node_modules(tmp_path_factory):
+    """Our node modules, imported on the CI-tier fake ComfyUI."""
     from tests.nodes_ci import fake_comfy
 
     models = tmp_path_factory.mktemp("models")
@@ -35,12 +42,48 @@ def our_nodes(tmp_path_factory):
         from nodes import comfy_bridge
 
         comfy_bridge.register_model_folders()
-        mapping = {}
-        for mod in ("loaders", "reference", "driving", "pose", "expression", "sampler"):
-            mapping.update(importlib.import_module(f"nodes.{mod}").NODE_CLASS_MAPPINGS)
-        yield {name: (cls, cls.INPUT_TYPES()) for name, cls in mapping.items()}
+        yield [importlib.import_module(f"nodes.{mod}") for mod in NODE_MODULES]
     finally:
         fake_comfy.uninstall()
+
+
+@pytest.fixture(scope="module")
+def our_nodes(node_modules):
+    """{node id: (class, V1-lowered inputs)} of what comfy_entrypoint registers."""
+    from tests.nodes_ci.fake_comfy import node_classes
+
+    mapping = {k: v for mod in node_modules for k, v in node_classes(mod).items()}
+    return {name: (cls, cls.INPUT_TYPES()) for name, cls in mapping.items()}
+
+
+def test_no_v1_registration_anywhere():
+    """ComfyUI reads a module's NODE_CLASS_MAPPINGS before comfy_entrypoint: one such name anywhere in the
+    pack's code would make it a V1 pack that drops every V3 node. No code names it (tests only as a string)."""
+    for path in sorted(REPO.rglob("*.py")):
+        if any(part.startswith(".") or part in ("node_modules", "__pycache__") for part in path.relative_to(REPO).parts):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            name = (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute)
+                    else node.name if isinstance(node, ast.alias) else None)
+            assert name not in ("NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"), f"{path}:{node.lineno}"
+
+
+def test_every_node_class_is_a_v3_comfy_node(node_modules):
+    """Every class of nodes/ that ComfyUI could take for a node is an io.ComfyNode, listed in its module's
+    NODES (what comfy_entrypoint registers), with a schema under its class name's id."""
+    from comfy_api.latest import io
+
+    for mod in node_modules:
+        classes = [c for c in vars(mod).values() if inspect.isclass(c) and c.__module__ == mod.__name__]
+        nodes = [c for c in classes if hasattr(c, "define_schema") or hasattr(c, "INPUT_TYPES")
+                 or c.__name__.startswith("XDyna") and c.__name__ not in ("XDynaModel", "XDynaControlNets",
+                                                                          "XDynaImageProj")]
+        assert nodes and nodes == list(mod.NODES) or set(nodes) == set(mod.NODES), mod.__name__
+        for cls in nodes:
+            assert issubclass(cls, io.ComfyNode), cls
+            assert cls.GET_SCHEMA().node_id == cls.__name__
+            assert not any(hasattr(cls, a) for a in ("FUNCTION_V1", "RETURN_TYPES_V1")) and "INPUT_TYPES" not in vars(cls)
 
 
 def test_every_ui_file_has_an_api_twin_and_back():
@@ -48,6 +91,8 @@ def test_every_ui_file_has_an_api_twin_and_back():
     api_files = {p.name[: -len("_api.json")] for p in make_ui.API_DIR.glob("*_api.json")}
     assert ui_files == api_files == set(NAMES)
     assert not list(make_ui.API_DIR.glob("*.jpg"))  # thumbnails belong next to the UI files
+    # the template browser asks for <name>.jpg of every template it lists (a 404 on each open otherwise)
+    assert {p.stem for p in make_ui.WORKFLOW_DIR.glob("*.jpg")} == set(NAMES) == set(make_ui.THUMB_INPUTS)
     # the template browser lists every *.json of example_workflows/: API files must stay out of it
     for name in NAMES:
         assert "nodes" in _load(name)[0] and "nodes" not in _load(name)[1]
@@ -128,7 +173,7 @@ def test_our_widget_values_are_valid_for_the_nodes(name, our_nodes):
             continue
         cls, inputs = our_nodes[node["class_type"]]
         spec = {**inputs.get("required", {}), **inputs.get("optional", {})}
-        params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
+        params = inspect.signature(cls.execute).parameters
         for key, value in node["inputs"].items():
             assert key in spec and key in params, f"{name} node {nid}: {key}"
             kind, opts = spec[key][0], (spec[key][1] if len(spec[key]) > 1 else {})
@@ -136,8 +181,10 @@ def test_our_widget_values_are_valid_for_the_nodes(name, our_nodes):
                 continue  # a link
             if opts.get("video_upload"):
                 continue  # a file of the user's input folder
-            if isinstance(kind, list) and kind and not any(x.endswith(".safetensors") for x in kind + [value]):
-                assert value in kind, f"{name} node {nid}: {key}={value!r} not in {kind}"
+            if kind == "COMBO" and value.endswith((".safetensors", ".ckpt")):
+                continue  # a model file: listed when it is in the user's folders
+            if kind == "COMBO" and opts["options"]:  # (an empty list: files of the user's input folder)
+                assert value in opts["options"], f"{name} node {nid}: {key}={value!r} not in {opts['options']}"
             if kind in ("INT", "FLOAT"):
                 assert opts.get("min", value) <= value <= opts.get("max", value), f"{name} node {nid}: {key}={value}"
             if kind == "BOOLEAN":
@@ -191,11 +238,21 @@ def test_sound_fps_and_template_metadata(name):
     assert cards[name]["title"] == wf["title"] and cards[name]["description"] == wf["description"]
     assert not set("-_") & set(wf["description"])  # the browser shows - and _ of descriptions as spaces
     named = {v for n in api.values() for k, v in n["inputs"].items()
-             if isinstance(v, str) and v.endswith(".safetensors")}
+             if isinstance(v, str) and v.endswith((".safetensors", ".ckpt"))}
     listed = {m["name"]: m for m in ui["models"]}
     assert set(listed) == named
     assert len({m["url"] for m in ui["models"]}) == len(ui["models"])  # the frontend keys them by url
+    folder_of = {"unet_name": "xdyna", "pose_controlnet": "xdyna", "face_controlnet": "xdyna", "ipadapter_name":
+                 "ipadapter", "clip_name": "clip_vision", "ckpt_name": "checkpoints"}
+    for n in api.values():
+        for k, v in n["inputs"].items():
+            if isinstance(v, str) and v in listed:
+                assert listed[v]["directory"] == folder_of[k], (k, v)  # into the folder its loader lists
     for m in ui["models"]:
-        assert m["directory"] in ("xdyna", "ipadapter", "clip_vision", "checkpoints") and m["url"].startswith("https://")
+        # the link is the file itself, saved under the name the workflow uses, and one the frontend offers
+        assert m["url"].startswith(make_ui.DOWNLOAD_URL_PREFIXES) and m["name"].endswith(make_ui.DOWNLOAD_NAME_ENDINGS)
+        url = urlparse(m["url"])
+        assert not url.fragment and not url.query and "/resolve/" in url.path, m["url"]
+        assert url.path.rsplit("/", 1)[-1] == m["name"], m
     note = next(n for n in ui["nodes"] if n["type"] == "Note")["widgets_values"][0]
     assert all(m["name"] in note for m in ui["models"])

@@ -1,6 +1,9 @@
 """A minimal in-process stand-in for the ComfyUI modules our nodes touch (CI has no ComfyUI).
 
-It implements just the calls comfy_bridge makes, with ComfyUI's signatures. tests/real_comfyui/ runs the
+It implements just the calls comfy_bridge makes, with ComfyUI's signatures, and the part of the V3 node
+API (`comfy_api.latest`: io.ComfyNode, io.Schema, the input/output types, io.NodeOutput, ComfyExtension)
+our nodes use, lowered to the V1 view (INPUT_TYPES, RETURN_TYPES, ...) the way ComfyUI 0.33 lowers it,
+so the tests read the schema as the server publishes it. tests/real_comfyui/ runs the
 same nodes through a real ComfyUI server (registration, every shipped workflow, interrupts, batch
 runs, the frontend) when COMFYUI_DIR is set, which is where a drift of this fake would show.
 """
@@ -16,6 +19,7 @@ class InterruptProcessingException(Exception):
 
 
 def install(models_dir: str) -> types.SimpleNamespace:
+    install_comfy_api()
     state = types.SimpleNamespace(interrupt=False, loaded=[], memory_required=[], freed=0, progress=[])
 
     fp = types.ModuleType("folder_paths")
@@ -130,6 +134,202 @@ def install(models_dir: str) -> types.SimpleNamespace:
     return state
 
 
+# ------------------------------------------------------------------------------ comfy_api.latest (V3)
+
+def _prune(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _make_io() -> types.ModuleType:
+    import enum
+    from dataclasses import dataclass, field
+
+    io = types.ModuleType("comfy_api.latest.io")
+
+    class UploadType(str, enum.Enum):
+        image = "image_upload"
+        audio = "audio_upload"
+        video = "video_upload"
+        model = "file_upload"
+
+    class NumberDisplay(str, enum.Enum):
+        number = "number"
+        slider = "slider"
+
+    class Hidden(str, enum.Enum):
+        unique_id = "UNIQUE_ID"
+        prompt = "PROMPT"
+        extra_pnginfo = "EXTRA_PNGINFO"
+
+    class Input:
+        Parent = None
+
+        def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, extra_dict=None,
+                     default=None, force_input=None, **widget):
+            self.id, self.optional = id, optional
+            self.extra = _prune({"display_name": display_name, "tooltip": tooltip, "lazy": lazy, "default": default,
+                                 "forceInput": force_input, **widget}) | (extra_dict or {})
+            if "display_mode" in self.extra:
+                self.extra["display"] = self.extra.pop("display_mode").value
+
+        def v1(self):
+            return self.Parent.io_type, dict(self.extra)
+
+    class Output:
+        Parent = None
+
+        def __init__(self, id=None, display_name=None, tooltip=None, is_output_list=False):
+            self.id, self.display_name, self.tooltip = id, display_name or id, tooltip
+            self.is_output_list = is_output_list
+
+    def comfytype(io_type):
+        def make(cls):
+            cls.io_type = io_type
+            cls.Input = type("Input", (getattr(cls, "InputBase", Input),), {"Parent": cls})
+            cls.Output = type("Output", (Output,), {"Parent": cls})
+            return cls
+        return make
+
+    def Custom(io_type):
+        return comfytype(io_type)(type(f"Custom_{io_type}", (), {}))
+
+    class _ComboInput(Input):
+        def __init__(self, id, options=None, display_name=None, optional=False, tooltip=None, lazy=None,
+                     default=None, control_after_generate=None, upload=None, extra_dict=None, **kw):
+            super().__init__(id, display_name, optional, tooltip, lazy, extra_dict, default=default,
+                             control_after_generate=control_after_generate, **kw)
+            self.extra = self.extra | {"multiselect": False, "options": list(options or [])}
+            if upload is not None:
+                self.extra[upload.value] = True
+
+    io.Combo = comfytype("COMBO")(type("Combo", (), {"InputBase": _ComboInput}))
+    for name, io_type in {"Int": "INT", "Float": "FLOAT", "String": "STRING", "Boolean": "BOOLEAN",
+                          "Image": "IMAGE", "Mask": "MASK", "Latent": "LATENT", "Audio": "AUDIO", "Video": "VIDEO",
+                          "Conditioning": "CONDITIONING", "Vae": "VAE", "ClipVision": "CLIP_VISION",
+                          "Model": "MODEL"}.items():
+        setattr(io, name, comfytype(io_type)(type(name, (), {})))
+
+    @dataclass
+    class Schema:
+        node_id: str
+        display_name: str = None
+        category: str = "sd"
+        inputs: list = field(default_factory=list)
+        outputs: list = field(default_factory=list)
+        hidden: list = field(default_factory=list)
+        description: str = ""
+        is_output_node: bool = False
+        is_experimental: bool = False
+        not_idempotent: bool = False
+
+    class classproperty:
+        def __init__(self, f):
+            self.f = f
+
+        def __get__(self, obj, owner):
+            return self.f(owner)
+
+    class NodeOutput:
+        def __init__(self, *args, ui=None, expand=None, block_execution=None):
+            self.args, self.ui, self.expand, self.block_execution = args, ui, expand, block_execution
+
+        @property
+        def result(self):
+            return self.args if self.args else None
+
+        def __getitem__(self, index):
+            return self.args[index]
+
+    class HiddenHolder:
+        def __init__(self, unique_id=None, prompt=None, extra_pnginfo=None):
+            self.unique_id, self.prompt, self.extra_pnginfo = unique_id, prompt, extra_pnginfo
+
+    class ComfyNode:
+        """What ComfyUI reads of a V3 node class, lowered to V1 as 0.33's _ComfyNodeBaseInternal does."""
+        hidden = HiddenHolder()
+
+        @classmethod
+        def define_schema(cls):
+            raise NotImplementedError
+
+        @classmethod
+        def execute(cls, **kwargs):
+            raise NotImplementedError
+
+        @classmethod
+        def GET_SCHEMA(cls):
+            return cls.define_schema()
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            schema = cls.define_schema()
+            out = {"required": {}}
+            for i in schema.inputs:
+                out.setdefault("optional" if i.optional else "required", {})[i.id] = i.v1()
+            for h in schema.hidden:
+                out.setdefault("hidden", {})[h.name] = (h.value,)
+            return out
+
+        RETURN_TYPES = classproperty(lambda cls: [o.Parent.io_type for o in cls.define_schema().outputs])
+        RETURN_NAMES = classproperty(lambda cls: [o.display_name or o.Parent.io_type for o in cls.define_schema().outputs])
+        OUTPUT_TOOLTIPS = classproperty(lambda cls: [o.tooltip for o in cls.define_schema().outputs])
+        OUTPUT_NODE = classproperty(lambda cls: cls.define_schema().is_output_node)
+        CATEGORY = classproperty(lambda cls: cls.define_schema().category)
+        DESCRIPTION = classproperty(lambda cls: cls.define_schema().description)
+        FUNCTION = "EXECUTE_NORMALIZED"
+
+        @classmethod
+        def EXECUTE_NORMALIZED(cls, *args, **kwargs):
+            out = cls.execute(*args, **kwargs)
+            return out if isinstance(out, NodeOutput) else NodeOutput(*out)
+
+    for name, value in dict(UploadType=UploadType, NumberDisplay=NumberDisplay, Hidden=Hidden, Input=Input,
+                            Output=Output, comfytype=comfytype, Custom=Custom, Schema=Schema, NodeOutput=NodeOutput,
+                            ComfyNode=ComfyNode, HiddenHolder=HiddenHolder).items():
+        setattr(io, name, value)
+    return io
+
+
+def install_comfy_api() -> None:
+    """comfy_api.latest with io, ui and ComfyExtension; installed once and kept (node classes subclass
+    its io.ComfyNode when their module is first imported)."""
+    if "comfy_api.latest" in sys.modules:
+        return
+    import abc
+
+    api, latest = types.ModuleType("comfy_api"), types.ModuleType("comfy_api.latest")
+
+    class ComfyExtension(abc.ABC):
+        async def on_load(self) -> None:
+            pass
+
+        @abc.abstractmethod
+        async def get_node_list(self):
+            ...
+
+    latest.io, latest.ui, latest.ComfyExtension = _make_io(), types.ModuleType("comfy_api.latest.ui"), ComfyExtension
+    api.latest = latest
+    sys.modules.update({"comfy_api": api, "comfy_api.latest": latest})
+
+
 def uninstall():
     for name in ("folder_paths", "comfy", "comfy.model_management", "comfy.model_patcher", "comfy.utils", "comfy.ops"):
         sys.modules.pop(name, None)
+
+
+# ------------------------------------------------------------------------------ reading V3 nodes in tests
+
+def node_classes(module) -> dict:
+    """{node_id: class} of a node module's NODES (what comfy_entrypoint registers)."""
+    return {cls.GET_SCHEMA().node_id: cls for cls in module.NODES}
+
+
+def options(entry) -> list:
+    """The choices of a V1-lowered COMBO input entry ("COMBO", {"options": [...]})."""
+    kind, opts = entry[0], (entry[1] if len(entry) > 1 else {})
+    return list(kind) if isinstance(kind, list) else list(opts["options"])
+
+
+def run_node(cls, **inputs):
+    """A node run as ComfyUI runs it: execute through EXECUTE_NORMALIZED; returns the io.NodeOutput."""
+    return getattr(cls, cls.FUNCTION)(**inputs)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.clips import frame_index, sound_at, write_clip
+from tests.nodes_ci.fake_comfy import run_node
 
 W, H = 136, 200  # a multiple of 8 that is not one of 64
 
@@ -98,7 +99,7 @@ def test_reference_encode_checks_the_size_before_encoding(comfy):
         XDynaReferenceEncode().encode(torch.zeros(1, 64, 64, 3), never, never, never, 512, 900, "sample")
 
 
-@pytest.mark.parametrize("node", ["extract", "keypoints", "align"])
+@pytest.mark.parametrize("node", ["extract", "align"])
 def test_size_mismatch_fails_at_the_pose_node_before_detection(comfy, monkeypatch, node):
     """The mismatch that used to surface at the sampler (pose at one size, reference at another)."""
     from nodes import pose
@@ -110,9 +111,57 @@ def test_size_mismatch_fails_at_the_pose_node_before_detection(comfy, monkeypatc
     run = {
         "extract": lambda: pose.XDynaPoseExtract().extract(images, 128, 256, "crop", "auto",
                                                            encoded_reference=ref_of()),
-        "keypoints": lambda: pose.XDynaPoseFromKeypoints().render([], 128, 256, "stretch",
-                                                                  encoded_reference=ref_of()),
         "align": lambda: pose.XDynaPoseAlign().align([], images, 128, 256, "auto", encoded_reference=ref_of()),
     }[node]
     with pytest.raises(ValueError, match=r"is 128x256 but the reference was encoded at 136x200"):
         run()
+
+
+def test_pose_from_keypoints_takes_the_size_from_the_reference(comfy, tmp_path):
+    """Connected, the encoded reference sets the skeleton size: the width/height widgets (512x896 by default,
+    as left on the node in the keypoints workflow) cannot contradict it."""
+    import json
+
+    from nodes import pose
+    from tests.real_comfyui.standins import write_keypoints_json
+
+    keypoints = json.loads(write_keypoints_json(tmp_path / "kp.json", 2, 512, 896).read_text())
+    (images,) = pose.XDynaPoseFromKeypoints().render(keypoints, 512, 896, "stretch", encoded_reference=ref_of())
+    assert tuple(images.shape) == (2, H, W, 3) and images.max() > 0.5
+    (alone,) = pose.XDynaPoseFromKeypoints().render(keypoints, 256, 448, "stretch")
+    assert tuple(alone.shape) == (2, 448, 256, 3)
+    # run as ComfyUI runs it: the same frames, and the animated preview web/xdyna.js shows on the node
+    out = run_node(pose.XDynaPoseFromKeypoints, pose_keypoint=keypoints, width=512, height=896, fit="stretch",
+                   encoded_reference=ref_of())
+    assert torch.equal(out.args[0], images)
+    (shown,) = out.ui["xdyna_preview"]
+    assert shown["frames"] == 2 and (tmp_path / "temp" / "xdyna" / shown["filename"]).is_file()
+
+
+class TrimmedVideo:
+    """ComfyUI 0.33's VideoFromFile after Trim Video (Video Slice): the file and its trim window."""
+
+    def __init__(self, path, start_time, duration):
+        self.path, self.window = str(path), (start_time, duration)
+
+    def get_stream_source(self):
+        return self.path
+
+    def get_active_trim_window(self):
+        return self.window
+
+
+def test_trimmed_video_start_and_count_inside_the_slice(clip):
+    """Video Slice (1.0 s, 1.0 s) of a 30 fps clip is source frames 30..59: frame_count 0 takes exactly those,
+    start/frame_count/stride count inside the slice, and the sound is that of the frames taken."""
+    frames, audio, fps, _, _ = load(file="none", frame_count=0, video=TrimmedVideo(clip, 1.0, 1.0))
+    assert [frame_index((f.numpy() * 255).round()) for f in frames] == [i % 28 for i in range(30, 60)]
+    assert audio["waveform"].shape[-1] == 16000 and fps == 30
+    want = sound_at(1.0 + np.arange(16000) / 16000)
+    assert np.abs(audio["waveform"][0, 0].numpy() - want).max() < 1e-4
+    inner, _, _, _, _ = load(file="none", start=5, frame_count=100, stride=4, video=TrimmedVideo(clip, 1.0, 1.0))
+    assert [frame_index((f.numpy() * 255).round()) for f in inner] == [i % 28 for i in range(35, 60, 4)]
+    tail, _, _, _, _ = load(file="none", start=2, frame_count=0, video=TrimmedVideo(clip, 3.5, 0.0))
+    assert [frame_index((f.numpy() * 255).round()) for f in tail] == [i % 28 for i in range(107, 120)]
+    with pytest.raises(ValueError, match="start 30 is past the end of the trimmed video"):
+        load(file="none", start=30, video=TrimmedVideo(clip, 1.0, 1.0))

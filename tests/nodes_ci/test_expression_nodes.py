@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.nodes_ci import fake_comfy
+from tests.nodes_ci.fake_comfy import node_classes, options
 from tests.nodes_ci.test_pose_nodes import (
     H_OUT,
     W_OUT,
@@ -70,17 +71,17 @@ def drawn(img: torch.Tensor) -> int:
 
 
 def test_node_contract(expr):
-    m, d = expr.NODE_CLASS_MAPPINGS, expr.NODE_DISPLAY_NAME_MAPPINGS
-    assert set(m) == set(d) == {"XDynaExtractExpression"}
-    spec = check_node_contract(m["XDynaExtractExpression"], "XDynaExtractExpression", m, d)
+    m = node_classes(expr)
+    assert set(m) == {"XDynaExtractExpression"}
+    spec = check_node_contract(m["XDynaExtractExpression"], "XDynaExtractExpression", m)
     assert list(spec["required"]) == ["driving_images", "landmarks"]
     assert list(spec["optional"]) == ["pose_keypoint", "carry_missing"]
     assert spec["required"]["driving_images"][0] == "IMAGE"
-    assert spec["required"]["landmarks"][0] == ["auto", "pose_keypoint", "mediapipe", "insightface"]
+    assert options(spec["required"]["landmarks"]) == ["auto", "pose_keypoint", "mediapipe", "insightface"]
     assert spec["optional"]["pose_keypoint"][0] == "POSE_KEYPOINT"
     assert spec["optional"]["carry_missing"][0] == "BOOLEAN" and spec["optional"]["carry_missing"][1]["default"] is True
     cls = m["XDynaExtractExpression"]
-    assert cls.RETURN_TYPES == ("XDYNA_FACE", "IMAGE") and cls.RETURN_NAMES == ("face", "preview")
+    assert cls.RETURN_TYPES == ["XDYNA_FACE", "IMAGE"] and cls.RETURN_NAMES == ["face", "preview"]
     assert "switch" in cls.DESCRIPTION and "has_face" in cls.DESCRIPTION
 
 

@@ -75,3 +75,54 @@ def test_controlnet_aux_pose_keypoint_renders_and_drives_sface(nodes, tmp_path):
     assert face_foreign["has_face"] == [True, True, True] and face_foreign["source"] == "pose_keypoint"
     assert (face_foreign["local"] - face_pixel["local"]).abs().mean() < 0.01
     assert face_foreign["local"].sum() > 0
+
+
+def sdpose_style(pixel_frames, seed=0):
+    """The same frames as ComfyUI 0.33's SDPose Keypoint Extractor writes them (comfy_extras/nodes_sdpose.py
+    _to_openpose_frames): absolute pixels, every part of every person present with a score per point (a
+    point the model is unsure of keeps some position and a low score), 6 foot points, 70 face points
+    (68 landmarks + both eyes)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for f in pixel_frames:
+        people = []
+        for p in f["people"]:
+            def full(values, n):
+                a = np.zeros((n, 3)) if values is None else np.asarray(values, np.float64).reshape(-1, 3).copy()
+                unsure = a[:, 2] <= 0
+                a[unsure, :2] = rng.uniform(0, [W, H], size=(int(unsure.sum()), 2))
+                a[unsure, 2] = rng.uniform(0.0, 0.25, size=int(unsure.sum()))  # below the 0.3 drawing threshold
+                a[~unsure, 2] = rng.uniform(0.6, 0.99, size=int((~unsure).sum()))
+                return a.ravel().tolist()
+            people.append({"pose_keypoints_2d": full(p["pose_keypoints_2d"], 18),
+                           "foot_keypoints_2d": full(None, 6),
+                           "face_keypoints_2d": full(p["face_keypoints_2d"], 70),
+                           "hand_right_keypoints_2d": full(p["hand_right_keypoints_2d"], 21),
+                           "hand_left_keypoints_2d": full(p["hand_left_keypoints_2d"], 21)})
+        out.append({"canvas_width": W, "canvas_height": H, "people": people})
+    return out
+
+
+def test_sdpose_pose_keypoint_renders_and_drives_sface(nodes, tmp_path):
+    """POSE_KEYPOINT of ComfyUI 0.33's native SDPoseKeypointExtractor drives Pose From Keypoints and S-Face
+    like the same keypoints in our own format: low-score points are not drawn, foot points are ignored."""
+    import json
+
+    pose, expression = nodes
+    pixel = json.loads(write_keypoints_json(tmp_path / "kp.json", 3, W, H).read_text())
+    for f in pixel:
+        f["people"][0]["hand_right_keypoints_2d"] = None  # not found: SDPose still lists 21 unsure points
+    native = sdpose_style(pixel)
+    assert len(native[0]["people"][0]["face_keypoints_2d"]) == 70 * 3
+    render = pose.XDynaPoseFromKeypoints.render
+    img_native = render(native, W, H, "stretch")[0]
+    img_pixel = render(pixel, W, H, "stretch")[0]
+    assert img_native.shape == (3, H, W, 3) and img_native.max() > 0.5
+    assert torch.equal(img_native, img_pixel)
+
+    frames = torch.rand(3, H, W, 3)
+    face_native, _ = expression.XDynaExtractExpression.extract(frames, "pose_keypoint", native)
+    face_pixel, _ = expression.XDynaExtractExpression.extract(frames, "pose_keypoint", pixel)
+    assert face_native["has_face"] == [True, True, True] and face_native["source"] == "pose_keypoint"
+    assert torch.equal(face_native["local"], face_pixel["local"])
+    assert torch.equal(face_native["global"], face_pixel["global"])

@@ -4,13 +4,14 @@ import json
 import numpy as np
 import pytest
 
+from tests.nodes_ci.fake_comfy import node_classes, options
 from xdyna_core.preprocess.keypoints import Person, PoseFrame, save_keypoints
 
 
 def node():
-    from nodes.pose import NODE_CLASS_MAPPINGS
+    from nodes import pose
 
-    cls = NODE_CLASS_MAPPINGS["XDynaLoadPoseKeypoints"]
+    cls = node_classes(pose)["XDynaLoadPoseKeypoints"]
     return cls, cls()
 
 
@@ -24,14 +25,14 @@ def test_lists_loads_and_renders(comfy):
     save_keypoints(inp / "dance.json", frames)
     (inp / "notes.txt").write_text("x")
     cls, n = node()
-    assert cls.INPUT_TYPES()["required"]["keypoints_file"][0] == ["poses/dance.json"]
+    assert options(cls.INPUT_TYPES()["required"]["keypoints_file"]) == ["poses/dance.json"]
     (kp,) = n.load("poses/dance.json")
     assert len(kp) == 2 and kp[1]["people"] == [] and kp[0]["canvas_width"] == 100
-    assert np.isfinite(cls.IS_CHANGED("poses/dance.json"))
+    assert np.isfinite(cls.fingerprint_inputs("poses/dance.json"))
 
-    from nodes.pose import NODE_CLASS_MAPPINGS
+    from nodes import pose
 
-    render = NODE_CLASS_MAPPINGS["XDynaPoseFromKeypoints"]()
+    render = node_classes(pose)["XDynaPoseFromKeypoints"]
     (images,) = render.render(kp, 64, 128, "stretch")
     assert images.shape == (2, 128, 64, 3) and images[0].max() > 0 and images[1].max() == 0
 

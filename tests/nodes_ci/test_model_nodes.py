@@ -1,10 +1,13 @@
 """Loader, reference and sampler nodes: contracts and a full run on the tiny set (fake ComfyUI)."""
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
 
 from tests.conftest import assets_dir
+from tests.nodes_ci.fake_comfy import node_classes, options, run_node
 from xdyna_core.loading.tiny import write_tiny_set
 from xdyna_core.preprocess.video import read_video
 
@@ -20,22 +23,19 @@ def tiny(comfy):
     return paths, vae, clip_vision, cond
 
 
-def result_of(method):
-    """A node method as ComfyUI calls it, giving the output tuple (a {"ui", "result"} dict unwrapped)."""
-    def call(*args, **kwargs):
-        out = method(*args, **kwargs)
-        return out["result"] if isinstance(out, dict) else out
-    call.__wrapped__ = method  # the contract test reads the method's signature
-    return call
-
-
 def node(name):
+    """(node class, a call running it as ComfyUI does (execute) and giving the output tuple)."""
     from nodes import loaders, reference, sampler
 
     for mod in (loaders, reference, sampler):
-        if name in mod.NODE_CLASS_MAPPINGS:
-            cls = mod.NODE_CLASS_MAPPINGS[name]
-            return cls, result_of(getattr(cls(), cls.FUNCTION))
+        classes = node_classes(mod)
+        if name in classes:
+            cls = classes[name]
+            params = [i.id for i in cls.GET_SCHEMA().inputs]  # execute takes the inputs by name
+
+            def call(*args, **kwargs):
+                return run_node(cls, **dict(zip(params, args)), **kwargs).args
+            return cls, call
     raise KeyError(name)
 
 
@@ -46,10 +46,8 @@ def test_contracts(comfy, name):
     spec = cls.INPUT_TYPES()
     assert set(spec) <= {"required", "optional", "hidden"} and spec["required"]
     assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES)
-    assert callable(fn) and cls.CATEGORY.startswith("X-Dyna") and cls.DESCRIPTION
-    import inspect
-
-    params = set(inspect.signature(fn).parameters)
+    assert cls.CATEGORY.startswith("X-Dyna") and cls.DESCRIPTION
+    params = set(inspect.signature(cls.execute).parameters)
     declared = set(spec["required"]) | set(spec.get("optional", {}))
     assert declared == params, f"{name}: inputs {declared ^ params} do not match the method"
 
@@ -57,28 +55,79 @@ def test_contracts(comfy, name):
 def test_folders_registered_and_listed(tiny, comfy):
     cls, _ = node("XDynaModelLoader")
     spec = cls.INPUT_TYPES()
-    assert "xdyna_unet.safetensors" in spec["required"]["unet_name"][0]
-    assert "ip-adapter-plus_sd15.safetensors" in spec["optional"]["ipadapter_name"][0]
+    assert "xdyna_unet.safetensors" in options(spec["required"]["unet_name"])
+    assert "ip-adapter-plus_sd15.safetensors" in options(spec["optional"]["ipadapter_name"])
+
+
+def write_broken_files(folder, unet_path):
+    """Files a download can leave behind: a UNet cut short, random bytes under a model's name, a
+    .ckpt cut short; and two whole pickles that only their names describe."""
+    data = unet_path.read_bytes()
+    (folder / "truncated_unet.safetensors").write_bytes(data[: len(data) // 2])
+    (folder / "random_unet.safetensors").write_bytes(np.random.default_rng(0).bytes(4096))
+    (folder / "random.ckpt").write_bytes(b"not a checkpoint at all")
+    torch.save({"w": torch.zeros(3)}, folder / "mystery.ckpt")
+    torch.save({"w": torch.zeros(3)}, folder / "sface_controlnet.ckpt")
+    whole = (folder / "mystery.ckpt").read_bytes()
+    (folder / "cut_unet.ckpt").write_bytes(whole[: len(whole) - 40])
 
 
 def test_loader_lists_hold_only_files_that_can_serve(tiny, comfy):
-    """Dropdowns filtered by what each file is: safetensors by header (also without our metadata, and
-    under any name), pickles by name; a file that cannot be told cheaply stays in every list."""
+    """Dropdowns filtered by what each file is: safetensors by their whole header (also without our metadata,
+    and under any name), zip pickles when whole and by name; truncated or random files are never listed."""
     from safetensors.torch import load_file, save_file
 
     paths = tiny[0]
     xdyna = paths["unet"].parent
     for role in ("pose_controlnet", "face_controlnet"):  # renamed, metadata dropped: only keys tell
         save_file(load_file(str(paths[role])), str(xdyna / f"model_{role[:4]}.safetensors"))
-    (xdyna / "mystery.ckpt").write_bytes(b"not read")
-    (xdyna / "sface_controlnet.ckpt").write_bytes(b"not read")
-    unet = node("XDynaModelLoader")[0].INPUT_TYPES()["required"]["unet_name"][0]
+    write_broken_files(xdyna, paths["unet"])
+    unet = options(node("XDynaModelLoader")[0].INPUT_TYPES()["required"]["unet_name"])
     spec = node("XDynaControlNetLoader")[0].INPUT_TYPES()["required"]
-    pose, face = spec["pose_controlnet"][0], spec["face_controlnet"][0]
+    pose, face = options(spec["pose_controlnet"]), options(spec["face_controlnet"])
     assert unet == ["mystery.ckpt", "xdyna_unet.safetensors"]
     assert pose == ["model_pose.safetensors", "mystery.ckpt", "xdyna_pose_controlnet.safetensors"]
     assert face == ["none", "model_face.safetensors", "mystery.ckpt", "sface_controlnet.ckpt",
                     "xdyna_face_controlnet.safetensors"]
+
+
+@pytest.mark.parametrize("name,why", [
+    ("truncated_unet.safetensors", "truncated"),
+    ("random_unet.safetensors", "not a .safetensors or PyTorch checkpoint"),
+    ("cut_unet.ckpt", "truncated"),
+    ("xdyna_pose_controlnet.safetensors", "is the X-Dyna pose ControlNet, not the X-Dyna UNet"),
+    ("nope.safetensors", "not found in the 'xdyna' model folder"),
+])
+def test_queue_time_check_names_the_file_and_the_problem(tiny, comfy, name, why):
+    """validate_inputs (run by ComfyUI when the prompt is queued, before any node): one line naming the file."""
+    import re
+
+    write_broken_files(tiny[0]["unet"].parent, tiny[0]["unet"])
+    cls, _ = node("XDynaModelLoader")
+    answer = cls.validate_inputs(unet_name=name)
+    assert isinstance(answer, str) and answer.startswith("unet_name: ") and name in answer
+    assert re.search(why, answer) and "\n" not in answer
+    assert cls.validate_inputs(unet_name="xdyna_unet.safetensors") is True
+    cns = node("XDynaControlNetLoader")[0]
+    assert cns.validate_inputs("xdyna_pose_controlnet.safetensors", "none") is True
+    assert "not the X-Dyna S-Face ControlNet" in cns.validate_inputs("xdyna_pose_controlnet.safetensors",
+                                                                   "xdyna_pose_controlnet.safetensors")
+    ip = node("XDynaIPAdapterLoader")[0]
+    assert ip.validate_inputs("ip-adapter-plus_sd15.safetensors") is True
+
+
+def test_file_checks_are_cached_by_size_and_time(tiny, comfy, monkeypatch):
+    from nodes import model_files
+    from xdyna_core.loading import recognise
+
+    path = str(tiny[0]["unet"])
+    assert model_files.problem(path, model_files.UNET) is None
+    monkeypatch.setattr(recognise, "recognise", lambda p: pytest.fail("header read again"))
+    assert model_files.problem(path, model_files.UNET) is None  # cached: listing stays fast
+    monkeypatch.undo()
+    data = tiny[0]["unet"].read_bytes()
+    tiny[0]["unet"].write_bytes(data[:-10])  # the file changed: checked again
+    assert "truncated" in model_files.problem(path, model_files.UNET)
 
 
 def test_missing_file_names_the_folder(tiny, comfy):
@@ -102,6 +151,8 @@ def run_graph(tiny, n=3, face=None, seed=1, steps=2):
                                                     clip_vision, proj, W, H, "sample")
     assert prepared.shape == (1, H, W, 3) and ref["encoding"].moments.mean.shape == (1, 4, H // 8, W // 8)
     out = node("XDynaSampler")[1](model, cns, ref, cond, cond, pose_frames(n), seed, steps, 7.5, 1.0, 1.0, 16, 4, face=face)
+    assert out[0]["xdyna_run"] == {"seed": seed, "steps": steps, "context_length": 16, "context_overlap": 4,
+                                   "latent": "sample"}  # for X-Dyna Quality Report
     return out[0]["samples"], vae
 
 
@@ -167,14 +218,13 @@ def test_unused_face_controlnet_is_a_warning_on_the_node(tiny, comfy):
     from nodes import sampler
 
     shown = []
-    run = sampler.XDynaSampler.run
-    monkey = lambda self, *a, **k: shown.append(run(self, *a, **k)) or shown[-1]["result"]  # noqa: E731
-    sampler.XDynaSampler.run = monkey
+    execute = sampler.XDynaSampler.execute
+    sampler.XDynaSampler.execute = classmethod(lambda cls, *a, **k: shown.append(execute(*a, **k)) or shown[-1])
     try:
         run_graph(tiny)  # pose + face ControlNets loaded, no face input
     finally:
-        sampler.XDynaSampler.run = run
-    assert shown[0]["ui"]["xdyna_warning"] == [
+        sampler.XDynaSampler.execute = execute
+    assert shown[0].ui["xdyna_warning"] == [
         "a face ControlNet is loaded but no face patches are given: running pose only"]
 
 
@@ -183,8 +233,9 @@ def test_every_input_and_output_has_a_tooltip(comfy):
     from tests.nodes_ci.test_package_import import import_pack
 
     pack = import_pack()
-    assert len(pack.NODE_CLASS_MAPPINGS) >= 11
-    for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+    assert len(pack.NODES) == 12
+    for cls in pack.NODES:
+        name = cls.GET_SCHEMA().node_id
         assert cls.DESCRIPTION, name
         for section in ("required", "optional"):
             for key, value in cls.INPUT_TYPES().get(section, {}).items():

@@ -18,17 +18,32 @@ def import_pack():
     return mod
 
 
+def registered(mod) -> list:
+    """Node ids as ComfyUI's load_custom_node registers them from comfy_entrypoint."""
+    import asyncio
+
+    from comfy_api.latest import ComfyExtension, io
+
+    extension = asyncio.run(mod.comfy_entrypoint())
+    assert isinstance(extension, ComfyExtension)
+    nodes = asyncio.run(extension.get_node_list())
+    assert all(issubclass(cls, io.ComfyNode) for cls in nodes)
+    return [cls.GET_SCHEMA().node_id for cls in nodes]
+
+
 def test_package_import_registers_folders_and_nodes(comfy):
     import folder_paths
 
     del folder_paths.folder_names_and_paths["xdyna"]  # as in a fresh ComfyUI process
     mod = import_pack()
     assert "xdyna" in folder_paths.folder_names_and_paths
-    expected = {"XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode", "XDynaLoadDrivingVideo", "XDynaLoadPoseKeypoints",
-                "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign", "XDynaExtractExpression",
-                "XDynaSampler", "XDynaQualityReport"}
-    assert expected <= set(mod.NODE_CLASS_MAPPINGS)
-    assert set(mod.NODE_CLASS_MAPPINGS) == set(mod.NODE_DISPLAY_NAME_MAPPINGS)
+    expected = ["XDynaModelLoader", "XDynaControlNetLoader", "XDynaIPAdapterLoader", "XDynaReferenceEncode",
+                "XDynaLoadDrivingVideo", "XDynaLoadPoseKeypoints", "XDynaPoseExtract", "XDynaPoseFromKeypoints",
+                "XDynaPoseAlign", "XDynaExtractExpression", "XDynaSampler", "XDynaQualityReport"]
+    # registered as ComfyUI registers a V3 extension: comfy_entrypoint -> ComfyExtension -> get_node_list
+    assert registered(mod) == expected
+    # a module exporting NODE_CLASS_MAPPINGS would be loaded as V1 and lose every V3 node
+    assert not hasattr(mod, "NODE_CLASS_MAPPINGS") and not hasattr(mod, "NODE_DISPLAY_NAME_MAPPINGS")
     assert mod.WEB_DIRECTORY == "./web"
 
 
@@ -37,6 +52,6 @@ def test_package_import_leaves_sys_path_alone(comfy):
     before = list(sys.path)
     mod = import_pack()
     assert sys.path == before
-    assert "XDynaLoadDrivingVideo" in mod.NODE_CLASS_MAPPINGS
+    assert "XDynaLoadDrivingVideo" in registered(mod)
     # the nodes use the pack's own core (package-relative), not a top-level `xdyna_core`
     assert sys.modules["ComfyUI-XDyna.nodes.driving"].spans.__name__ == "ComfyUI-XDyna.xdyna_core.preprocess.span"

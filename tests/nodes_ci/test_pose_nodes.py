@@ -11,6 +11,7 @@ import torch
 
 from tests.conftest import assets_dir
 from tests.nodes_ci import fake_comfy
+from tests.nodes_ci.fake_comfy import node_classes, options
 
 W_OUT, H_OUT = 256, 448  # half of the 512x896 assets: same aspect, cheap to render
 
@@ -23,22 +24,23 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images * 255.0).round().to(torch.uint8).numpy()
 
 
-def check_node_contract(cls, node_id: str, mappings: dict, display: dict) -> dict:
-    """The V1 attributes ComfyUI reads; returns INPUT_TYPES()."""
-    assert node_id.startswith("XDyna") and mappings[node_id] is cls and display[node_id]
+def check_node_contract(cls, node_id: str, mappings: dict) -> dict:
+    """The schema as ComfyUI publishes it (lowered to V1); returns INPUT_TYPES()."""
+    schema = cls.GET_SCHEMA()
+    assert node_id.startswith("XDyna") and mappings[node_id] is cls and schema.display_name
     spec = cls.INPUT_TYPES()
     assert set(spec) <= {"required", "optional", "hidden"} and spec["required"]
     for section in ("required", "optional"):
         for name, entry in spec.get(section, {}).items():
             assert isinstance(entry, tuple) and 1 <= len(entry) <= 2, name
             kind = entry[0]
-            assert isinstance(kind, (str, list)), name
+            assert isinstance(kind, str), name
             opts = entry[1] if len(entry) == 2 else {}
             assert opts.get("tooltip"), f"{node_id}.{name} has no tooltip"
-            if isinstance(kind, list):
-                assert opts.get("default", kind[0]) in kind, name
+            if kind == "COMBO":
+                assert opts.get("default", options(entry)[0]) in options(entry), name
     assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
-    assert callable(getattr(cls(), cls.FUNCTION))
+    assert callable(getattr(cls, cls.FUNCTION))
     assert cls.CATEGORY == "X-Dyna/preprocess"
     assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 80
     return spec
@@ -68,7 +70,7 @@ def refuse_mediapipe(monkeypatch):
         raise ImportError("No module named 'mediapipe'")
 
     monkeypatch.setattr(mediapipe_backend, "import_mediapipe", refuse)
-    monkeypatch.setattr(mediapipe_backend, "installed_mediapipe", lambda: None)
+    monkeypatch.setattr(mediapipe_backend.common, "installed_mediapipe", lambda: None)
 
 
 def load_real_clip(n=3) -> np.ndarray:
@@ -99,10 +101,10 @@ def real_clip():
 
 
 def test_node_contracts(pose_nodes):
-    m, d = pose_nodes.NODE_CLASS_MAPPINGS, pose_nodes.NODE_DISPLAY_NAME_MAPPINGS
-    assert set(m) == set(d) == {"XDynaLoadPoseKeypoints", "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign"}
+    m = node_classes(pose_nodes)
+    assert set(m) == {"XDynaLoadPoseKeypoints", "XDynaPoseExtract", "XDynaPoseFromKeypoints", "XDynaPoseAlign"}
 
-    spec = check_node_contract(m["XDynaPoseExtract"], "XDynaPoseExtract", m, d)
+    spec = check_node_contract(m["XDynaPoseExtract"], "XDynaPoseExtract", m)
     req, opt = spec["required"], spec["optional"]
     assert list(req) == ["images", "width", "height", "fit", "backend"] and list(opt) == ["reference", "align",
                                                                                             "encoded_reference"]
@@ -110,23 +112,25 @@ def test_node_contracts(pose_nodes):
     assert req["width"][0] == "INT" and {k: req["width"][1][k] for k in ("default", "min", "max", "step")} == \
         {"default": 512, "min": 64, "max": 2048, "step": 8}  # the one size rule: multiples of 8
     assert req["height"][1]["default"] == 896 and req["height"][1]["step"] == 8
-    assert req["fit"][0] == ["crop", "stretch"] and req["backend"][0] == ["auto", "dwpose", "mediapipe"]
+    assert options(req["fit"]) == ["crop", "stretch"] and options(req["backend"]) == ["auto", "dwpose", "mediapipe"]
     assert opt["align"][0] == "BOOLEAN" and opt["align"][1]["default"] is False
     cls = m["XDynaPoseExtract"]
-    assert cls.RETURN_TYPES == ("POSE_KEYPOINT", "IMAGE", "IMAGE", "STRING")
-    assert cls.RETURN_NAMES == ("pose_keypoint", "pose_images", "driving_images", "alignment")
+    # the V1 outputs in their order (saved workflows link by index), then the settings for the Quality Report
+    assert cls.RETURN_TYPES == ["POSE_KEYPOINT", "IMAGE", "IMAGE", "STRING", "XDYNA_POSE_SETTINGS"]
+    assert cls.RETURN_NAMES == ["pose_keypoint", "pose_images", "driving_images", "alignment", "pose_settings"]
 
-    spec = check_node_contract(m["XDynaPoseFromKeypoints"], "XDynaPoseFromKeypoints", m, d)
+    spec = check_node_contract(m["XDynaPoseFromKeypoints"], "XDynaPoseFromKeypoints", m)
     assert list(spec["required"]) == ["pose_keypoint", "width", "height", "fit"]
     assert spec["required"]["pose_keypoint"][0] == "POSE_KEYPOINT"
-    assert spec["required"]["fit"][0] == ["stretch", "crop"]
-    assert m["XDynaPoseFromKeypoints"].RETURN_TYPES == ("IMAGE",)
+    assert options(spec["required"]["fit"]) == ["stretch", "crop"]
+    assert spec["optional"]["encoded_reference"][0] == "XDYNA_REFERENCE"
+    assert m["XDynaPoseFromKeypoints"].RETURN_TYPES == ["IMAGE"]
 
-    spec = check_node_contract(m["XDynaPoseAlign"], "XDynaPoseAlign", m, d)
+    spec = check_node_contract(m["XDynaPoseAlign"], "XDynaPoseAlign", m)
     assert list(spec["required"]) == ["pose_keypoint", "reference", "width", "height", "backend"]
     assert spec["optional"]["align_frame"][0] == "INT" and spec["optional"]["align_frame"][1]["default"] == -1
-    assert m["XDynaPoseAlign"].RETURN_TYPES == ("POSE_KEYPOINT", "IMAGE", "STRING")
-    assert m["XDynaPoseAlign"].RETURN_NAMES == ("pose_keypoint", "pose_images", "alignment")
+    assert m["XDynaPoseAlign"].RETURN_TYPES == ["POSE_KEYPOINT", "IMAGE", "STRING"]
+    assert m["XDynaPoseAlign"].RETURN_NAMES == ["pose_keypoint", "pose_images", "alignment"]
 
 
 # ------------------------------------------------------------------------ real frames (MediaPipe)

@@ -8,6 +8,7 @@ import torch
 
 from tests.conftest import assets_dir
 from tests.core.test_quality import make_arcface_onnx
+from tests.nodes_ci.fake_comfy import node_classes, run_node
 from tests.nodes_ci.test_pose_nodes import isolate_detector_search, to_image
 from xdyna_core.preprocess.video import read_video
 
@@ -21,13 +22,15 @@ def quality(comfy):
 
 def test_contract(quality):
     cls = quality.XDynaQualityReport
-    assert quality.NODE_CLASS_MAPPINGS == {"XDynaQualityReport": cls}
-    assert quality.NODE_DISPLAY_NAME_MAPPINGS["XDynaQualityReport"] == "X-Dyna Quality Report"
+    assert node_classes(quality) == {"XDynaQualityReport": cls}
+    assert cls.GET_SCHEMA().display_name == "X-Dyna Quality Report"
     spec = cls.INPUT_TYPES()
-    assert {"reference", "driving_images", "result"} <= set(spec["required"])
-    for name, entry in spec["required"].items():
+    # the run's settings come over links (the sampler's latent, Pose Extract's settings): no widget repeats them
+    assert spec["required"] == {k: spec["required"][k] for k in ("reference", "driving_images", "result", "run")}
+    assert spec["required"]["run"][0] == "LATENT" and spec["optional"]["pose_settings"][0] == "XDYNA_POSE_SETTINGS"
+    for name, entry in {**spec["required"], **spec["optional"]}.items():
         assert entry[1].get("tooltip"), name
-    assert cls.RETURN_TYPES == ("STRING", "IMAGE", "STRING") and len(cls.OUTPUT_TOOLTIPS) == 3
+    assert cls.RETURN_TYPES == ["STRING", "IMAGE", "STRING"] and len(cls.OUTPUT_TOOLTIPS) == 3
     assert cls.OUTPUT_NODE is True
 
 
@@ -37,17 +40,23 @@ def test_node_scores_driving_against_itself(quality, comfy, monkeypatch, tmp_pat
     make_arcface_onnx(comfy.models_dir / "insightface" / "models" / "buffalo_l" / "w600k_r50.onnx")
     frames = read_video(assets_dir() / "driving_video" / "example_1_driving_1.mp4", start=100, frame_count=3)[0]
     ref = read_video(assets_dir() / "reference_image" / "example_1.png")[0]
-    out = quality.XDynaQualityReport().run(to_image(ref), to_image(frames), to_image(frames), "mediapipe", "crop",
-                                           False, 2, 0)
-    report_json, plot, summary = out["result"]
+    run = {"samples": None, "xdyna_run": {"seed": 7, "steps": 2, "context_length": 2, "context_overlap": 0,
+                                          "latent": "sample"}}
+    settings = {"fit": "crop", "align": False, "backend": "mediapipe"}
+    out = run_node(quality.XDynaQualityReport, reference=to_image(ref), driving_images=to_image(frames),
+                   result=to_image(frames), run=run, pose_settings=settings)
+    report_json, plot, summary = out.args
     figures = json.loads(report_json)
-    assert figures["pck@0.05"] >= 0.99 and figures["seams"] == [1, 2]  # windows [0, 1], [2, 0]
+    assert figures["pck@0.05"] >= 0.99 and figures["pose_backend"] == "mediapipe"
+    assert figures["schedule"] == "replayed from seed 7, 2 steps"  # the run's own window offsets
     assert "w600k_r50.onnx" in figures["identity_note"]
     assert plot.dtype == torch.float32 and plot.shape[0] == 1 and plot.shape[-1] == 3 and plot.shape[2] == 960
     assert "pck@0.05" in summary
-    (shown,) = out["ui"]["images"]
+    (shown,) = out.ui["images"]
     assert shown["type"] == "temp" and os.path.isfile(tmp_path / "temp" / shown["subfolder"] / shown["filename"])
 
     with pytest.raises(ValueError, match="context_overlap"):
-        quality.XDynaQualityReport().run(to_image(ref), to_image(frames), to_image(frames), "mediapipe", "crop",
-                                         False, 2, 2)
+        quality.XDynaQualityReport.report(to_image(ref), to_image(frames), to_image(frames),
+                                          {"xdyna_run": dict(run["xdyna_run"], context_overlap=2)}, settings)
+    with pytest.raises(ValueError, match="latent output of X-Dyna Sampler"):
+        quality.XDynaQualityReport.report(to_image(ref), to_image(frames), to_image(frames), {"samples": None})

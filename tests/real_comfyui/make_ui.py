@@ -27,6 +27,10 @@ SPECS_PATH = Path(__file__).resolve().parent / "node_specs.json"
 
 # What the frontend turns into widgets (everything else is a socket).
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+# node_specs.json is refreshed from this ComfyUI (what users run); on another version only our own nodes
+# must match it (the native nodes' sockets differ between versions; the real tier runs the workflows on both)
+SPECS_COMFYUI_VERSION = "0.33.0"
 # Frontend rule (legacy convention kept by every frontend we support): an INT called seed /
 # noise_seed, or any input with control_after_generate, gets a "control after generate" widget
 # right after it, and its value is saved in widgets_values.
@@ -38,15 +42,14 @@ UPLOAD_VALUE = "image"
 # Frontend-only node types (not in /object_info, never in API format).
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
-XDYNA_PAGE = "https://huggingface.co/Boese0601/X-Dyna"  # the released X-Dyna weights (convert: see the note)
+XDYNA_FILES = "https://huggingface.co/Boese0601/X-Dyna/resolve/main/"  # the released X-Dyna weights
 NOTE_COMMON = (
-    "What to download (nothing is downloaded for you) and where it goes:\n"
-    "  models/xdyna/          xdyna_unet.safetensors, xdyna_pose_controlnet.safetensors{face}\n"
-    "                         from " + XDYNA_PAGE + " (the released .ckpt files;\n"
-    "                         python -m xdyna_core convert FILE.ckpt models/xdyna/NAME.safetensors)\n"
+    "What to download (nothing is downloaded for you) and where it goes; each file as released, under\n"
+    "its own name (the missing-models dialog links each one):\n"
+    "  models/xdyna/          unet-checkpoint-epoch-5.ckpt, controlnet-checkpoint-epoch-5.ckpt{face}\n"
+    "                         (huggingface.co/Boese0601/X-Dyna: unet/, controlnet/{face_dir})\n"
     "  models/ipadapter/      ip-adapter-plus_sd15.safetensors   (huggingface.co/h94/IP-Adapter, models/)\n"
-    "  models/clip_vision/    CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors\n"
-    "                         (h94/IP-Adapter models/image_encoder/model.safetensors, renamed)\n"
+    "  models/clip_vision/    model.safetensors  (h94/IP-Adapter models/image_encoder/: CLIP ViT-H/14)\n"
     "  models/checkpoints/    v1-5-pruned-emaonly.safetensors (Stable Diffusion 1.5)\n"
     "{detectors}"
     "\nThe working size is set once, on X-Dyna Reference Encode (multiples of 8; X-Dyna was trained at\n"
@@ -57,19 +60,26 @@ NOTE_COMMON = (
 DETECTORS = ("  models/xdyna/detectors/ yolox_l.onnx, dw-ll_ucoco_384.onnx (DWPose; or the .torchscript.pt\n"
              "                         files; comfyui_controlnet_aux's downloads are found where they are)\n")
 
-# ComfyUI's missing-model dialog: one entry per file (name, folder, source page). The frontend keys
-# entries by url, so each file's page address is made unique with a fragment naming the file.
+# ComfyUI's missing-model dialog: one entry per file. Each link is the file itself, its last path segment
+# is the entry's name (a browser saves a cross-origin download under the server's name, so another name
+# would make the user rename it), on a host the frontend offers downloads from (huggingface.co), into the
+# folder the loader lists. The X-Dyna loaders take the released .ckpt files as they are (weights_only).
 _MODELS = {
-    "unet": ("xdyna_unet.safetensors", "xdyna", XDYNA_PAGE + "#xdyna_unet.safetensors"),
-    "pose": ("xdyna_pose_controlnet.safetensors", "xdyna", XDYNA_PAGE + "#xdyna_pose_controlnet.safetensors"),
-    "face": ("xdyna_face_controlnet.safetensors", "xdyna", XDYNA_PAGE + "#xdyna_face_controlnet.safetensors"),
+    "unet": ("unet-checkpoint-epoch-5.ckpt", "xdyna", XDYNA_FILES + "unet/unet-checkpoint-epoch-5.ckpt"),
+    "pose": ("controlnet-checkpoint-epoch-5.ckpt", "xdyna", XDYNA_FILES + "controlnet/controlnet-checkpoint-epoch-5.ckpt"),
+    "face": ("controlnet-face-checkpoint-epoch-2.ckpt", "xdyna",
+             XDYNA_FILES + "controlnet_face/controlnet-face-checkpoint-epoch-2.ckpt"),
     "ip": ("ip-adapter-plus_sd15.safetensors", "ipadapter",
            "https://huggingface.co/h94/IP-Adapter/resolve/main/models/ip-adapter-plus_sd15.safetensors"),
-    "clip": ("CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "clip_vision",
+    "clip": ("model.safetensors", "clip_vision",
              "https://huggingface.co/h94/IP-Adapter/resolve/main/models/image_encoder/model.safetensors"),
     "sd15": ("v1-5-pruned-emaonly.safetensors", "checkpoints",
              "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly.safetensors"),
 }
+# What the frontend (comfyui-frontend-package 1.49, missingModelMetadata) offers to download: these url
+# prefixes and file name endings; anything else is shown without a download button.
+DOWNLOAD_URL_PREFIXES = ("https://civitai.com/", "https://civitai.red/", "https://huggingface.co/")
+DOWNLOAD_NAME_ENDINGS = (".safetensors", ".sft", ".ckpt", ".pth", ".pt")
 
 
 def models_of(*keys) -> list:
@@ -83,7 +93,7 @@ WORKFLOWS = {
         "title": "X-Dyna: animate a photo with a dance video",
         "description": "The person in the reference photo moves like the dancer in the driving video, with its sound.",
         "note": "X-Dyna: animate the reference photo with the body motion of the driving video.\n\n"
-                + NOTE_COMMON.format(face="", detectors=DETECTORS, name="xdyna_pose"),
+                + NOTE_COMMON.format(face="", face_dir="", detectors=DETECTORS, name="xdyna_pose"),
         "columns": [["1", "4", "7", "5", "6"], ["10", "15", "11"], ["2", "3", "14"],
                     ["20"], ["21", "22", "23"]],
         "models": models_of("unet", "pose", "ip", "clip", "sd15"),
@@ -95,7 +105,7 @@ WORKFLOWS = {
         "note": "X-Dyna with S-Face: body motion plus facial expressions of the driving video.\n"
                 "The S-Face patches come from the pose keypoints' face points (DWPose / MediaPipe);\n"
                 "'landmarks' can also use insightface's 1k3d68.onnx (models/insightface/models/<pack>/).\n\n"
-                + NOTE_COMMON.format(face=",\n                          xdyna_face_controlnet.safetensors",
+                + NOTE_COMMON.format(face=",\n                          controlnet-face-checkpoint-epoch-2.ckpt", face_dir=", controlnet_face/",
                                      detectors=DETECTORS, name="xdyna_pose_sface"),
         "columns": [["1", "4", "7", "5", "6"], ["10", "15", "11"], ["2", "3", "14", "16"],
                     ["20"], ["21", "22", "23"]],
@@ -109,7 +119,7 @@ WORKFLOWS = {
                 "OpenPose body without the head, plus hands, on black), e.g. the official aligned poses.\n"
                 "Other POSE_KEYPOINT sources (comfyui_controlnet_aux DWPose/OpenPose, pose editors) go\n"
                 "through 'X-Dyna Pose From Keypoints' (or 'X-Dyna Pose Align') into the sampler's pose.\n\n"
-                + NOTE_COMMON.format(face="", detectors="", name="xdyna_pose_video"),
+                + NOTE_COMMON.format(face="", face_dir="", detectors="", name="xdyna_pose_video"),
         "columns": [["1", "4", "7", "5", "6"], ["10", "15", "11"], ["2", "3", "14"],
                     ["20"], ["21", "22", "23"]],
         "models": models_of("unet", "pose", "ip", "clip", "sd15"),
@@ -124,7 +134,7 @@ WORKFLOWS = {
                 "node's POSE_KEYPOINT output (comfyui_controlnet_aux DWPose Estimator / OpenPose Pose, ...)\n"
                 "to 'X-Dyna Pose From Keypoints' ('X-Dyna Pose Align' fits it to the reference person).\n"
                 "Set the video's fps to the keypoints' frame rate.\n\n"
-                + NOTE_COMMON.format(face="", detectors="", name="xdyna_pose_keypoints"),
+                + NOTE_COMMON.format(face="", face_dir="", detectors="", name="xdyna_pose_keypoints"),
         "columns": [["1", "4", "7", "5", "6"], ["10", "11", "14"], ["2", "3", "15"], ["20"], ["21", "22", "23"]],
         "models": models_of("unet", "pose", "ip", "clip", "sd15"),
     },
@@ -143,6 +153,7 @@ def _input_spec(name: str, spec: list) -> dict:
     kind = spec[0]
     opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
     typ = "COMBO" if isinstance(kind, list) else str(kind)
+    typ = "COMBO" if typ == DYNAMIC_COMBO else typ  # 0.33's SaveVideo format/codec: a combo widget in the UI
     widget = typ in WIDGET_TYPES and not opts.get("forceInput", False)
     entry = {"name": name, "type": typ, "widget": widget}
     if widget and typ == "INT" and (opts.get("control_after_generate") or name in CONTROL_NAMES):
@@ -284,7 +295,8 @@ def _depth_order(api: dict) -> list:
 
 
 # What a linked widget shows (the frontend keeps a value under the link).
-LINKED_WIDGET_VALUES = {"fps": 30.0, "width": 512, "height": 896}
+# values of widgets an API file does not set (linked, or new in a later ComfyUI: CreateVideo's bit_depth)
+LINKED_WIDGET_VALUES = {"fps": 30.0, "width": 512, "height": 896, "bit_depth": 8}
 
 
 def api_to_ui(api: dict, specs: dict, columns: list, note: str = "", models: list | None = None) -> dict:
@@ -444,6 +456,8 @@ THUMB_INPUTS = {
     "xdyna_pose": ("reference_image/example_1.png", "driving_video/example_1_driving_1.mp4", "driving video"),
     "xdyna_pose_sface": ("reference_image/example_2.jpg", "driving_video/example_2_driving_2.mp4", "driving video"),
     "xdyna_pose_video": ("reference_image/example_1.png", "poses/example_1_pose_1.mp4", "pose video"),
+    # the keypoints drawn as X-Dyna draws them (the official pose rendering of the same clip)
+    "xdyna_pose_keypoints": ("reference_image/example_1.png", "poses/example_1_pose_1.mp4", "pose keypoints"),
 }
 
 

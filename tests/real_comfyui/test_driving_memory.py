@@ -16,7 +16,9 @@ from tests.real_comfyui import make_ui
 from tests.real_comfyui.support import record, variant_of
 from xdyna_core.batch.client import ComfyClient
 
-NAMES = sorted(make_ui.WORKFLOWS)
+# the workflows that read a driving clip (the keypoints workflow has none: no clip, no sound to keep)
+NAMES = sorted(n for n, (_, api) in make_ui.twin_paths().items()
+               if '"XDynaLoadDrivingVideo"' in api.read_text())
 FRAMES, FPS, RATE = 16, 30, 44100
 GB = 1024 ** 3
 

@@ -195,12 +195,12 @@ def test_quality_report_node_and_cli(comfy_server, comfy_models, comfy_inputs, t
     """The report node in a real graph (fed by the shipped pose workflow), then the CLI on its video."""
     wf = variant_of("xdyna_pose", seed=7)
     decode = next(nid for nid, n in wf.items() if n["class_type"] == "VAEDecode")
-    frames = next(nid for nid, n in wf.items() if n["class_type"] == "ImageFromBatch")
-    extract = next(n for n in wf.values() if n["class_type"] == "XDynaPoseExtract")["inputs"]
+    extract_id = next(nid for nid, n in wf.items() if n["class_type"] == "XDynaPoseExtract")
+    extract = wf[extract_id]["inputs"]
+    # the run's settings over links: the sampler's latent (seed, steps, windows), Pose Extract's settings
     wf["90"] = {"class_type": "XDynaQualityReport", "inputs": {
-        "reference": extract["reference"], "driving_images": [frames, 0], "result": [decode, 0],
-        "backend": extract["backend"], "fit": extract["fit"], "align": extract["align"],
-        "context_length": 2, "context_overlap": 0, "seed": 7, "steps": TEST_STEPS}}
+        "reference": extract["reference"], "driving_images": extract["images"], "result": [decode, 0],
+        "run": [_sampler_id(wf), 0], "pose_settings": [extract_id, 4]}}
     client = ComfyClient(comfy_server.url)
     events = client.open_events(timeout=SILENCE)
     prompt_id = client.queue(wf)

@@ -36,14 +36,18 @@ from xdyna_core.loading import clip_keys, ip_adapter_keys, sd_checkpoint_keys, u
 from xdyna_core.loading.tiny import TinyFile, _random_model_sd, _save
 
 #: Bump when the writer changes in a way the configs do not show.
-COMFY_SET_VERSION = 1
+COMFY_SET_VERSION = 2
 MANIFEST_NAME = "xdyna/COMFY_TEST_SET.json"
 
+# The X-Dyna files carry the released names the shipped workflows use (unet-checkpoint-epoch-5.ckpt, ...).
+# Their content is safetensors with the tiny configs in the metadata (a released .ckpt has the full size,
+# which needs no config); the loaders tell a file's format by its content, not its name.
 COMFY_LAYOUT: dict[str, TinyFile] = {
-    "unet": TinyFile("xdyna/xdyna_unet.safetensors", "xdyna",
+    "unet": TinyFile("xdyna/unet-checkpoint-epoch-5.ckpt", "xdyna",
                      "X-Dyna UNet, all keys, tiny widths, cross-attention 768"),
-    "pose_controlnet": TinyFile("xdyna/xdyna_pose_controlnet.safetensors", "xdyna", "pose ControlNet (3-channel)"),
-    "face_controlnet": TinyFile("xdyna/xdyna_face_controlnet.safetensors", "xdyna", "S-Face ControlNet (6-channel)"),
+    "pose_controlnet": TinyFile("xdyna/controlnet-checkpoint-epoch-5.ckpt", "xdyna", "pose ControlNet (3-channel)"),
+    "face_controlnet": TinyFile("xdyna/controlnet-face-checkpoint-epoch-2.ckpt", "xdyna",
+                                "S-Face ControlNet (6-channel)"),
     "ip_adapter": TinyFile("ipadapter/ip-adapter-plus_sd15.safetensors", "ipadapter",
                            "IP-Adapter-plus: Resampler 1024 -> 768 + to_k_ip/to_v_ip of the X-Dyna UNet"),
     "clip_vision": TinyFile("clip_vision/xdyna_test_clip_vit_l14.safetensors", "clip_vision",

@@ -83,10 +83,16 @@ async function dialogs(page) {
       await page.evaluate(async () => { await window.app.extensionManager.command.execute('Comfy.BrowseTemplates'); });
       await page.waitForTimeout(2000);
       // the browser opens on "All Templates": find this pack's cards with its search box
-      await page.getByPlaceholder(/search/i).first().fill('X-Dyna');
-      await page.waitForTimeout(2000);
-      report.templatesText = await page.evaluate(() => [...document.querySelectorAll('[role="dialog"], .p-dialog')]
+      // this pack's category in the browser's navigation (1.4x), else its search box
+      const category = page.getByText('ComfyUI-XDyna', { exact: true });
+      if (await category.count()) await category.first().click();
+      else await page.getByPlaceholder(/search/i).first().fill('X-Dyna');
+      const dialogText = () => page.evaluate(() => [...document.querySelectorAll('[role="dialog"], .p-dialog')]
         .filter((el) => el.getClientRects().length > 0).map((el) => el.innerText).join('\n'));
+      // the filtered cards can take seconds on a loaded machine: wait (up to 20 s) for this pack's titles
+      for (let i = 0; i < 20 && !/X-Dyna: /.test(await dialogText()); i++) await page.waitForTimeout(1000);
+      await page.waitForTimeout(1000);
+      report.templatesText = await dialogText();
       await page.goto(a.url + '/', { waitUntil: 'domcontentloaded', timeout: 60000 });
       await page.waitForFunction(() => window.app && window.app.graph && window.app.canvas, null, { timeout: 60000 });
       await page.waitForTimeout(1000);
@@ -100,7 +106,18 @@ async function dialogs(page) {
     report.extensions = await page.evaluate(() => (window.app.extensions || []).map((e) => e.name).filter((n) => !/^Comfy\./.test(n)));
     report.prompt = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
     report.frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ || null);
+    // every node's widgets [name, type] (the upload button and the video player the frontend adds)
+    report.widgets = await page.evaluate(() => (window.app.graph._nodes || window.app.graph.nodes || [])
+      .map((n) => ({ type: n.type, widgets: (n.widgets || []).map((w) => [String(w.name), String(w.type)]) })));
     await page.screenshot(a.clip ? { path: a.out, clip: a.clip } : { path: a.out });
+    // newer frontends (1.4x) report missing models as errors ("N errors found ... View details", a side
+    // panel) instead of a dialog: open the details and keep the page's text
+    const details = page.getByText('View details', { exact: true });
+    if (await details.count()) {
+      await details.first().click();
+      await page.waitForTimeout(1500);
+    }
+    report.pageText = await page.evaluate(() => document.body.innerText.slice(0, 50000));
 
     if (a.thumbnail) {
       // Fit every node into the canvas, draw, and take the canvas pixels (no DOM overlays).

@@ -101,9 +101,9 @@ def main(argv=None) -> int:
         if threading.current_thread() is threading.main_thread():  # signal handlers live there only
             install()
     if not os.environ.get("XDYNA_NATIVE_LOGS"):   # MediaPipe's C++ log lines (set it to see them)
-        from ..preprocess import mediapipe_backend
+        from ..preprocess import mediapipe_common
 
-        mediapipe_backend.QUIET_NATIVE_LOGS = True
+        mediapipe_common.QUIET_NATIVE_LOGS = True
     try:
         result = args.func(args)
         return result if isinstance(result, int) else 0   # a command returns its exit code or its result

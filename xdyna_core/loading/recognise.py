@@ -11,8 +11,11 @@ One precedence rule (:func:`file_role`):
    (3 channels) or S-Face (6 channels);
 2. the name, when the content cannot be read cheaply (legacy pre-zip pickles, unreadable files) or
    says nothing (an unknown kind);
-3. neither: unknown (None). Such a file serves every role (it is listed in every dropdown and
-   checked when it is loaded).
+3. neither: unknown (None). Such a file serves every role; it is checked when it is loaded.
+
+:func:`problem` is the strict form the loader dropdowns and ComfyUI's queue-time check use: a file
+whose content cannot be read (truncated, random bytes, a half-downloaded zip) is a problem there,
+named in one line, not a file to be decided by its name.
 """
 from __future__ import annotations
 
@@ -191,3 +194,28 @@ def pick(candidates: Sequence[Path], role: str, prefer: Iterable[str] = ()) -> O
 
     serving: List[Tuple[int, Path]] = [(i, p) for i, p in enumerate(candidates) if serves(p, role)]
     return min(serving, key=rank)[1] if serving else None
+
+
+_problems: dict = {}
+
+
+def _what(role: str) -> str:
+    return ROLE_KINDS[role][1] if role in ROLE_KINDS else describe(role)
+
+
+def problem(path, role: str) -> Optional[str]:
+    """None when the file at ``path`` can serve ``role``; else one line naming the file and what is
+    wrong: unreadable (truncated, not a checkpoint) or another role (precedence as :func:`file_role`,
+    content first). Cached by path, size and modification time (the dropdowns ask on every listing)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"{path}: {e.strerror or e}"
+    key = (str(path), role, st.st_size, st.st_mtime_ns)
+    if key not in _problems:
+        try:
+            found = recognise(path).role or role_from_name(path)
+            _problems[key] = None if found in (None, role) else f"{path} is {_what(found)}, not {_what(role)}"
+        except (CheckpointError, OSError, ValueError) as e:
+            _problems[key] = str(e).splitlines()[0]
+    return _problems[key]

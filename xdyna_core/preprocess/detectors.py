@@ -108,7 +108,7 @@ def pose_extractor_status(model_dirs: Sequence[str] = ()) -> str:
     """One line: which pose extractor 'auto' would use here (files found, nothing opened), or
     what to do. Cheap enough for install time."""
     from .dwpose import DWPoseModelsNotFound, find_dwpose_models
-    from .mediapipe_backend import installed_mediapipe, is_legacy
+    from .mediapipe_common import installed_mediapipe, is_legacy
 
     try:
         det, pose = find_dwpose_models(model_dirs)

@@ -301,21 +301,14 @@ class MediaPipeFaceLandmarks:
 
     ``crop_scale`` is the crop side relative to the face box side: FaceMesh's short-range face
     detector wants the face to fill a good part of its input, not all of it.
-    Runs on whichever MediaPipe is installed (:func:`mediapipe_backend.face_mesh_engine`).
+    ``engine``: (mesh(crop) -> 468 points or None, close) of the installed MediaPipe; open one with
+    :func:`mediapipe_backend.face_landmarker`, which picks the engine.
     """
 
-    def __init__(
-        self,
-        crop_size: int = 256,
-        crop_scale: float = 2.0,
-        min_detection_confidence: float = 0.5,
-        min_presence_confidence: float = 0.5,
-    ):
-        from .mediapipe_backend import face_mesh_engine
-
+    def __init__(self, engine, crop_size: int = 256, crop_scale: float = 2.0):
         self.crop_size = int(crop_size)
         self.crop_scale = float(crop_scale)
-        self._mesh, self._close = face_mesh_engine(min_detection_confidence, min_presence_confidence)
+        self._mesh, self._close = engine
 
     def close(self) -> None:
         if self._close is not None:

@@ -35,19 +35,14 @@ with an ImportError. protobuf 4.25.x works too (without onnx >= 1.23).
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import warnings
 from typing import Optional
 
 import numpy as np
 
-from .keypoints import NUM_BODY, Person, PoseFrame
-
-#: OpenPose-18 index -> BlazePose-33 index (None: neck, synthesised from both shoulders).
-BLAZEPOSE_TO_OPENPOSE18 = (0, None, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7)
-BLAZEPOSE_LEFT_SHOULDER, BLAZEPOSE_RIGHT_SHOULDER = 11, 12
+from . import mediapipe_common as common
+from .keypoints import Person, PoseFrame
+from .mediapipe_common import (BLAZEPOSE_TO_OPENPOSE18, body_from_blazepose,  # noqa: F401 (re-exported)
+                               quiet_native_logs, quiet_protobuf_deprecations)
 
 INSTALL_HINT = (
     "pip install mediapipe==0.10.14 --no-deps && "
@@ -61,25 +56,11 @@ SETUP_HINT = ("run `python install.py` in the ComfyUI-XDyna folder (it installs 
 _mp = None
 
 
-def installed_mediapipe() -> Optional[str]:
-    """Version of the installed mediapipe distribution, or None (nothing imported)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("mediapipe")
-    except PackageNotFoundError:
-        return None
-
-
-def is_legacy(v: Optional[str]) -> bool:
-    return v is not None and v.startswith("0.10.") and int(v.split(".")[2].split("rc")[0] or 0) < 30
-
-
 def unavailable_reason() -> Optional[str]:
     """None when a MediaPipe extractor can be opened here, else a few words saying why not (package
     metadata and files only: nothing is imported or opened). The fix is always :data:`SETUP_HINT`."""
-    v = installed_mediapipe()
-    if is_legacy(v):
+    v = common.installed_mediapipe()
+    if common.is_legacy(v):
         return None if v == "0.10.14" else f"mediapipe {v} is installed, which has no bundled models"
     from .mediapipe_tasks import tasks_available
 
@@ -89,17 +70,25 @@ def unavailable_reason() -> Optional[str]:
 def open_pose_detector(static_image_mode: bool = False, **kwargs):
     """The MediaPipe pose detector this environment has: legacy 0.10.14 when that is installed,
     else the Tasks one; ImportError/FileNotFoundError (one sentence) when neither can be opened."""
-    if is_legacy(installed_mediapipe()):
+    if common.is_legacy(common.installed_mediapipe()):
         return MediaPipePoseDetector(static_image_mode=static_image_mode, **kwargs)
     from .mediapipe_tasks import TasksPoseDetector
 
     return TasksPoseDetector(static_image_mode=static_image_mode, **kwargs)
 
 
+def face_landmarker(min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5):
+    """FaceMesh landmarks on head crops (:class:`face_landmarks.MediaPipeFaceLandmarks`) on whichever
+    MediaPipe is installed."""
+    from .face_landmarks import MediaPipeFaceLandmarks
+
+    return MediaPipeFaceLandmarks(face_mesh_engine(min_detection_confidence, min_presence_confidence))
+
+
 def face_mesh_engine(min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5):
     """(crop RGB uint8 -> (468, 2) face mesh in crop pixels or None, close()): FaceMesh of legacy
     0.10.14 when installed, else the Tasks face landmarker."""
-    if not is_legacy(installed_mediapipe()):
+    if not common.is_legacy(common.installed_mediapipe()):
         from .mediapipe_tasks import face_mesh_engine as tasks_engine
 
         return tasks_engine(min_detection_confidence, min_presence_confidence)
@@ -160,72 +149,6 @@ def import_mediapipe():
         )
     _mp = mp
     return mp
-
-
-# MediaPipe 0.10.14's C++ side (absl, TFLite) writes its warnings ("Feedback manager requires a model
-# with a single signature...", "Created TensorFlow Lite XNNPACK delegate") straight to file descriptor 2
-# before any log set-up: GLOG_minloglevel, TF_CPP_MIN_LOG_LEVEL and absl's Python logging do not reach
-# them (tried). The command line sets this flag and quiet_native_logs() points fd 2 at /dev/null while a
-# graph is built or run. Off by default: inside ComfyUI, other threads' output in those milliseconds
-# would be lost.
-QUIET_NATIVE_LOGS = False
-
-
-@contextlib.contextmanager
-def quiet_native_logs():
-    if not QUIET_NATIVE_LOGS:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-@contextlib.contextmanager
-def quiet_protobuf_deprecations():
-    """Hide protobuf 6's "label() is deprecated" warnings raised while mediapipe 0.10.14 builds a
-    graph (harmless; the replacement API does not exist in the protobuf 4 it was built for)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"label\(\) is deprecated", category=DeprecationWarning)
-        yield
-
-
-def _as_rgb_u8(image: np.ndarray) -> np.ndarray:
-    img = np.asarray(image)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"expected an RGB image of shape (H, W, 3), got {img.shape}")
-    if img.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image (0-255), got dtype {img.dtype}")
-    return np.ascontiguousarray(img)
-
-
-def body_from_blazepose(landmarks, width: int, height: int, visibility_threshold: float = 0.5) -> np.ndarray:
-    """BlazePose-33 landmark list (normalised x, y, visibility) -> OpenPose-18 (18, 3) pixels."""
-    lm = landmarks.landmark if hasattr(landmarks, "landmark") else landmarks
-    body = np.zeros((NUM_BODY, 3), dtype=np.float32)
-
-    def point(i):
-        p = lm[i]
-        return p.x * width, p.y * height, float(p.visibility)
-
-    for op, bp in enumerate(BLAZEPOSE_TO_OPENPOSE18):
-        if bp is None:
-            continue
-        x, y, v = point(bp)
-        if v > visibility_threshold:
-            body[op] = (x, y, v)
-    xl, yl, vl = point(BLAZEPOSE_LEFT_SHOULDER)
-    xr, yr, vr = point(BLAZEPOSE_RIGHT_SHOULDER)
-    if vl > visibility_threshold and vr > visibility_threshold:
-        body[1] = ((xl + xr) / 2, (yl + yr) / 2, min(vl, vr))
-    return body
 
 
 def _points(landmarks, width: int, height: int) -> Optional[np.ndarray]:
@@ -296,7 +219,7 @@ class MediaPipePoseDetector:
         self.close()
 
     def __call__(self, image: np.ndarray) -> PoseFrame:
-        img = _as_rgb_u8(image)
+        img = common.as_rgb_u8(image)
         h, w = img.shape[:2]
         if self._graph is None:
             self._graph = self._make_graph()
@@ -325,5 +248,5 @@ class MediaPipePoseDetector:
         return [self(f) for f in frames]
 
 
-__all__ = ["MediaPipePoseDetector", "import_mediapipe", "open_pose_detector", "face_mesh_engine",
-           "unavailable_reason", "installed_mediapipe", "SETUP_HINT", "body_from_blazepose", "BLAZEPOSE_TO_OPENPOSE18", "INSTALL_HINT"]
+__all__ = ["MediaPipePoseDetector", "import_mediapipe", "open_pose_detector", "face_mesh_engine", "face_landmarker",
+           "unavailable_reason", "SETUP_HINT", "body_from_blazepose", "BLAZEPOSE_TO_OPENPOSE18", "INSTALL_HINT"]

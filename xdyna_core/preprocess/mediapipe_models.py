@@ -317,6 +317,8 @@ def _zip_member(z: zipfile.ZipFile, name: str, data: bytes) -> None:
 def build_bundles(wheel: os.PathLike, out_dir: Optional[os.PathLike] = None) -> Dict[str, Path]:
     """Write the three ``.task`` bundles (and provenance.json) from the 0.10.14 wheel into
     ``out_dir`` (default :func:`models_dir`); returns {bundle: path}."""
+    from ..outputs import write_atomic  # package-relative: install.py imports this as xdyna_core's
+
     out = Path(out_dir) if out_dir is not None else models_dir()
     out.mkdir(parents=True, exist_ok=True)
     got = sha256(wheel)
@@ -331,10 +333,7 @@ def build_bundles(wheel: os.PathLike, out_dir: Optional[os.PathLike] = None) -> 
                     data = whl.read(src)
                     rewrite = REWRITES.get(src)
                     _zip_member(z, member, rewrite(data) if rewrite else data)
-            tmp = out / (bundle + ".tmp")
-            tmp.write_bytes(buf.getvalue())
-            os.replace(tmp, out / bundle)
-            written[bundle] = out / bundle
+            written[bundle] = write_atomic(out / bundle, buf.getvalue())  # no half bundle if killed
     provenance = {
         "bundle_format": BUNDLE_FORMAT, "source_wheel": SOURCE_WHEEL, "source_sha256": SOURCE_WHEEL_SHA256,
         "licence": "Apache-2.0 (mediapipe 0.10.14 wheel)",
@@ -375,7 +374,7 @@ def set_up() -> str:
     import importlib
     import importlib.util
 
-    from .mediapipe_backend import installed_mediapipe, is_legacy
+    from .mediapipe_common import installed_mediapipe, is_legacy
 
     v = installed_mediapipe()
     if is_legacy(v) or (v is not None and v != TASKS_VERSION):

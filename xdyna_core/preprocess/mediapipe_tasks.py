@@ -15,7 +15,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from .keypoints import Person, PoseFrame
-from .mediapipe_backend import quiet_native_logs
+from .mediapipe_common import quiet_native_logs
 
 TASKS_VERSION = "1.2.3"
 
@@ -41,7 +41,7 @@ def import_tasks():
 def tasks_available() -> Optional[str]:
     """None when the Tasks runtime and the bundles are here (nothing is imported or opened), else
     a few words saying which is missing."""
-    from .mediapipe_backend import installed_mediapipe
+    from .mediapipe_common import installed_mediapipe
     from .mediapipe_models import find_bundles, models_dir
 
     v = installed_mediapipe()
@@ -210,9 +210,9 @@ class TasksPoseDetector:
         return out
 
     def __call__(self, image: np.ndarray) -> PoseFrame:
-        from .mediapipe_backend import _as_rgb_u8, body_from_blazepose
+        from .mediapipe_common import as_rgb_u8, body_from_blazepose
 
-        img = _as_rgb_u8(image)
+        img = as_rgb_u8(image)
         h, w = img.shape[:2]
         res = self._pose(img)
         if not res.pose_landmarks:
@@ -226,7 +226,7 @@ class TasksPoseDetector:
             from .face_landmarks import MediaPipeFaceLandmarks
 
             if self._face is None:
-                self._face = MediaPipeFaceLandmarks()
+                self._face = MediaPipeFaceLandmarks(face_mesh_engine())
             pts = self._face.from_pose(img, PoseFrame(w, h, [person]))
             if pts is not None:
                 face = np.ones((68, 3), dtype=np.float32)

@@ -59,7 +59,9 @@ def _open_landmark_model(source: str, model_dirs: Sequence[str]):
     why = mediapipe_problem()
     try:
         if why is None:
-            return fl.MediaPipeFaceLandmarks()
+            from .mediapipe_backend import face_landmarker
+
+            return face_landmarker()
     except (ImportError, FileNotFoundError) as e:
         why = str(e).splitlines()[0]
     raise BackendUnavailable(f"face landmarks 'mediapipe': {mediapipe_message(why)}")

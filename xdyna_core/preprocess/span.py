@@ -104,6 +104,37 @@ def plan_clip(source: Source, start: int = 0, frame_count: Optional[int] = None,
     return DrivingClip(source, plan_span(info.fps, start, frame_count, stride, target_fps), info)
 
 
+def frames_in_window(source: Source, start_seconds: float, duration_seconds: float) -> Tuple[int, Optional[int]]:
+    """(first frame index, frame count or None = to the end) of the video frames inside a trim window
+    [start, start + duration) (duration 0: to the end), by the rule ComfyUI's trimmed VIDEO decodes with:
+    a frame belongs when ``int(start / time_base) <= pts < int((start + duration) / time_base)``.
+    Only packets are read (no decoding), so a clip is indexed in a fraction of its decode time."""
+    import av
+
+    if start_seconds <= 0 and duration_seconds <= 0:
+        return 0, None
+    src = _check_exists(source)
+    try:
+        container = av.open(src if _is_file_object(src) else str(src))
+    except av.error.FFmpegError as e:
+        raise VideoReadError(f"cannot open {src}: {e}") from None
+    try:
+        stream = container.streams.video[0]
+        base = stream.time_base
+        pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
+    finally:
+        container.close()
+        if _is_file_object(src):
+            src.seek(0)
+    lo = int(start_seconds / base)
+    hi = int((start_seconds + duration_seconds) / base) if duration_seconds > 0 else None
+    inside = [i for i, t in enumerate(pts) if t >= lo and (hi is None or t < hi)]
+    if not inside:
+        raise ValueError(f"the trim window {start_seconds:g} s + {duration_seconds:g} s holds no frame of the clip "
+                         f"({len(pts)} frames)")
+    return inside[0], (len(inside) if hi is not None else None)
+
+
 _INT_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "s64": 9.223372036854776e18}
 
 

@@ -77,7 +77,7 @@ def pairing_notes(compared: int, driving_count: int, result_fps: Optional[float]
 
 
 def _identity(opts: ReportOptions, reference, ref_pose, frames, poses, log) -> Tuple[List[float], float, str]:
-    from ..preprocess.mediapipe_backend import quiet_native_logs
+    from ..preprocess.mediapipe_common import quiet_native_logs
     from ..preprocess.sface_inputs import face_landmarks
 
     try:
