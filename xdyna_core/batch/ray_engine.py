@@ -23,6 +23,7 @@ Ray is imported only here, only when this engine runs (:func:`import_ray`).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from collections import deque
@@ -162,6 +163,7 @@ class _Run:
         self.actors: list = []
         self.idle: deque = deque()
         self.alive: set = set()
+        self.restarting: Dict[int, float] = {}         # actor -> when to ask whether it is back (0: asked)
         self.last_loss = ""
         self.objects: Dict[str, object] = {}            # input path -> object ref (each file put once)
         self.bar = None
@@ -220,17 +222,36 @@ class _Run:
 
     # -- results ---------------------------------------------------------------------------------
     def on_where(self, ref):
+        """An actor answered (it is up: back to work after a restart) or is gone for good."""
+        ray = self.ray
         i = self.where_refs.pop(ref)
         try:
-            self.where[i] = self.ray.get(ref)
-        except self.ray.exceptions.RayError:
-            return   # the actor died (its running job tells)
+            self.where[i] = ray.get(ref)
+        except ray.exceptions.ActorUnavailableError:    # still restarting: ask again shortly
+            self.restarting[i] = time.monotonic() + _TICK
+            return
+        except ray.exceptions.RayError as e:            # dead for good (restarts spent, or its constructor raised)
+            self.alive.discard(i)
+            self.restarting.pop(i, None)
+            self.last_loss = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            self.log(f"actor {i} is gone for good: {self.last_loss}")
+            return
+        if self.restarting.pop(i, None) is not None:
+            self.idle.append(i)
+            self.log(f"{self.label(i)} is back (restarted)")
         for job, _, a, _, _ in self.running.values():
             if a == i:
                 self.state.update(job.name, **self.worker_fields(i))
 
-    def finish(self, job: Job, i: int):
-        self.idle.append(i)
+    def probe_restarting(self):
+        now = time.monotonic()
+        for i, at in list(self.restarting.items()):
+            if at and at <= now and i not in self.where_refs.values():
+                self.restarting[i] = 0.0
+                self.where_refs[self.actors[i].where.remote()] = i
+
+    def advance(self):
+        self.bar.status(self.status())
         self.bar.update()
 
     def fail(self, job: Job, i: Optional[int], message: str, reason: str, attempt: int):
@@ -239,7 +260,7 @@ class _Run:
                        **(self.worker_fields(i) if i is not None else {}),
                        **({"retries": self.lost[job.name]} if job.name in self.lost else {}))
         self.log.job(f"failed ({reason})", f"[{job.name}] FAILED: {message}")
-        self.bar.update()
+        self.advance()
 
     def on_result(self, ref):
         ray = self.ray
@@ -255,20 +276,22 @@ class _Run:
             return
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                 ray.exceptions.ObjectLostError) as e:     # its process or node died
-            self.actor_lost(i, e)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             if job.name in self.timed_out:
+                self.actor_lost(i, e)
                 self.fail(job, i, f"job {job.name}: no result after {self.settings.job_timeout:g} s", "timed out",
                           attempt)
                 return
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             self.lost.setdefault(job.name, []).append({"attempt": attempt, **self.worker_fields(i),
                                                        "error": f"{type(e).__name__}: {first}"})
+            died = self.label(i)
+            self.actor_lost(i, e)
             self.avoid.setdefault(job.name, set()).add(i)
-            if attempt <= self.settings.retries and self.alive:
+            if attempt <= self.settings.retries:
                 self.todo.appendleft((job, opts))
                 self.state.set(job.name, "queued", attempt=attempt, retries=self.lost[job.name],
                                reason="worker lost")
-                self.log.job("sent back (worker lost)", f"[{job.name}] {self.label(i)} died ({type(e).__name__}); "
+                self.log.job("sent back (worker lost)", f"[{job.name}] {died} died ({type(e).__name__}); "
                              f"the job goes to another actor (attempt {attempt} of {self.settings.retries + 1})")
             else:
                 self.fail(job, i, f"job {job.name}: its worker died {attempt} time(s); last: {first}",
@@ -289,19 +312,15 @@ class _Run:
                        **self.worker_fields(i), **({"retries": self.lost[job.name]} if job.name in self.lost else {}))
         retried = f" (attempt {attempt})" if attempt > 1 else ""
         self.log.job("done", f"[{job.name}] done on {self.label(i)} in {seconds:.1f} s{retried}: {saved}")
-        self.bar.update()
+        self.advance()
 
     def actor_lost(self, i: int, error):
-        self.deaths[i] = self.deaths.get(i, 0) + 1
+        """Its process or node died mid-job (Ray reports ActorUnavailableError while it restarts the
+        actor, ActorDiedError when it will not): it gets jobs again once it answers (:meth:`on_where`)."""
         self.where.pop(i, None)
-        self.last_loss = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        # Ray does not restart an actor whose constructor raised (e.g. the model set missing on its node)
-        if self.deaths[i] > self.settings.max_restarts or "creation task" in str(error):
-            self.alive.discard(i)
-            self.log(f"{self.label(i)} is gone for good: {self.last_loss}")
-            return
-        self.idle.append(i)                     # Ray restarts it; its next job waits for that
-        self.where_refs[self.actors[i].where.remote()] = i
+        self.last_loss = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        self.deaths[i] = self.deaths.get(i, 0) + 1
+        self.restarting[i] = time.monotonic()
 
     def check_timeouts(self):
         now = time.monotonic()
@@ -332,13 +351,17 @@ class _Run:
                     break
                 self.hand_out()
                 self.bar.status(self.status())
-                ready, _ = self.ray.wait(list(self.running) + list(self.where_refs), num_returns=1, timeout=_TICK)
+                refs = list(self.running) + list(self.where_refs)
+                if not refs:                      # only actors restarting, not asked yet
+                    time.sleep(_TICK)
+                ready, _ = self.ray.wait(refs, num_returns=1, timeout=_TICK) if refs else ([], [])
                 for ref in ready:
                     if ref in self.where_refs:
                         self.on_where(ref)
                     else:
                         self.on_result(ref)
                 self.check_timeouts()
+                self.probe_restarting()
             self.bar.status(self.status())
         except KeyboardInterrupt:
             for job, _, i, _, _ in self.running.values():
@@ -367,7 +390,7 @@ def run_ray_batch(prepared: List[tuple], models_dir, out_dir, settings: RaySetti
         raise ValueError(f"transfer must be store or shared, got {settings.transfer!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    batch_log = BatchLog(log, progress_every=progress_every)
+    batch_log = BatchLog(log, listed=sys.maxsize, progress_every=progress_every)   # a line per finished job
     run = _Run(ray, prepared, models_dir, out_dir, settings, batch_log)
     if run.todo:
         ray.init(address=settings.address, log_to_driver=False, configure_logging=False)
