@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, assets_dir
@@ -186,14 +187,26 @@ def _assert_results(out, expected):
 
 
 def test_each_job_once_and_bit_identical_to_animate(cluster, models, job_list, expected, tmp_path):
-    rc, out, err = _finish(_batch(job_list, models, tmp_path, cluster))
-    assert rc == 0, out + err[-3000:]
-    state = _state(tmp_path)
-    assert {n: (r["status"], r["attempt"]) for n, r in state.items()} == {n: ("done", 1) for n in expected}
+    # plus a job that fails on its own in the actor (a 2-frame pose video for 3 frames): reported once
+    from xdyna_core.preprocess.video import write_video
+
+    short_pose = tmp_path / "short_pose.mp4"
+    write_video(short_pose, np.zeros((2, 192, 128, 3), np.uint8), 8.0)
+    jobs = json.loads(job_list.read_text())
+    jobs["jobs"].append({**jobs["jobs"][0], "name": "short", "pose": str(short_pose)})
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    rc, out, err = _finish(_batch(tmp_path / "jobs.json", models, tmp_path / "out", cluster))
+    assert rc == 1, out + err[-3000:]
+    state = _state(tmp_path / "out")
+    assert {n: (r["status"], r["attempt"]) for n, r in state.items()} == \
+        {**{n: ("done", 1) for n in expected}, "short": ("failed", 1)}
+    assert state["short"]["reason"] == "bad input" and "pose video gives 2 frames" in state["short"]["error"]
+    assert "retries" not in state["short"] and out.count("[short] FAILED") == 1
+    tmp_path = tmp_path / "out"
     done_lines = [line for line in out.splitlines() if " done on actor " in line]
     assert sorted(line.split("]")[0][1:] for line in done_lines) == sorted(expected)   # one line per job
     assert len({r["worker"] for r in state.values()}) == 2          # both actors took jobs
-    assert "batch: 100%" in err and "6/6" in err                      # the driver's one bar
+    assert "batch: 100%" in err and "7/7" in err                      # the driver's one bar
     _assert_results(tmp_path, expected)
 
 

@@ -171,8 +171,8 @@ def run_ray(args) -> int:
 
     if not args.models:
         raise JobListError("--engine ray needs --models (the models/ folder, at that path on every node)")
+    import_ray()                        # a missing Ray first: nothing else can run
     prepared = prepare_ray_jobs(args)   # before Ray starts: a bad job costs nothing
-    import_ray()
     settings = RaySettings(address=args.address, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
                            gpus_per_actor=args.gpus_per_actor, transfer=args.transfer, retries=args.retries,
                            max_restarts=args.max_restarts, job_timeout=args.job_timeout)
