@@ -320,7 +320,8 @@ class _Run:
         self.where.pop(i, None)
         self.last_loss = (str(error).strip().splitlines() or [type(error).__name__])[0]
         self.deaths[i] = self.deaths.get(i, 0) + 1
-        self.restarting[i] = time.monotonic()
+        if i in self.alive:   # ask whether it is back (a dead one answers ActorDiedError: gone for good)
+            self.restarting[i] = time.monotonic()
 
     def check_timeouts(self):
         now = time.monotonic()
