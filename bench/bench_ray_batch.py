@@ -100,6 +100,11 @@ print(time.perf_counter() - t0)
         seconds[f"ray x{n}"] = timed([sys.executable, "-m", "xdyna_core", "batch", "--engine", "ray", "--actors",
                                       str(n), "--jobs", str(work / "jobs.json"), "--models", str(models),
                                       "--out", str(work / f"ray{n}")], env)
+    import statistics
+
+    per_job = {n: statistics.median(r["seconds"] for r in json.loads((work / f"ray{n}" / "batch_state.json")
+                                                                       .read_text())["jobs"].values())
+               for n in (1, 2)}
     same = all((work / "ray2" / j["name"] / f"{j['name']}.mp4").read_bytes() ==
                (work / "loop" / f"{j['name']}.mp4").read_bytes() for j in job_list)
     n = args.jobs
@@ -111,6 +116,9 @@ print(time.perf_counter() - t0)
           f"{(seconds['ray x1'] - base) / n:.1f} s")
     print(f"  ray x2 / ray x1: {seconds['ray x1'] / seconds['ray x2']:.2f}x jobs/min; ray x1 / loop (process per "
           f"job): {seconds['loop'] / seconds['ray x1']:.2f}x jobs/min")
+    print(f"  median job time inside the run (hand-out to result on the driver, Ray's start excluded): "
+          f"ray x1 {per_job[1]:.2f} s, ray x2 {per_job[2]:.2f} s; loop-in-process {base / n:.2f} s per job "
+          f"(its model load included)")
     print(f"  results bit-identical to animate's: {same}")
 
 
