@@ -85,10 +85,10 @@ if [ "$mediapipe" = 1 ]; then
     pip install -q -c "$constraints" absl-py attrs matplotlib flatbuffers "protobuf>=6.31.1,<7"
     pip install -q -c "$constraints" --no-deps mediapipe==0.10.14
   else
-    echo "MediaPipe 0.10.14 has no wheel for Python 3.13+: not installed"
+    echo "MediaPipe 0.10.14 has no wheel for Python 3.13+: install.py sets up the MediaPipe Tasks runtime instead"
   fi
 fi
-"$PY" install.py
+if [ "$dry" = 1 ]; then "$PY" install.py --check; else "$PY" install.py; fi  # install.py installs MediaPipe (Tasks)
 if [ "$require_mediapipe" = 1 ]; then
   # asked for by name: an extractor that does not open is a failed install
   if ! err="$("$PY" -c "from xdyna_core.preprocess.detectors import make_pose_detector

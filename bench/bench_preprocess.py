@@ -82,7 +82,7 @@ def main(argv=None):
     fps, _ = timed(lambda: sum(1 for _ in iter_frames(videos[0], size=(256, 448))), info.frame_count)
     add("decode + resize 256x448", fps, info.frame_count, "INTER_AREA")
 
-    frames = [read_video(v, max_frames=n)[0] for v in videos]
+    frames = [read_video(v, frame_count=n)[0] for v in videos]
     n_all = sum(len(f) for f in frames)
 
     # ---- render / encode

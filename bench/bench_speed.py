@@ -41,6 +41,7 @@ from xdyna_core.reference import clip_image_hidden, clip_uncond_hidden, image_to
 from xdyna_core.sampling.context_windows import context_windows  # noqa: E402
 from xdyna_core.sampling.pipeline import decode_latents, sample_video  # noqa: E402
 from xdyna_core.sampling.settings import SamplingSettings  # noqa: E402
+from xdyna_core.sd15 import VAE_SCALING_FACTOR  # noqa: E402
 
 
 def random_init_(model: torch.nn.Module, seed: int = 0):
@@ -146,7 +147,7 @@ def run(args, frames: int, nets, dim, device, dtype, encoders=None):
     with torch.no_grad():
         ref_img = torch.rand(1, 3, H, W, generator=g).to(device, dtype) * 2 - 1
         mean, logvar = vae.encode(ref_img)
-        ref = (mean * 0.18215)[:, :, None]
+        ref = (mean * VAE_SCALING_FACTOR)[:, :, None]
         if encoders is not None:
             clip_vision, resampler, text_encoder = encoders
             px = torch.rand(1, 3, clip_vision.config.image_size, clip_vision.config.image_size, generator=g)

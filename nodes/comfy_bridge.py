@@ -275,9 +275,9 @@ PREVIEW_KEY = "xdyna_preview"
 WARNING_KEY = "xdyna_warning"  # UI output: lines web/xdyna.js shows on the node (empty list: none)
 
 
-def frames_preview(images: torch.Tensor, prefix: str, fps: float = 8.0, max_frames: int = 48,
+def frames_preview(images: torch.Tensor, prefix: str, fps: float = 8.0, frame_count: int = 48,
                    max_height: int = 160) -> dict:
-    """UI output for web/xdyna.js: up to ``max_frames`` frames (evenly picked) of an IMAGE batch as
+    """UI output for web/xdyna.js: up to ``frame_count`` frames (evenly picked) of an IMAGE batch as
     one JPEG sprite sheet in the temp folder, ``{"xdyna_preview": [{filename, subfolder, type,
     frames, columns, width, height, fps}]}``. A preview that cannot be written is skipped with a
     warning; it never fails the node."""
@@ -285,7 +285,7 @@ def frames_preview(images: torch.Tensor, prefix: str, fps: float = 8.0, max_fram
         from PIL import Image
 
         n = int(images.shape[0])
-        stride = max(1, -(-n // max_frames))
+        stride = max(1, -(-n // frame_count))
         pick = images[::stride, ..., :3]
         h, w = int(pick.shape[1]), int(pick.shape[2])
         scale = min(1.0, max_height / h)

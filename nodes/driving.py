@@ -91,8 +91,8 @@ class XDynaLoadDrivingVideo:
             raise ValueError("no driving video: connect a VIDEO or pick a file (upload one with the button)")
         info = vid.probe_video(source)
         span = spans.plan_span(info.fps, start, frame_count or None, stride, target_fps)
-        tick = _progress_of(vid.expected_frame_count(info.frame_count, span.stride, span.start, span.count))
-        frames = vid.iter_frames(source, stride=span.stride, start=span.start, max_frames=span.count,
+        tick = _progress_of(vid.expected_frame_count(info.frame_count, span.stride, span.start, span.frame_count))
+        frames = vid.iter_frames(source, stride=span.stride, start=span.start, frame_count=span.frame_count,
                                  cover=(width, height))
         batch = _collect(frames, tick)
         if batch is None:

@@ -61,3 +61,38 @@ def write_clip(path, seconds: float, fps: int, width: int, height: int, audio_ra
         for p in v.encode(None):
             out.mux(p)
     return n
+
+
+def encode_frames(path, frames, fps: int = 10, fmt=None, pix_fmt: str = "yuv444p", display_rotation=None,
+                  stream_tags=None, zero_pts: bool = False) -> None:
+    """Write uint8 RGB ``frames`` losslessly (x264 qp 0; yuv444p keeps every pixel's own colour, so a
+    rotated copy decodes to the rotated pixels). ``display_rotation``: counter-clockwise degrees put
+    into the display matrix, as phones record (PyAV's ``set_display_rotation``); ``stream_tags``: stream
+    metadata (e.g. the old ``rotate`` tag); ``zero_pts``: every packet at pts/dts 0 (broken timestamps)."""
+    import av
+
+    frames = [np.ascontiguousarray(f) for f in frames]
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w", format=fmt) as out:
+        v = out.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = w, h, pix_fmt
+        v.options = {"qp": "0", "preset": "ultrafast", "bf": "0"}
+        if display_rotation is not None:
+            v.set_display_rotation(display_rotation)
+        if stream_tags:
+            v.metadata.update(stream_tags)
+
+        def mux(packets):
+            for p in packets:
+                if zero_pts:
+                    p.pts = p.dts = 0
+                out.mux(p)
+        for f in frames:
+            mux(v.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        mux(v.encode(None))
+
+
+def can_write_display_matrix() -> bool:
+    from av.video.stream import VideoStream
+
+    return hasattr(VideoStream, "set_display_rotation")  # newer PyAV only (not 14.2)

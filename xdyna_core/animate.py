@@ -17,10 +17,17 @@ import torch
 
 from .errors import XDynaError
 from .panels import PANEL_NAMES, burn_banner, label_panels
+from .pixels import to_uint8
 from .progress import Progress
 from .sampling.settings import SamplingSettings
+from .preprocess.driving_pose import DrivingPose, extract_driving_pose, fit_keypoints, plain_geometry
+from .preprocess.image_batch import Uint8Batch, map_frames, render_batch
+from .preprocess.keypoint_lists import keypoint_notes
 from .preprocess.keypoints import load_keypoints
-from .preprocess.video import VideoReadError, iter_frames, probe_video, read_video, write_video
+from .preprocess.pose_detection import close_quietly, open_pose_detector, reference_pose
+from .preprocess.sface_inputs import face_landmarks, face_patch_batches
+from .preprocess.span import DrivingClip, plan_clip
+from .preprocess.video import VideoReadError, iter_frames, read_video, write_video
 
 
 class AnimateError(XDynaError):
@@ -32,10 +39,11 @@ class AnimateOptions:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)   # steps, cfg, seed, windows, ...
     width: int = 512
     height: int = 896
-    length: Optional[int] = None        # frames to animate (after stride); None = whole video
+    frame_count: Optional[int] = None   # driving frames to animate (after stride); None = whole video
     stride: int = 1
     start: int = 0
     fps: Optional[float] = None         # output fps; default: driving fps / stride
+    target_fps: float = 0.0             # > 0: the stride nearest to this rate (as the driving node's target_fps)
     face: bool = True                   # S-Face ControlNet on/off
     align: bool = False                 # fit the driving skeleton to the reference person
     backend: str = "auto"               # pose extractor: auto | dwpose | mediapipe
@@ -61,6 +69,7 @@ class DrivingControls:
     fps: float
     notes: List[str]
     has_face: bool = False               # the clip shows a face somewhere
+    clip: Optional[DrivingClip] = None   # the driving clip's plan (its sound goes into the result)
 
 
 def resolve_device(device: str, precision: str):
@@ -78,19 +87,30 @@ def resolve_device(device: str, precision: str):
 
 def read_reference(path) -> np.ndarray:
     try:
-        frames, _ = read_video(path, max_frames=1)
+        frames, _ = read_video(path, frame_count=1)
     except VideoReadError as e:
         raise AnimateError(f"cannot read the reference image: {e}") from None
     return frames[0]
 
 
 def _check_size(opts: AnimateOptions):
-    from .preprocess.driving import check_output_size
+    from .working_size import check_output_size
 
     try:
         check_output_size(opts.width, opts.height)  # the one working-size rule of both front ends
     except ValueError as e:
         raise AnimateError(f"--size: {e}") from None
+
+
+def _extract(frames, detector, reference, opts: AnimateOptions, driving_path):
+    bar = Progress(len(frames), "extract", enabled=not opts.quiet)
+    try:
+        return extract_driving_pose(frames, detector, (opts.width, opts.height), "crop", reference,
+                                        on_frame=lambda i: bar.update())
+    except ValueError as e:
+        raise AnimateError(f"{driving_path}: {e}") from None
+    finally:
+        bar.close()
 
 
 def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptions,
@@ -100,81 +120,88 @@ def prepare_driving(reference: np.ndarray, driving_path: str, opts: AnimateOptio
 
     Frames are shrunk while they stream (video.iter_frames ``cover``): memory follows the frames used
     at the working size, not the source resolution."""
-    from .preprocess import driving as drv
-
     W, H = opts.width, opts.height
-    try:
-        info = probe_video(driving_path)
+    try:  # --fps (the output's rate) replaces the file's, broken timestamps and all
+        clip = plan_clip(driving_path, opts.start, opts.frame_count, opts.stride, opts.target_fps, opts.fps)
+        frames = list(clip.frames(cover=(W, H)))
     except VideoReadError as e:
         raise AnimateError(f"cannot read the driving video: {e}") from None
-    notes: List[str] = []
-    frames = list(iter_frames(driving_path, stride=opts.stride, start=opts.start, max_frames=opts.length,
-                              cover=(W, H)))
+    notes: List[str] = [f"{n} (--fps sets another)" for n in clip.notes]
     if not frames:
-        raise AnimateError(f"no frames read from {driving_path} (start {opts.start}, stride {opts.stride})")
-    fps = opts.fps or info.fps / opts.stride
+        raise AnimateError(f"no frames read from {driving_path} (start {opts.start}, stride {clip.span.stride})")
+    fps = clip.fps
     n = len(frames)
 
+    own_pose = opts.pose_video is not None or opts.keypoints is not None
     try:
-        _, detector = drv.open_pose_detector(opts.backend, opts.detector_dirs)
+        _, detector = open_pose_detector(opts.backend, opts.detector_dirs)
     except ValueError as e:
-        raise AnimateError(str(e).splitlines()[0]) from None
-    try:
-        # The reference must show a person: X-Dyna animates a human, and alignment needs its pose.
+        if not own_pose or opts.backend != "auto":   # extraction needs it / the user asked for this one
+            raise AnimateError(str(e).splitlines()[0]) from None
+        detector = None
+        skipped = "the reference person check and --align were" if opts.align else "the reference person check was"
+        given = "pose video" if opts.pose_video is not None else "keypoints"
+        notes.append(f"no pose extractor here, so {skipped} skipped (the pose comes from the given {given})")
+    # A given pose needs the driving clip's own poses only to align it or for the S-Face landmarks.
+    extract = detector is not None and (not own_pose or opts.align or opts.face)
+    if not extract:
+        # The driving frames get the plain crop2ratio geometry.
+        dp = DrivingPose([], [], plain_geometry(frames[0].shape[1::-1], (W, H), "crop"), "", 0)
+    if detector is not None:
         try:
-            drv.reference_pose(detector, reference, (W, H))
-        except ValueError:
-            where = f" {reference_path}" if reference_path else ""
-            raise AnimateError(f"no person found in the reference image{where}: X-Dyna needs a photo of "
-                               f"a person (body visible)") from None
-        bar = Progress(n, "extract", enabled=not opts.quiet)
-        try:
-            dp = drv.extract_driving_pose(frames, detector, (W, H), "crop", reference if opts.align else None,
-                                          on_frame=lambda i: bar.update())
-        except ValueError as e:
-            raise AnimateError(f"{driving_path}: {e}") from None
+            # The reference must show a person: X-Dyna animates a human, and alignment needs its pose.
+            try:
+                reference_pose(detector, reference, (W, H))
+            except ValueError:
+                where = f" {reference_path}" if reference_path else ""
+                raise AnimateError(f"no person found in the reference image{where}: X-Dyna needs a photo of "
+                                   f"a person (body visible)") from None
+            if extract:
+                dp = _extract(frames, detector, reference if opts.align else None, opts, driving_path)
         finally:
-            bar.close()
-    finally:
-        drv.close_quietly(detector)
-    if opts.align:
-        notes.append(f"alignment: {dp.description}")
-    elif dp.without_person:
-        notes.append(f"{dp.without_person}/{n} driving frames without a person (black pose frames)")
+            close_quietly(detector)
+        if opts.align:
+            notes.append(f"alignment: {dp.description}")
+        elif dp.without_person:
+            notes.append(f"{dp.without_person}/{n} driving frames without a person (black pose frames)")
 
-    driving = drv.map_frames(frames, dp.geometry.image, (W, H), batch=drv.Uint8Batch)
+    driving = map_frames(frames, dp.geometry.image, (W, H), batch=Uint8Batch)
     del frames
     if opts.pose_video is not None:
         try:
-            pose_frames = list(iter_frames(opts.pose_video, stride=opts.stride, start=opts.start, max_frames=n))
+            pose_frames = list(iter_frames(opts.pose_video, stride=clip.span.stride, start=opts.start, frame_count=n))
         except VideoReadError as e:
             raise AnimateError(f"cannot read the pose video: {e}") from None
         if len(pose_frames) < n:
             raise AnimateError(f"the pose video gives {len(pose_frames)} frames, the driving video {n}")
-        pose = drv.map_frames(pose_frames, drv.plain_geometry((pose_frames[0].shape[1], pose_frames[0].shape[0]),
-                                                              (W, H), "stretch").image, (W, H), batch=drv.Uint8Batch)
+        pose = map_frames(pose_frames, plain_geometry((pose_frames[0].shape[1], pose_frames[0].shape[0]),
+                                                              (W, H), "stretch").image, (W, H), batch=Uint8Batch)
     elif opts.keypoints is not None:
         kp = load_keypoints(opts.keypoints)
+        notes += keypoint_notes(kp[:n], str(opts.keypoints))  # refused ones stopped in job_checks
         if len(kp) < n:
             raise AnimateError(f"{opts.keypoints} holds {len(kp)} frames, the driving video gives {n}")
-        pose = drv.render_batch(drv.fit_keypoints(kp[:n], (W, H), "stretch"), (W, H), batch=drv.Uint8Batch)
+        own = fit_keypoints(kp[:n], (W, H), "stretch")
+        pose = render_batch(own, (W, H), batch=Uint8Batch)
+        if detector is None:
+            dp.poses = own  # their face points serve the 'auto' face landmarks
     else:
-        pose = drv.render_batch(dp.poses, (W, H), batch=drv.Uint8Batch)
+        pose = render_batch(dp.poses, (W, H), batch=Uint8Batch)
 
     local = glob = None
     has_face = False
     if opts.face:
         kind = {"dwpose": "pose_keypoint"}.get(opts.landmarks, opts.landmarks)
         try:
-            landmarks, source = drv.face_landmarks(driving, kind, dp.poses, opts.detector_dirs)
+            landmarks, source = face_landmarks(driving, kind, dp.poses or None, opts.detector_dirs)
         except ValueError as e:
             raise AnimateError(str(e).splitlines()[0]) from None
-        faces = drv.face_patch_batches(driving, landmarks, carry_missing=True, batch=drv.Uint8Batch)
+        faces = face_patch_batches(driving, landmarks, carry_missing=True, batch=Uint8Batch)
         has_face = any(faces.has_face)
         if has_face:
             local, glob = faces.local, faces.global_
             notes.append(f"face landmarks ({source}) in {sum(faces.has_face)}/{n} frames")
-    return DrivingControls(pose, local, glob, driving, fps, notes, has_face)
+    return DrivingControls(pose, local, glob, driving, fps, notes, has_face, clip)
 
 
 def _chw(frames: np.ndarray) -> torch.Tensor:
@@ -258,7 +285,7 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
     frames = decode_latents(decode, latents, chunk=4, layout="nhwc", should_cancel=should_cancel)
     dbar.close()
     times["decode"] = time.perf_counter() - t0
-    video = (frames.numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    video = to_uint8(frames.numpy())
     if not np.isfinite(frames.numpy()).all():
         raise AnimateError("the result contains non-finite values (NaN/inf): try --precision fp32")
     return AnimateResult(video, controls.fps, controls, enc.image, times, latents)
@@ -281,5 +308,7 @@ def save(result: AnimateResult, out: Path, panels: bool = False, banner: Optiona
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = side_by_side(result) if panels else result.video
-    write_video(out, burn_banner(frames, banner) if banner else frames, result.fps)
+    clip = result.controls.clip
+    sound = clip.sound(len(frames)) if clip is not None else None   # the driving clip's, under these frames
+    write_video(out, burn_banner(frames, banner) if banner else frames, result.fps, audio=sound)
     return out

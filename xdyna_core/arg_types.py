@@ -6,6 +6,8 @@ import argparse
 import math
 import re
 
+from .working_size import SIZE_RULE, check_output_size
+
 
 def _fail(expected: str, text: str):
     raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
@@ -62,15 +64,14 @@ def seed(text: str) -> int:
 
 
 def frame_size(text: str):
-    """WxH, positive multiples of 8 (the VAE's blocks; the UNet's upsamplers follow their skip
-    connections, so odd latent sizes work: preprocess.driving.SIZE_RULE)."""
+    """WxH, the working size rule of :mod:`.working_size` (positive multiples of 8)."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not m:
         _fail("WIDTHxHEIGHT such as 512x896", text)
-    w, h = int(m.group(1)), int(m.group(2))
-    if w <= 0 or h <= 0 or w % 8 or h % 8:
-        _fail("width and height, each a positive multiple of 8 (X-Dyna was trained at 512x896)", text)
-    return w, h
+    try:
+        return check_output_size(int(m.group(1)), int(m.group(2)))
+    except ValueError:
+        _fail(f"width and height, each a positive {SIZE_RULE}", text)
 
 
 def any_size(text: str):

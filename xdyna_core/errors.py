@@ -8,3 +8,8 @@ standard base as well (ValueError, FileNotFoundError, ...) so that callers catch
 
 class XDynaError(Exception):
     """Something the user can fix; the message names what was expected and where."""
+
+
+# Here rather than in loading/files.py: loading/validate.py raises it too, and files imports validate.
+class CheckpointError(XDynaError, ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""

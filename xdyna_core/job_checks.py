@@ -80,13 +80,14 @@ def input_paths(reference, driving, opts) -> list:
 
 def check_inputs(reference, driving, opts) -> None:
     """Open and probe every input: the reference decoded, the first used frame of each video decoded."""
+    from .preprocess.keypoint_checks import KeypointCheckError, check_keypoints
     from .preprocess.keypoints import KeypointFormatError, load_keypoints
     from .preprocess.video import VideoReadError, iter_frames, probe_video
 
     def first_frame(path, what, start=0):
         try:
-            probe_video(path)
-            if next(iter(iter_frames(path, start=start, max_frames=1)), None) is None:
+            probe_video(path, fps=opts.fps)  # --fps stands in for a clip's broken timestamps
+            if next(iter(iter_frames(path, start=start, frame_count=1)), None) is None:
                 raise JobCheckError(f"--{what} {path}: no frame at --start {start}")
         except VideoReadError as e:
             raise JobCheckError(f"--{what}: {e}") from None
@@ -97,8 +98,8 @@ def check_inputs(reference, driving, opts) -> None:
         first_frame(opts.pose_video, "pose", opts.start)
     if opts.keypoints:
         try:
-            load_keypoints(opts.keypoints)
-        except (KeypointFormatError, FileNotFoundError) as e:
+            check_keypoints(load_keypoints(opts.keypoints), str(opts.keypoints))
+        except (KeypointFormatError, KeypointCheckError, FileNotFoundError) as e:
             raise JobCheckError(f"--keypoints: {e}") from None
 
 
@@ -146,6 +147,6 @@ def check_job(opts, reference, driving, out, models_dir=None, inputs: bool = Tru
 
 def check_model_limits(opts, files) -> None:
     """The settings against what the model files' headers say (the motion module's window limit)."""
-    from .loading.headers import recognise
+    from .loading.recognise import recognise
 
     check_sampling(opts.sampling, recognise(files.unet).motion_max_len)

@@ -4,8 +4,9 @@
   a hard link), not a folder, has an extension we really write, and its folder accepts files — all
   before any work is done.
 * `atomic_output` / `partial_path` + `commit`: a writer fills a hidden temporary file beside the target;
-  it is renamed into place only when complete (rename within one folder is atomic), with the
-  permissions a plain new file gets under the umask. A crash or kill leaves no file at the target.
+  it is flushed to disk (fsync) and renamed into place only when complete (rename within one folder
+  is atomic), with the permissions a plain new file gets under the umask. A crash, kill or power cut
+  leaves the old file or the new one, never a part. `write_atomic` does it for bytes or text in hand.
 * `discard_partials`: the command line's interrupt exit removes the temporary files still in progress.
 """
 from __future__ import annotations
@@ -117,7 +118,13 @@ def partial_path(target: PathLike) -> Path:
 
 
 def commit(tmp: PathLike, target: PathLike) -> None:
-    """Give the finished temporary file the umask's permissions and rename it to `target`."""
+    """Flush the finished temporary file to disk, give it the umask's permissions and rename it to
+    `target` (without the flush a power cut after the rename can leave an empty file)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.chmod(tmp, default_file_mode())
     os.replace(tmp, target)
     _in_progress.discard(str(tmp))
@@ -154,3 +161,10 @@ def atomic_output(target: PathLike) -> Iterator[Path]:
     finally:
         if str(tmp) in _in_progress:  # not committed: an error or an interrupt in the block
             discard(tmp)
+
+
+def write_atomic(target: PathLike, data: Union[bytes, str]) -> Path:
+    """Write `data` (text as UTF-8) to `target` through :func:`atomic_output`; returns the target."""
+    with atomic_output(target) as tmp:
+        Path(tmp).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(target)

@@ -23,6 +23,8 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import torch
 
+from .sd15 import VAE_SCALING_FACTOR
+
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
@@ -46,7 +48,6 @@ __all__ = [
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_SIZE = 224
-VAE_SCALING_FACTOR = 0.18215  # SD1.5
 
 
 def _as_rgb_uint8(img, what: str = "image") -> np.ndarray:

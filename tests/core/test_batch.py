@@ -361,6 +361,7 @@ def closed_port_url():
         return f"http://127.0.0.1:{s.getsockname()[1]}"   # nothing listens there once closed
 
 
+@pytest.mark.slow
 def test_silent_server_fails_its_jobs_within_a_minute_with_default_limits(files, silent_server, tmp_path):
     from xdyna_core.batch.limits import ANSWER_TIMEOUT, SERVER_WAIT
 

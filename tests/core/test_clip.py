@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from xdyna_core.loading import clip_keys, sd_checkpoint_keys
 from xdyna_core.loading import keys as K
 from xdyna_core.loading import tiny as T
 from xdyna_core.loading.bundle import (_text_config, _vision_config, find_model_files, load_clip_vision,
@@ -38,7 +39,7 @@ def diffusers_sd15(tiny, tmp_path_factory):
     """The tiny SD1.5 as a diffusers folder: vae/ (the tiny VAE config as metadata: too small for the
     shape heuristics), text_encoder/ (config.json + model.safetensors)."""
     root = tmp_path_factory.mktemp("sd15") / "sd15-diffusers"
-    parts = K.split_ldm_checkpoint(load_file(str(tiny["sd15"])), parts=("vae", "clip_text"))
+    parts = sd_checkpoint_keys.split_ldm_checkpoint(load_file(str(tiny["sd15"])), parts=("vae", "clip_text"))
     (root / "vae").mkdir(parents=True)
     vae_meta = json.dumps(read_config_metadata(tiny["sd15"])["vae"])
     save_file(parts["vae"], str(root / "vae" / "diffusion_pytorch_model.safetensors"),
@@ -89,19 +90,19 @@ def test_text_encoder_matches_transformers_loading(tiny, diffusers_sd15):
 
 def test_text_key_conversion_and_old_files(tiny):
     sd = load_file(str(tiny["sd15"]))
-    hf = K.convert_text_encoder_keys(sd)  # from the LDM single file: position_ids and other parts dropped
+    hf = clip_keys.convert_text_encoder_keys(sd)  # from the LDM single file: position_ids and other parts dropped
     assert hf and all(k.startswith("text_model.") and not k.endswith("position_ids") for k in hf)
-    tower = K.clip_tower_keys(hf, K.CLIP_TEXT_TOWER)
+    tower = clip_keys.clip_tower_keys(hf, clip_keys.CLIP_TEXT_TOWER)
     model = text_tower(new_text_encoder(text_config(**read_config_metadata(tiny["sd15"])["clip_text"])))
     assert set(tower) == set(model.state_dict())  # what transformers' tower expects, in 4.x and 5.x
     # very old transformers (no "text_model." level), transformers 5's flat names, diffusers prefix
-    old = {K.LDM_CLIP_PREFIX + k[len("text_model."):]: v for k, v in hf.items()}
+    old = {clip_keys.LDM_CLIP_PREFIX + k[len("text_model."):]: v for k, v in hf.items()}
     flat = {k[len("text_model."):]: v for k, v in hf.items()}
     pref = {"text_encoder." + k: v for k, v in hf.items()}
     for variant in (old, flat, pref):
-        assert K.convert_text_encoder_keys(variant).keys() == hf.keys()
+        assert clip_keys.convert_text_encoder_keys(variant).keys() == hf.keys()
     with pytest.raises(ValueError, match="text_model"):
-        K.convert_text_encoder_keys({"foo.weight": torch.zeros(1)})
+        clip_keys.convert_text_encoder_keys({"foo.weight": torch.zeros(1)})
 
 
 def test_text_config_from_shapes_of_sd15():
@@ -167,18 +168,18 @@ def test_clip_vision_penultimate_matches_transformers_loading(tiny, image_encode
 
 def test_vision_key_conversion(tiny):
     sd = load_file(str(tiny["clip_vision"]))
-    conv = K.convert_vision_encoder_keys(_to_open_clip(sd))
+    conv = clip_keys.convert_vision_encoder_keys(_to_open_clip(sd))
     assert set(conv) == set(sd)
     for k, v in sd.items():
         assert torch.equal(conv[k], v), k
     # HF files pass through, old position_ids and a text tower dropped
     hf = {**sd, "vision_model.embeddings.position_ids": torch.arange(257)[None], "text_model.x": torch.zeros(1)}
-    assert set(K.convert_vision_encoder_keys(hf)) == set(sd)
-    tower = K.clip_tower_keys(sd, K.CLIP_VISION_TOWER)
+    assert set(clip_keys.convert_vision_encoder_keys(hf)) == set(sd)
+    tower = clip_keys.clip_tower_keys(sd, clip_keys.CLIP_VISION_TOWER)
     model = new_vision_encoder(vision_config(**read_config_metadata(tiny["clip_vision"])))
     assert set(tower) == set(vision_tower(model).state_dict())
     with pytest.raises(ValueError, match="vision_model"):
-        K.convert_vision_encoder_keys({"foo": torch.zeros(1)})
+        clip_keys.convert_vision_encoder_keys({"foo": torch.zeros(1)})
 
 
 def test_wrong_file_for_clip_vision_is_named(tiny):
@@ -192,8 +193,8 @@ def test_vision_config_from_shapes(fields):
     """ViT-H/14 (the IP-Adapter image encoder) and ViT-L/14 from their weights' shapes alone."""
     with torch.device("meta"):
         model = new_vision_encoder(vision_config(**fields), projection=True)
-    sd = K.clip_tower_keys(model.state_dict(), K.CLIP_VISION_TOWER)
-    proj = model.state_dict()[K.CLIP_VISION_PROJECTION].shape[0]
+    sd = clip_keys.clip_tower_keys(model.state_dict(), clip_keys.CLIP_VISION_TOWER)
+    proj = model.state_dict()[clip_keys.CLIP_VISION_PROJECTION].shape[0]
     assert config_dict(_vision_config(sd, None, proj)) == fields
 
 

@@ -24,7 +24,7 @@ def clip_1080p(tmp_path_factory):
     path = tmp_path_factory.mktemp("clip") / "dance_1080p.mp4"
     import cv2
 
-    src = list(iter_frames(assets_dir() / "driving_video" / "example_2_driving_2.mp4", max_frames=30))
+    src = list(iter_frames(assets_dir() / "driving_video" / "example_2_driving_2.mp4", frame_count=30))
     with VideoWriter(path, 30, crf=28, preset="ultrafast") as w:
         for i in range(150):
             f = src[i % len(src)]
@@ -40,7 +40,7 @@ def clip_1080p(tmp_path_factory):
 def peak_rss_mb(models, clip, out, length):
     cmd = [sys.executable, "-m", "xdyna_core", "animate", "--reference",
            assets_dir() / "reference_image" / "example_2.jpg", "--driving", clip, "--models", models,
-           "--out", out, "--length", length, "--steps", 1, "--size", "128x192", "--face", "off", "--quiet"]
+           "--out", out, "--frame-count", length, "--steps", 1, "--size", "128x192", "--face", "off", "--quiet"]
     proc = subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     err = proc.stderr.read()
@@ -50,6 +50,7 @@ def peak_rss_mb(models, clip, out, length):
     return usage.ru_maxrss / 1024  # Linux: KiB
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_1080p_frames(clip_1080p, tmp_path):
     models = tmp_path / "models"
     write_tiny_set(models, seed=0)

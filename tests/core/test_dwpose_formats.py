@@ -409,18 +409,15 @@ def test_half_precision_torchscript_runs_in_float32_on_cpu(tmp_path):
 
 
 def test_install_report_names_the_extractor_or_what_to_place(comfy_tree, both_formats, monkeypatch):
-    import importlib.util
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    from xdyna_core.preprocess import detectors
+    from xdyna_core.preprocess import detectors, mediapipe_backend
 
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "mediapipe" else real_find_spec(name, *a))
-    assert detectors.pose_extractor_status() == detectors.NO_POSE_EXTRACTOR
+    monkeypatch.setattr(mediapipe_backend, "installed_mediapipe", lambda: None)
+    assert detectors.pose_extractor_status() == detectors.no_extractor_message("mediapipe is not installed")
     assert "\n" not in detectors.NO_POSE_EXTRACTOR and "models/xdyna/detectors/" in detectors.NO_POSE_EXTRACTOR
     ckpts = comfy_tree / "custom_nodes" / "comfyui_controlnet_aux" / "ckpts"
     _copy(both_formats["det", "onnx"], ckpts / "yzd-v" / "DWPose" / "yolox_l.onnx")
@@ -430,6 +427,6 @@ def test_install_report_names_the_extractor_or_what_to_place(comfy_tree, both_fo
     assert status.startswith("pose extractor: DWPose") and str(pose) in status
     # install.py (what ComfyUI-Manager runs) reports and exits 0, whatever it finds
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, str(root / "install.py")], capture_output=True, text=True, timeout=120,
+    proc = subprocess.run([sys.executable, str(root / "install.py"), "--check"], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0 and proc.stdout.startswith("ComfyUI-XDyna: "), proc.stdout + proc.stderr

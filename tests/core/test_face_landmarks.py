@@ -8,20 +8,21 @@ pytest.importorskip("cv2")
 
 from tests.conftest import assets_dir
 from xdyna_core.preprocess import face_landmarks as fl
+from xdyna_core.preprocess import facemesh
 from xdyna_core.preprocess.keypoints import Person, PoseFrame
 
 # --------------------------------------------------------------------------- table and pose source
 
 
 def test_facemesh_table():
-    t = fl.FACEMESH_TO_IBUG68
+    t = facemesh.FACEMESH_TO_IBUG68
     assert len(t) == 68 and len(set(t)) == 68 and all(0 <= i < 468 for i in t)
     mesh = np.stack([np.arange(468), 1000 + np.arange(468), np.zeros(468)], 1).astype(np.float32)
-    out = fl.facemesh_to_ibug68(mesh)
+    out = facemesh.facemesh_to_ibug68(mesh)
     assert out.shape == (68, 2)
     assert out[:, 0].tolist() == list(t) and out[8].tolist() == [152, 1152]  # chin tip = vertex 152
     with pytest.raises(ValueError, match="468"):
-        fl.facemesh_to_ibug68(np.zeros((100, 2)))
+        facemesh.facemesh_to_ibug68(np.zeros((100, 2)))
 
 
 def _face(conf=1.0):
@@ -200,14 +201,17 @@ def test_insightface_rejects_106_point_model(tmp_path):
 
 
 def test_mediapipe_face_landmarks_on_a_driving_frame():
-    pytest.importorskip("mediapipe")
+    from xdyna_core.preprocess import mediapipe_backend as mpb
+
+    if mpb.unavailable_reason() is not None:
+        pytest.skip(f"no MediaPipe here: {mpb.unavailable_reason()}")
     av = pytest.importorskip("av")
-    from xdyna_core.preprocess.mediapipe_backend import MediaPipePoseDetector
 
     path = assets_dir() / "driving_video" / "example_1_driving_1.mp4"
     with av.open(str(path)) as c:
         frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
-    pose = MediaPipePoseDetector(static_image_mode=True, with_hands=False, with_face=False)(frame)
+    with mpb.open_pose_detector(static_image_mode=True, with_hands=False, with_face=False) as det:
+        pose = det(frame)
     box = fl.face_box_from_pose(pose.main)
     assert box is not None
     lm = fl.MediaPipeFaceLandmarks().from_pose(frame, pose)

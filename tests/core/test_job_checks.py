@@ -2,6 +2,7 @@
 one line naming the option, an --out that is an input (also through a link) is refused and the input
 left intact, model files are recognised from their headers, NaN weights are named at load and a
 non-finite latent stops the sampler at its step and window."""
+import dataclasses
 import hashlib
 import os
 import resource
@@ -17,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from tests.conftest import REPO, assets_dir
 from xdyna_core.loading.bundle import check_model_files, find_model_files
 from xdyna_core.loading.checkpoints import CheckpointError, load_state_dict
-from xdyna_core.loading.headers import recognise
+from xdyna_core.loading.recognise import recognise
 from xdyna_core.loading.tiny import write_tiny_set
 from xdyna_core.preprocess.video import write_video
 from xdyna_core.sampling.settings import SamplingSettings
@@ -91,7 +92,7 @@ def assert_nothing_loaded(r):
 
 @pytest.mark.parametrize("option,value", [
     ("--steps", "0"), ("--cfg", "nan"), ("--cfg", "inf"), ("--context-overlap", "16"), ("--fps", "-5"),
-    ("--device", "tpu"), ("--size", "500x896"), ("--length", "0"), ("--stride", "0"), ("--start", "-1"),
+    ("--device", "tpu"), ("--size", "500x896"), ("--frame-count", "0"), ("--stride", "0"), ("--start", "-1"),
     ("--seed", "x"), ("--context-length", "0")])
 def test_invalid_option_fails_fast_naming_it(job, nan_models, tmp_path, option, value):
     r, seconds = cli(*animate_args(job, nan_models, tmp_path / "o.mp4", option, value))
@@ -171,7 +172,7 @@ def test_rgba_reference_composited_on_neutral_grey(tmp_path):
 
 def test_nan_weights_named_at_load(job, nan_models, tmp_path):
     """Valid job, NaN in the UNet file: the load stops with the file and tensor, before preprocessing."""
-    r, _ = cli(*animate_args(job, nan_models, tmp_path / "o.mp4", "--length", 2))
+    r, _ = cli(*animate_args(job, nan_models, tmp_path / "o.mp4", "--frame-count", 2))
     err = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert r.returncode == 2 and len(err) == 1 and "xdyna_unet.safetensors" in err[0] and NAN_KEY in err[0] and "NaN" in err[0], r.stderr
     assert "extract" not in r.stderr  # stopped before preprocessing
@@ -232,8 +233,14 @@ def test_swapped_or_wrong_model_file_fails_before_loading(tiny, job, tmp_path):
     pose.rename(tmp)
     face.rename(pose)
     tmp.rename(face)
-    with pytest.raises(CheckpointError, match="6-channel conditions"):
-        check_model_files(find_model_files(models))
+    files = find_model_files(models)  # the content decides, not the names (one rule with the dropdowns)
+    assert (files.pose_controlnet, files.face_controlnet) == (face, pose)
+    check_model_files(files)
+    with pytest.raises(CheckpointError, match="6-channel conditions"):  # a file given for the wrong role
+        check_model_files(dataclasses.replace(files, pose_controlnet=pose))
+    shutil.copy(pose, face)  # two S-Face ControlNets: no pose ControlNet to be found
+    with pytest.raises(FileNotFoundError, match="pose ControlNet"):
+        find_model_files(models)
     # a UNet file that is really the SD1.5 checkpoint, through the command line: one line, no load
     shutil.copy(models / "checkpoints" / "xdyna_tiny_sd15.safetensors", xd / "xdyna_unet.safetensors")
     r, _ = cli(*animate_args(job, models, tmp_path / "o.mp4"))
@@ -305,3 +312,24 @@ def test_sampling_checks_name_settings_as_each_front_spells_them():
     with pytest.raises(JobCheckError, match=r"--latent must be one of sample, mean"):
         check_sampling(SamplingSettings(latent="median"))
     check_sampling(SamplingSettings(context_length=16), motion_max_len=16)   # at the limit: fine
+
+
+@pytest.mark.parametrize("case", ["no person", "off canvas", "absurd", "nan", "canvas"])
+def test_bad_keypoints_stop_animate_before_any_weight_loads(job, nan_models, tmp_path, case):
+    """Issue 22: keypoints that would render black pose frames (and so sample an unguided video) are
+    refused by the one sanity check, naming the frames, before the NaN planted in the UNet is met."""
+    import json
+
+    from tests.core.test_keypoints import BAD_CASES, bad_keypoints
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(bad_keypoints(case)))
+    r, seconds = cli(*animate_args(job, nan_models, tmp_path / "o.mp4", "--keypoints", bad, "--frame-count", 4))
+    line = one_line(r)
+    assert line.startswith("error: --keypoints: "), line
+    import re
+
+    assert re.search(BAD_CASES[case][1].replace(r"bad\.json", re.escape(str(bad))), line), line
+    assert seconds < FAST_LIMIT_S, f"{case}: {seconds:.1f} s"
+    assert_nothing_loaded(r)
+    assert not (tmp_path / "o.mp4").exists()

@@ -178,3 +178,202 @@ def test_load_errors_name_the_file(tmp_path):
     wrong.write_text(json.dumps([{"people": [{"pose_keypoints_2d": [1]}], "canvas_height": 5, "canvas_width": 5}]))
     with pytest.raises(KeypointFormatError, match=r"wrong.json: POSE_KEYPOINT frame 0, person 0"):
         load_keypoints(wrong)
+
+
+# ------------------------------------------------------------------ as comfyui_controlnet_aux writes and reads
+
+W, H = 512, 896
+
+
+def standin_frames(n=3):
+    """Pixel PoseFrames of the stand-in person of tests/real_comfyui/standins.py (body, both hands, a
+    68-point face), one arm swinging."""
+    from tests.real_comfyui.standins import CROP_H, CROP_W, SCORE, wholebody133
+    from xdyna_core.preprocess.dwpose import wholebody_to_person
+
+    base = np.array(wholebody133(), np.float64) * (W / CROP_W, H / CROP_H)
+    out = []
+    for i in range(n):
+        pts = base.copy()
+        pts[[7, 9], 0] += 20 * i
+        pts[91:112, 0] += 20 * i
+        out.append(PoseFrame(W, H, [wholebody_to_person(pts, np.full(133, SCORE))]))
+    return out
+
+
+def controlnet_aux_json(frames):
+    """POSE_KEYPOINT as controlnet_aux's DWPose node writes it: x / width and y / height as full floats,
+    confidence 1.0 or the all-zero triple, null for a part without points, the face followed by the
+    body's two eye points."""
+    def part(a, width, height):
+        if a is None or not (a[:, 2] > 0).any():
+            return None
+        return [v for x, y, c in a.astype(np.float64)
+                for v in ([x / width, y / height, 1.0] if c > 0 else [0.0, 0.0, 0.0])]
+
+    out = []
+    for f in frames:
+        people = []
+        for p in f.people:
+            face = None if p.face is None else np.concatenate([p.face, p.body[[14, 15]]])
+            body = part(p.body, f.width, f.height) or [0.0] * 54
+            people.append({"pose_keypoints_2d": body, "face_keypoints_2d": part(face, f.width, f.height),
+                           "hand_left_keypoints_2d": part(p.left_hand, f.width, f.height),
+                           "hand_right_keypoints_2d": part(p.right_hand, f.width, f.height)})
+        out.append({"people": people, "canvas_height": f.height, "canvas_width": f.width})
+    return out
+
+
+def touching_the_border(frames):
+    """The person reaches the canvas edges: a wrist 2.5 px left of it (x / width = -0.005), a hand
+    point on the right edge (x / width = 1.0), an ankle on the bottom edge."""
+    p = frames[0].people[0]
+    p.body[4, 0] = -2.5  # right wrist
+    p.right_hand[0, :2] = (-2.5, p.body[4, 1])
+    p.left_hand[8, 0] = float(W)
+    p.body[10, 1] = float(H)  # right ankle
+    return frames
+
+
+def assert_same_points(got, want, atol):
+    assert [(f.width, f.height, len(f.people)) for f in got] == [(f.width, f.height, len(f.people)) for f in want]
+    for fg, fw in zip(got, want):
+        for pg, pw in zip(fg.people, fw.people):
+            for name in ("body", "left_hand", "right_hand", "face"):
+                a, b = getattr(pw, name), getattr(pg, name)
+                assert (a is None) == (b is None), name
+                if a is None:
+                    continue
+                seen = a[:, 2] > 0
+                np.testing.assert_array_equal(b[:, 2] > 0, seen, err_msg=name)
+                np.testing.assert_allclose(b[seen, :2], a[seen, :2], atol=atol, err_msg=name)
+
+
+def test_controlnet_aux_normalised_person_touching_the_border_round_trips():
+    """28 of 34 such frames were read as pixels (up to 1,020 px off) when the rule was per frame and
+    0..1: controlnet_aux decides per part and accepts |v| <= 1."""
+    frames = touching_the_border(standin_frames())
+    js = controlnet_aux_json(frames)
+    xs = js[0]["people"][0]["pose_keypoints_2d"][0::3]
+    assert min(xs) < 0 and max(js[0]["people"][0]["hand_left_keypoints_2d"][0::3]) == 1.0
+    assert_same_points(from_pose_keypoint_json(js), frames, atol=0.5)
+    # our writer's normalised output reads back as closely
+    assert_same_points(from_pose_keypoint_json(to_pose_keypoint_json(frames, normalized=True)), frames, atol=0.5)
+
+
+def test_normalised_or_pixels_is_decided_per_part():
+    frames = standin_frames(1)
+    js = controlnet_aux_json(frames)
+    p = frames[0].people[0]
+    # an editor put the right hand back in pixels: the body, face and left hand stay normalised
+    js[0]["people"][0]["hand_right_keypoints_2d"] = [v for x, y, c in p.right_hand.astype(float) for v in (x, y, 1.0)]
+    assert_same_points(from_pose_keypoint_json(js), frames, atol=0.5)
+    # a part of pixels that includes one value beyond 1 is pixels, as for controlnet_aux
+    from xdyna_core.preprocess.keypoints import is_normalized
+
+    assert is_normalized(np.array([[-0.02, 0.5], [1.0, 1.0]])) and not is_normalized(np.array([[0.5, 1.01]]))
+    assert not is_normalized(np.zeros((0, 2)))
+
+
+def test_null_parts_stay_absent_and_a_face_without_points_stays_empty():
+    frames = standin_frames(1)
+    p = frames[0].people[0]
+    p.left_hand[:] = 0.0  # present as an array, but no point found
+    p.face[:, 2] = 0.0  # no face point (the body's eyes are still there)
+    p.right_hand = None
+    js = to_pose_keypoint_json(frames)[0]["people"][0]
+    assert js["hand_left_keypoints_2d"] is None and js["hand_right_keypoints_2d"] is None
+    assert js["face_keypoints_2d"] is None  # not the two eye points
+    assert len(js["pose_keypoints_2d"]) == 54
+    back = from_pose_keypoint_json(to_pose_keypoint_json(frames))[0].people[0]
+    assert back.left_hand is None and back.right_hand is None and back.face is None
+    # written by others: zero-filled lists and a 70-point face holding only the eyes read as absent too
+    eyes_only = [0.0] * 204 + [200.0, 100.0, 1.0, 220.0, 100.0, 1.0]
+    other = {"people": [{"pose_keypoints_2d": [100.0, 100.0, 1.0] * 18, "face_keypoints_2d": eyes_only,
+                         "hand_left_keypoints_2d": [0.0] * 63, "hand_right_keypoints_2d": None}],
+             "canvas_width": W, "canvas_height": H}
+    q = from_pose_keypoint_json(other)[0].people[0]
+    assert q.face is None and q.left_hand is None and q.right_hand is None
+
+
+# ------------------------------------------------------------------ the one sanity check
+
+def bad_keypoints(case):
+    """POSE_KEYPOINT JSON of the stand-in person broken one way (the five cases of issue 22)."""
+    js = to_pose_keypoint_json(standin_frames(4))
+    if case == "no person":
+        for f in js:
+            f["people"] = []
+    elif case == "off canvas":
+        for f in js:
+            for p in f["people"]:
+                for key, vals in p.items():
+                    if vals:
+                        p[key] = [v + 2000.0 if j % 3 == 0 and vals[j + 2] > 0 else v for j, v in enumerate(vals)]
+    elif case == "absurd":
+        js[1]["people"][0]["pose_keypoints_2d"][0] = 1e30
+        js[2]["people"][0]["pose_keypoints_2d"][3] = -1e30
+    elif case == "nan":
+        js[3]["people"][0]["pose_keypoints_2d"][0] = float("nan")
+    elif case == "canvas":
+        for f in js:
+            f["canvas_width"], f["canvas_height"] = 100, 50
+    return js
+
+
+BAD_CASES = {  # case -> (error class name, what the message must say)
+    "no person": ("KeypointCheckError", r"no person found in any of the 4 frames of bad\.json"),
+    "off canvas": ("KeypointCheckError", r"bad\.json: frames 0-3: every keypoint lies off the 512x896 canvas"),
+    "absurd": ("KeypointCheckError", r"bad\.json: frames 1-2: coordinates that cannot be pixels: values up to 1e\+30"),
+    "nan": ("KeypointFormatError", r"frame 3, person 0, 'pose_keypoints_2d': contains NaN"),
+    "canvas": ("KeypointCheckError", r"bad\.json: frames 0-3: the canvas 100x50 does not match the coordinates"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_keypoints_are_refused_naming_the_frames(tmp_path, case):
+    from xdyna_core.errors import XDynaError
+    from xdyna_core.preprocess.keypoint_checks import check_keypoints
+
+    kind, match = BAD_CASES[case]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad_keypoints(case)))
+    with pytest.raises(XDynaError, match=match) as ei:
+        check_keypoints(load_keypoints(path), "bad.json")
+    assert type(ei.value).__name__ == kind and "\n" not in str(ei.value)
+
+
+def test_bad_pose_keypoint_from_another_node_is_refused_too():
+    from xdyna_core.preprocess.driving import parse_keypoints
+    from xdyna_core.preprocess.keypoint_checks import KeypointCheckError
+
+    with pytest.raises(KeypointCheckError, match=r"pose_keypoint: frames 1-2: coordinates that cannot be pixels"):
+        parse_keypoints(bad_keypoints("absurd"))
+    frames = [PoseFrame(W, H, [Person(np.full((18, 3), np.nan, np.float32))])]  # e.g. an extractor's NaN
+    frames[0].people[0].body[:, 2] = 1.0
+    from xdyna_core.preprocess.keypoint_checks import check_keypoints
+
+    with pytest.raises(KeypointCheckError, match="frame 0: coordinates that cannot be pixels: NaN or infinite"):
+        check_keypoints(frames, "the driving images")
+
+
+def test_several_people_give_one_note_naming_the_person_used():
+    from xdyna_core.preprocess.keypoint_checks import check_keypoints
+
+    frames = standin_frames(6)
+    for f in frames[2:5]:
+        f.people += [f.people[0].copy() for _ in range(4)]
+    notes = check_keypoints(frames, "dance.json")
+    assert len(notes) == 1 and "\n" not in notes[0]
+    assert "frames 2-4 hold up to 5 people" in notes[0] and "X-Dyna animates one person" in notes[0]
+    assert "person 0" in notes[0]
+    assert check_keypoints(standin_frames(2), "dance.json") == []
+
+
+def test_partly_off_canvas_and_frames_without_a_person_are_fine():
+    from xdyna_core.preprocess.keypoint_checks import check_keypoints
+
+    frames = standin_frames(3)
+    frames[0].people[0].body[[9, 10, 12, 13], 1] += 400  # legs below the picture (a close-up)
+    frames[1].people = []
+    assert check_keypoints(frames, "clip") == []

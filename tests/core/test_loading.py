@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from tests.conftest import spec_dir
 from xdyna_core.loading import checkpoints as C
+from xdyna_core.loading import clip_keys, ip_adapter_keys, kinds, sd_checkpoint_keys, unet_keys, vae_keys
 from xdyna_core.loading import keys as K
 from xdyna_core.loading import tiny as T
 
@@ -128,24 +129,24 @@ def test_manifest_keys_come_from_the_right_place():
     man = _manifest("xdyna_unet")
     shapes = {e["key"]: tuple(e["shape"]) for e in man["keys"]}
     # every key's group is recognised from its name alone
-    assert all(K.unet_key_group(e["key"]) == e["group"] for e in man["keys"])
+    assert all(unet_keys.unet_key_group(e["key"]) == e["group"] for e in man["keys"])
     # sd15_unet group == exactly what an LDM SD1.5 UNet maps to (names and shapes)
     ldm = ldm_unet_shapes()
     assert len(ldm) == man["group_counts"]["sd15_unet"]
-    conv, unmapped = K.convert_ldm_unet_to_diffusers(ldm)
+    conv, unmapped = unet_keys.convert_ldm_unet_to_diffusers(ldm)
     assert unmapped == []
-    base = {k: s for k, s in shapes.items() if K.unet_key_group(k) == "sd15_unet"}
+    base = {k: s for k, s in shapes.items() if unet_keys.unet_key_group(k) == "sd15_unet"}
     assert conv == base
     # and back again, through the single-file prefix
-    back, extra = K.convert_diffusers_unet_to_ldm(shapes)
+    back, extra = unet_keys.convert_diffusers_unet_to_ldm(shapes)
     assert back == ldm
-    assert sorted(extra) == sorted(k for k in shapes if K.unet_key_group(k) != "sd15_unet")
+    assert sorted(extra) == sorted(k for k in shapes if unet_keys.unet_key_group(k) != "sd15_unet")
     # the ip_adapter group is the image of the IP-Adapter file numbering
     index_map = {int(i): m for i, m in man["ip_adapter_bin_index_to_unet_module"].items()}
-    assert K.UNetLayout.sd15().ip_adapter_index_map() == index_map
-    assert K.UNetLayout.from_diffusers_keys(shapes) == K.UNetLayout.sd15()
+    assert unet_keys.UNetLayout.sd15().ip_adapter_index_map() == index_map
+    assert unet_keys.UNetLayout.from_diffusers_keys(shapes) == unet_keys.UNetLayout.sd15()
     ip_file = {f"{i}.{p}.weight": None for i in index_map for p in ("to_k_ip", "to_v_ip")}
-    assert set(K.ip_adapter_to_unet_keys(ip_file)) == {k for k in shapes if K.unet_key_group(k) == "ip_adapter"}
+    assert set(ip_adapter_keys.ip_adapter_to_unet_keys(ip_file)) == {k for k in shapes if unet_keys.unet_key_group(k) == "ip_adapter"}
 
 
 def test_ip_adapter_numbering_hits_the_right_modules(tiny, full_unet):
@@ -161,9 +162,9 @@ def test_ip_adapter_numbering_hits_the_right_modules(tiny, full_unet):
             assert torch.equal(model_sd[f"{module}.{proj}.weight"], w.float())
     assert len(unet_ip) == 32
     with pytest.raises(ValueError, match="index 33"):
-        K.ip_adapter_to_unet_keys({"33.to_k_ip.weight": None})
+        ip_adapter_keys.ip_adapter_to_unet_keys({"33.to_k_ip.weight": None})
     with pytest.raises(ValueError, match="index 2 "):
-        K.ip_adapter_to_unet_keys({"2.to_k_ip.weight": None})
+        ip_adapter_keys.ip_adapter_to_unet_keys({"2.to_k_ip.weight": None})
 
 
 def test_full_size_files_load_structurally_on_meta():
@@ -178,8 +179,8 @@ def test_full_size_files_load_structurally_on_meta():
     assert rep.ok and rep.num_loaded == unet_man["num_keys"]
     assert rep.config == UNet3DConfig().to_dict()
     # base-less file + LDM single-file SD1.5 (meta tensors) -> complete
-    adapters = {k: v for k, v in _meta_sd(unet_man).items() if K.unet_key_group(k) != "sd15_unet"}
-    ldm = {K.LDM_UNET_PREFIX + k: torch.empty(s, device="meta") for k, s in ldm_unet_shapes().items()}
+    adapters = {k: v for k, v in _meta_sd(unet_man).items() if unet_keys.unet_key_group(k) != "sd15_unet"}
+    ldm = {unet_keys.LDM_UNET_PREFIX + k: torch.empty(s, device="meta") for k, s in ldm_unet_shapes().items()}
     _, rep = C.load_xdyna_unet(adapters, sd15_unet=ldm, device="meta")
     assert rep.ok and sum(rep.filled.values()) == unet_man["group_counts"]["sd15_unet"]
 
@@ -189,25 +190,25 @@ def test_full_size_files_load_structurally_on_meta():
 
     proj = _manifest("ip_adapter_image_proj")
     ip_file = {"image_proj." + k: v for k, v in _meta_sd(proj).items()}
-    ip_file.update({"ip_adapter." + k: v for k, v in K.unet_to_ip_adapter_keys(_meta_sd(unet_man)).items()})
+    ip_file.update({"ip_adapter." + k: v for k, v in ip_adapter_keys.unet_to_ip_adapter_keys(_meta_sd(unet_man)).items()})
     _, rep = C.load_resampler(ip_file, device="meta")
     assert rep.ok and rep.config == ResamplerConfig().to_dict()  # heads 12 / dim_head 64 inferred
 
 
 def test_vae_key_map_agrees_with_the_vae_module(tiny):
-    from xdyna_core.loading.keys import convert_ldm_vae_keys
+    from xdyna_core.loading.vae_keys import convert_ldm_vae_keys
     from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig
 
-    parts = K.split_ldm_checkpoint(C.load_state_dict(tiny["sd15"]))
+    parts = sd_checkpoint_keys.split_ldm_checkpoint(C.load_state_dict(tiny["sd15"]))
     cfg = AutoencoderKLConfig.from_dict(C.read_config_metadata(tiny["sd15"])["vae"])
     model = AutoencoderKL(cfg)
     assert set(parts["vae"]) == set(model.state_dict())
     raw = load_file(str(tiny["sd15"]))
-    theirs = convert_ldm_vae_keys({k: v for k, v in raw.items() if k.startswith(K.LDM_VAE_PREFIX)})
+    theirs = convert_ldm_vae_keys({k: v for k, v in raw.items() if k.startswith(vae_keys.LDM_VAE_PREFIX)})
     assert theirs.keys() == parts["vae"].keys()
     assert all(torch.equal(theirs[k], parts["vae"][k]) for k in theirs)
-    ldm, unmapped = K.convert_diffusers_vae_to_ldm(parts["vae"])
-    assert unmapped == [] and ldm.keys() == {k[len(K.LDM_VAE_PREFIX):] for k in raw if k.startswith(K.LDM_VAE_PREFIX)}
+    ldm, unmapped = vae_keys.convert_diffusers_vae_to_ldm(parts["vae"])
+    assert unmapped == [] and ldm.keys() == {k[len(vae_keys.LDM_VAE_PREFIX):] for k in raw if k.startswith(vae_keys.LDM_VAE_PREFIX)}
     assert ldm["encoder.mid.attn_1.q.weight"].dim() == 4  # LDM stores 1x1 convs
 
 
@@ -290,20 +291,20 @@ def test_identify_every_file_of_the_set(tiny):
                 "face_controlnet": "controlnet", "ip_adapter": "ip_adapter", "clip_vision": "clip_vision",
                 "sd15": "sd_checkpoint"}
     for role, kind in expected.items():
-        assert K.identify(C.load_state_dict(tiny[role])) == kind, role
-    parts = K.split_ldm_checkpoint(C.load_state_dict(tiny["sd15"]))
-    assert K.identify(parts["unet"]) == "sd_unet"
-    assert K.identify(parts["vae"]) == "vae"
-    assert K.identify(parts["clip_text"]) == "clip_text"
-    assert K.identify(K.convert_diffusers_vae_to_ldm(parts["vae"])[0]) == "vae_ldm"
-    assert K.identify(K.convert_diffusers_unet_to_ldm(parts["unet"])[0]) == "sd_unet_ldm"
-    proj, _ = K.split_ip_adapter(C.load_state_dict(tiny["ip_adapter"]))
-    assert K.identify(proj) == "resampler"
+        assert kinds.identify(C.load_state_dict(tiny[role])) == kind, role
+    parts = sd_checkpoint_keys.split_ldm_checkpoint(C.load_state_dict(tiny["sd15"]))
+    assert kinds.identify(parts["unet"]) == "sd_unet"
+    assert kinds.identify(parts["vae"]) == "vae"
+    assert kinds.identify(parts["clip_text"]) == "clip_text"
+    assert kinds.identify(vae_keys.convert_diffusers_vae_to_ldm(parts["vae"])[0]) == "vae_ldm"
+    assert kinds.identify(unet_keys.convert_diffusers_unet_to_ldm(parts["unet"])[0]) == "sd_unet_ldm"
+    proj, _ = ip_adapter_keys.split_ip_adapter(C.load_state_dict(tiny["ip_adapter"]))
+    assert kinds.identify(proj) == "resampler"
     mm = {"down_blocks.0.motion_modules.0.temporal_transformer.proj_in.weight": None}
-    assert K.identify(parts["unet"] | mm) == "animatediff_unet"
-    assert K.identify(mm) == "motion_module"
+    assert kinds.identify(parts["unet"] | mm) == "animatediff_unet"
+    assert kinds.identify(mm) == "motion_module"
     raw = load_file(str(tiny["sd15"]))
-    assert K.convert_text_encoder_keys(raw).keys() == {k for k in parts["clip_text"] if not k.endswith("position_ids")}
+    assert clip_keys.convert_text_encoder_keys(raw).keys() == {k for k in parts["clip_text"] if not k.endswith("position_ids")}
 
 
 @pytest.mark.parametrize("role,what", [
@@ -320,7 +321,7 @@ def test_wrong_file_for_the_unet_is_named(tiny, role, what):
 
 
 def test_wrong_file_for_other_loaders(tiny, tmp_path):
-    vae = K.split_ldm_checkpoint(C.load_state_dict(tiny["sd15"]))["vae"]
+    vae = sd_checkpoint_keys.split_ldm_checkpoint(C.load_state_dict(tiny["sd15"]))["vae"]
     vae_file = tmp_path / "vae.safetensors"
     save_file(vae, str(vae_file))
     with pytest.raises(C.CheckpointError, match="VAE.*X-Dyna UNet"):
@@ -364,7 +365,7 @@ def test_models_are_built_with_the_given_operations(tiny):
 
 
 def test_base_fill_from_diffusers_folder_and_ldm_unet(tiny, tmp_path, full_unet):
-    base = {k: v for k, v in load_file(str(tiny["unet"])).items() if K.unet_key_group(k) == "sd15_unet"}
+    base = {k: v for k, v in load_file(str(tiny["unet"])).items() if unet_keys.unet_key_group(k) == "sd15_unet"}
     unet_dir = tmp_path / "stable-diffusion-v1-5" / "unet"
     unet_dir.mkdir(parents=True)
     save_file(base, str(unet_dir / "diffusion_pytorch_model.safetensors"))
@@ -374,7 +375,7 @@ def test_base_fill_from_diffusers_folder_and_ldm_unet(tiny, tmp_path, full_unet)
         assert rep.ok and sum(rep.filled.values()) == len(base)
         _assert_same_state(model, full_unet)
     # an in-memory LDM UNet, bare or as ComfyUI's model holds it ("diffusion_model." prefix)
-    ldm, _ = K.convert_diffusers_unet_to_ldm(base)
+    ldm, _ = unet_keys.convert_diffusers_unet_to_ldm(base)
     for prefix in ("", "diffusion_model."):
         model, rep = C.load_xdyna_unet(tiny["unet_adapters"], sd15_unet={prefix + k: v for k, v in ldm.items()})
         _assert_same_state(model, full_unet)
@@ -402,7 +403,7 @@ def test_missing_adapter_keys_are_an_error(tiny, tmp_path, full_unet):
     no_mm = without(lambda k: k.startswith("up_blocks.3.motion_modules.2."), "b.safetensors")
     with pytest.raises(C.CheckpointError, match="motion-module weights are missing"):
         C.load_xdyna_unet(no_mm)
-    no_ip = without(lambda k: K.unet_key_group(k) == "ip_adapter", "c.safetensors")
+    no_ip = without(lambda k: unet_keys.unet_key_group(k) == "ip_adapter", "c.safetensors")
     with pytest.raises(C.CheckpointError, match="32 IP-Adapter projections .*ip-adapter-plus"):
         C.load_xdyna_unet(no_ip)
     model, rep = C.load_xdyna_unet(no_ip, ip_adapter=tiny["ip_adapter"])

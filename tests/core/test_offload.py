@@ -101,7 +101,7 @@ def test_animate_runs_each_phase_with_only_its_networks(tmp_path, monkeypatch):
     bundle.vae.encode = spy("vae.encode", bundle.vae.encode)
 
     assets = assets_dir()
-    opts = AnimateOptions(sampling=SamplingSettings(steps=2), width=128, height=192, length=3, quiet=True,
+    opts = AnimateOptions(sampling=SamplingSettings(steps=2), width=128, height=192, frame_count=3, quiet=True,
                           face=False, pose_video=str(assets / "poses" / "example_2_pose_2.mp4"), memory="low")
     result = animate(assets / "reference_image" / "example_2.jpg", assets / "driving_video" / "example_2_driving_2.mp4",
                      bundle, opts)

@@ -120,7 +120,7 @@ def start_job(models, out, length=2, panels=False, slow_write=False):
     cmd = [sys.executable, *entry, "animate",
            "--reference", assets_dir() / "reference_image" / "example_2.jpg",
            "--driving", assets_dir() / "driving_video" / "example_2_driving_2.mp4",
-           "--models", models, "--out", out, "--length", length, "--steps", 1, "--size", "128x192", "--quiet"]
+           "--models", models, "--out", out, "--frame-count", length, "--steps", 1, "--size", "128x192", "--quiet"]
     cmd += ["--panels"] if panels else []
     return subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -160,6 +160,7 @@ def killed_mid_write(tiny_models, tmp_path_factory):
     return {"rc": proc.returncode, "seen_s": seen, "out": out, "stderr": proc.stderr.read()}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_write_leaves_no_file_at_out(killed_mid_write):
     k = killed_mid_write
     assert k["seen_s"] is not None, f"the run ended before writing was seen (rc {k['rc']}): {k['stderr']}"
@@ -167,6 +168,7 @@ def test_sigkill_mid_write_leaves_no_file_at_out(killed_mid_write):
     assert not k["out"].exists()
 
 
+@pytest.mark.slow
 def test_sigint_at_random_moments_exits_130_without_partial_output(tiny_models, killed_mid_write, tmp_path):
     """20 SIGINTs delivered at random moments of a run (after the interpreter started our code, up to
     the video write): every one exits 130 at once and leaves no partial file."""

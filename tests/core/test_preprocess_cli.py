@@ -128,12 +128,12 @@ def test_pose_stride_and_max_frames(tmp_path, dot_video, dot_models, capsys):
     assert [len(f.people) for f in load_keypoints(tmp_path / "clip_keypoints.json")] == [1, 1, 1]  # 0, 2, 4
     assert probe_video(tmp_path / "clip_pose.mp4").fps == FPS / 2
     rc, _, _ = run(["pose", dot_video, "--out", tmp_path, "--backend", "dwpose", "--models", dot_models,
-                    "--start", 2, "--max-frames", 2, "--name", "part", "--quiet"], capsys)
+                    "--start", 2, "--frame-count", 2, "--name", "part", "--quiet"], capsys)
     assert [len(f.people) for f in load_keypoints(tmp_path / "part_keypoints.json")] == [1, 0]  # 2, 3
 
 
 def test_pose_size_stretch_and_crop(tmp_path, dot_video, dot_models, capsys):
-    base = ["pose", dot_video, "--backend", "dwpose", "--models", dot_models, "--max-frames", 1, "--quiet"]
+    base = ["pose", dot_video, "--backend", "dwpose", "--models", dot_models, "--frame-count", 1, "--quiet"]
     assert run(base + ["--out", tmp_path / "s", "--size", "256x448", "--fit", "stretch"], capsys)[0] == 0
     f = load_keypoints(tmp_path / "s" / "clip_keypoints.json")[0]
     assert (f.width, f.height) == (256, 448)
@@ -195,7 +195,7 @@ def test_missing_models_names_files_and_folders(tmp_path, dot_video, capsys, mon
 
 
 def test_bad_arguments_exit_2(tmp_path, dot_video, capsys):
-    for bad in (["--stride", "0"], ["--size", "12by3"], ["--max-frames", "-1"]):
+    for bad in (["--stride", "0"], ["--size", "12by3"], ["--frame-count", "-1"]):
         with pytest.raises(SystemExit) as ei:
             xdyna_main(["preprocess", "pose", str(dot_video), "--out", str(tmp_path)] + bad)
         assert ei.value.code == 2
@@ -354,7 +354,7 @@ def test_progress_bar_shows_count_and_real_rate():
 def test_mediapipe_backend_on_real_frames(tmp_path, capsys):
     pytest.importorskip("mediapipe")
     video = assets_dir() / "driving_video" / "example_1_driving_1.mp4"
-    rc, out, err = run(["pose", video, "--out", tmp_path, "--backend", "mediapipe", "--max-frames", 2,
+    rc, out, err = run(["pose", video, "--out", tmp_path, "--backend", "mediapipe", "--frame-count", 2,
                         "--quiet"], capsys)
     assert rc == 0, err
     kp = load_keypoints(tmp_path / "example_1_driving_1_keypoints.json")

@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 
 def _driving(start=100, count=12):
-    return read_video(assets_dir() / "driving_video" / "example_1_driving_1.mp4", start=start, max_frames=count)[0]
+    return read_video(assets_dir() / "driving_video" / "example_1_driving_1.mp4", start=start, frame_count=count)[0]
 
 
 def _reference(k=1):
@@ -78,18 +78,18 @@ def test_pck_counts_points_within_the_box_fraction():
 def test_driving_video_against_itself_shifted_and_mirrored():
     """Acceptance: self >= 0.99; 5 frames late and mirrored clearly lower (MediaPipe, a shared clip)."""
     _mediapipe()
-    from xdyna_core.preprocess import driving as drv
+    from xdyna_core.preprocess.pose_detection import close_quietly, detect_poses, open_pose_detector
     from xdyna_core.quality.pose_agreement import driving_and_result_poses
 
     frames = _driving(count=10)
-    _, detector = drv.open_pose_detector("mediapipe")
+    _, detector = open_pose_detector("mediapipe")
     try:
         d, r, _ = driving_and_result_poses(frames[:5], frames[:5], detector)
         own = pck(d, r)
-        late = drv.detect_poses(frames[5:10], detector)
-        mirror = drv.detect_poses(np.ascontiguousarray(frames[:5, :, ::-1]), detector)
+        late = detect_poses(frames[5:10], detector)
+        mirror = detect_poses(np.ascontiguousarray(frames[:5, :, ::-1]), detector)
     finally:
-        drv.close_quietly(detector)
+        close_quietly(detector)
     pooled = lambda a: (a.overall["body"][0.05] * a.points["body"] + a.overall["hands"][0.05] * a.points["hands"]) / (
         a.points["body"] + a.points["hands"])
     shifted, mirrored = pooled(pck(d, late)), pooled(pck(d, mirror))

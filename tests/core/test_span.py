@@ -1,4 +1,4 @@
-"""The driving span: which frames (start, stride or target fps, count), the output fps, and the sound of
+"""The driving span: which frames (start, stride or target fps, frame_count), the output fps, and the sound of
 exactly those frames, read sample-exact from the clip (also from an open file object)."""
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_stride_and_fps(fps, stride, target, want_stride):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(source_fps=0.0), "frame rate"), (dict(source_fps=30.0, start=-1), "start"),
-    (dict(source_fps=30.0, count=0), "frame count"), (dict(source_fps=30.0, stride=0), "stride"),
+    (dict(source_fps=30.0, frame_count=0), "frame count"), (dict(source_fps=30.0, stride=0), "stride"),
 ])
 def test_bad_span_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

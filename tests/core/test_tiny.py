@@ -10,6 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from xdyna_core.loading import checkpoints as C
+from xdyna_core.loading import clip_keys, kinds, unet_keys, vae_keys
 from xdyna_core.loading import keys as K
 from xdyna_core.loading import tiny as T
 
@@ -38,14 +39,14 @@ def test_layout_formats_and_metadata(tiny):
         with safe_open(str(p), framework="pt") as fh:
             meta = fh.metadata()
         assert json.loads(meta[K.CONFIG_METADATA_KEY])
-        assert K.identify(C.load_state_dict(p)) == meta[K.KIND_METADATA_KEY]
+        assert kinds.identify(C.load_state_dict(p)) == meta[K.KIND_METADATA_KEY]
     manifest = json.loads((root / T.MANIFEST_NAME).read_text())
     assert set(manifest["files"]) == set(T.TINY_LAYOUT)
     default = sum(p.stat().st_size for r, p in tiny.items() if not T.TINY_LAYOUT[r].optional)
     assert default < 22e6, default
     # the real key layouts: LDM single file, HF CLIP vision, flat IP-Adapter
     sd15 = load_file(str(tiny["sd15"]))
-    for prefix in (K.LDM_UNET_PREFIX, K.LDM_VAE_PREFIX, K.LDM_CLIP_PREFIX + "text_model."):
+    for prefix in (unet_keys.LDM_UNET_PREFIX, vae_keys.LDM_VAE_PREFIX, clip_keys.LDM_CLIP_PREFIX + "text_model."):
         assert any(k.startswith(prefix) for k in sd15), prefix
     assert "model.diffusion_model.input_blocks.4.0.skip_connection.weight" not in sd15  # 32 -> 32 at level 1
     assert "model.diffusion_model.input_blocks.7.0.skip_connection.weight" in sd15  # 32 -> 64 at level 2
@@ -69,7 +70,7 @@ def test_dimensions_are_consistent(tiny):
 @torch.no_grad()
 def test_everything_loads_and_runs(tiny):
     from xdyna_core.loading.bundle import load_clip_vision, load_sd15_parts
-    from xdyna_core.loading.keys import convert_ldm_vae_keys
+    from xdyna_core.loading.vae_keys import convert_ldm_vae_keys
     from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig
 
     g = torch.Generator().manual_seed(0)

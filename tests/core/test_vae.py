@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from xdyna_core.loading.keys import convert_ldm_vae_keys, is_ldm_vae_layout
+from xdyna_core.loading.vae_keys import convert_ldm_vae_keys, is_ldm_vae_layout
 from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig, decode_video
 
 

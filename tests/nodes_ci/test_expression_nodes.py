@@ -155,7 +155,7 @@ def test_errors(expr, comfy, extracted, no_dwpose_files, no_mediapipe):
         node.extract(driving, "auto", kp[:2])
     with pytest.raises(FileNotFoundError, match="1k3d68.onnx"):
         node.extract(driving, "insightface", kp)
-    with pytest.raises(ValueError, match="pip install mediapipe==0.10.14"):
+    with pytest.raises(ValueError, match="python install.py"):
         node.extract(driving, "mediapipe", kp)
     with pytest.raises(ValueError, match="no frames"):
         node.extract(torch.zeros(0, 8, 8, 3), "auto", kp)
@@ -166,14 +166,14 @@ def test_errors(expr, comfy, extracted, no_dwpose_files, no_mediapipe):
 
 def test_auto_prefers_insightface_when_its_file_is_present(expr, comfy, no_dwpose_files):
     from nodes import comfy_bridge
-    from xdyna_core.preprocess import driving as drv
+    from xdyna_core.preprocess.sface_inputs import choose_landmark_source
 
     dirs = comfy_bridge.detector_dirs()
-    assert drv.choose_landmark_source("auto", None, dirs) == "mediapipe"
+    assert choose_landmark_source("auto", None, dirs) == "mediapipe"
     f = comfy.models_dir / "insightface" / "models" / "buffalo_l" / "1k3d68.onnx"
     f.parent.mkdir(parents=True)
     f.write_bytes(b"onnx")
-    assert drv.choose_landmark_source("auto", None, dirs) == "insightface"
+    assert choose_landmark_source("auto", None, dirs) == "insightface"
 
 
 def test_pose_keypoint_on_another_canvas_is_scaled_to_the_frames(expr, comfy, no_dwpose_files):

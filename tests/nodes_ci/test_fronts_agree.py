@@ -84,7 +84,7 @@ def cli_job(models_dir, detectors, driving, reference, face: bool, seed: int, st
 
     bundle = load_bundle(find_model_files(models_dir, face=face))
     opts = AnimateOptions(sampling=SamplingSettings(steps=steps, seed=seed, context_length=4, context_overlap=1),
-                          width=W, height=H, length=N, face=face, backend="dwpose", detector_dirs=[str(detectors)],
+                          width=W, height=H, frame_count=N, face=face, backend="dwpose", detector_dirs=[str(detectors)],
                           quiet=True, device="cpu", precision="fp32")
     result = animate(reference, driving, bundle, opts)
     return result.latents[0].permute(1, 0, 2, 3).float() / 0.18215, result
@@ -124,13 +124,13 @@ def test_preprocess_paths_agree(setup, tmp_path, monkeypatch, align):
 
     monkeypatch.setattr(to_files, "VideoWriter", Capture)
     extra = ["--align-reference", str(reference)] if align else []
-    common = ["--out", str(tmp_path), "--size", f"{W}x{H}", "--max-frames", str(N), "--backend", "dwpose",
+    common = ["--out", str(tmp_path), "--size", f"{W}x{H}", "--frame-count", str(N), "--backend", "dwpose",
               "--models", str(detectors), "--quiet"] + extra
     assert xdyna_main(["preprocess", "pose", str(driving)] + common) == 0
     assert xdyna_main(["preprocess", "face", str(driving)] + common) == 0
 
-    frames = to_image(list(iter_frames(driving, max_frames=N, cover=(W, H))))
-    ref = to_image(read_video(reference, max_frames=1)[0]) if align else None
+    frames = to_image(list(iter_frames(driving, frame_count=N, cover=(W, H))))
+    ref = to_image(read_video(reference, frame_count=1)[0]) if align else None
     keypoints, pose_images, driving_images, _ = pose.XDynaPoseExtract().extract(frames, W, H, "crop", "dwpose",
                                                                                 reference=ref, align=align)
     face, _ = expression.XDynaExtractExpression().extract(driving_images, "auto", keypoints)

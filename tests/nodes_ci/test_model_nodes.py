@@ -88,7 +88,7 @@ def test_missing_file_names_the_folder(tiny, comfy):
 
 
 def pose_frames(n):
-    frames, _ = read_video(assets_dir() / "poses" / "example_1_pose_1.mp4", max_frames=n, size=(W, H))
+    frames, _ = read_video(assets_dir() / "poses" / "example_1_pose_1.mp4", frame_count=n, size=(W, H))
     return torch.from_numpy(frames.astype(np.float32) / 255)
 
 

@@ -61,13 +61,14 @@ def isolate_detector_search(monkeypatch, tmp_path):
 
 
 def refuse_mediapipe(monkeypatch):
-    """Make MediaPipe look uninstalled."""
+    """Make MediaPipe (legacy or Tasks) look uninstalled."""
     from xdyna_core.preprocess import mediapipe_backend
 
     def refuse():
         raise ImportError("No module named 'mediapipe'")
 
     monkeypatch.setattr(mediapipe_backend, "import_mediapipe", refuse)
+    monkeypatch.setattr(mediapipe_backend, "installed_mediapipe", lambda: None)
 
 
 def load_real_clip(n=3) -> np.ndarray:
@@ -76,7 +77,7 @@ def load_real_clip(n=3) -> np.ndarray:
     video = assets_dir() / "driving_video" / "example_1_driving_1.mp4"
     from xdyna_core.preprocess.video import read_video
 
-    return read_video(video, max_frames=n)[0]
+    return read_video(video, frame_count=n)[0]
 
 
 @pytest.fixture
@@ -180,7 +181,7 @@ def test_alignment_to_a_real_reference(pose_nodes, comfy, real_clip):
     ref_path = assets_dir() / "reference_image" / "example_2.jpg"
     from xdyna_core.preprocess.video import read_video
 
-    ref = read_video(ref_path, max_frames=1)[0]
+    ref = read_video(ref_path, frame_count=1)[0]
     kp, pose_images, driving, note = pose_nodes.XDynaPoseExtract().extract(
         to_image(real_clip[:2]), W_OUT, H_OUT, "crop", "mediapipe", reference=to_image(ref), align=True)
     assert "alignment on driving frame 0: scale" in note and "WARNING" not in note
@@ -224,10 +225,10 @@ def test_backend_unavailable_says_how_to_install(pose_nodes, comfy, no_dwpose_fi
     assert "yolox_l.onnx" in str(e.value) and detectors in str(e.value) and "pip install" not in str(e.value)
     with pytest.raises(ValueError) as e:
         pose_nodes.XDynaPoseExtract().extract(img, 256, 448, "crop", "mediapipe")
-    assert "pip install mediapipe==0.10.14" in str(e.value) and "yolox" not in str(e.value)
+    assert "python install.py" in str(e.value) and "yolox" not in str(e.value)
     with pytest.raises(ValueError) as e:
         pose_nodes.XDynaPoseAlign().align(nose_only(0.5, 0.5), img, 256, 448, "auto")
-    assert "pip install mediapipe==0.10.14" in str(e.value) and detectors in str(e.value)
+    assert "python install.py" in str(e.value) and detectors in str(e.value)
 
 
 # ------------------------------------------------------------------------ exact geometry (DWPose stand-in)
@@ -355,7 +356,7 @@ def test_keypoints_from_another_canvas_stretch_and_crop(pose_nodes, comfy):
 def test_low_confidence_points_do_not_reappear_in_pose_keypoint():
     """POSE_KEYPOINT stores confidence 1.0 for every present point, so points the renderer skips
     (confidence <= 0.3) must be dropped before writing, or a consumer would draw them."""
-    from xdyna_core.preprocess import driving as drv
+    from xdyna_core.preprocess.keypoint_lists import keypoint_round_trip
     from xdyna_core.preprocess.keypoints import Person, PoseFrame
     from xdyna_core.preprocess.render import render_pose
 
@@ -364,7 +365,7 @@ def test_low_confidence_points_do_not_reappear_in_pose_keypoint():
     body[2] = (70, 100, 0.9)  # right shoulder: limb neck-shoulder drawn
     body[5] = (130, 100, 0.2)  # left shoulder below the threshold: not drawn
     frame = PoseFrame(200, 200, [Person(body)])
-    data, drawn = drv.keypoint_round_trip([frame])
+    data, drawn = keypoint_round_trip([frame])
     assert data[0]["people"][0]["pose_keypoints_2d"][15:18] == [0.0, 0.0, 0.0]
     assert data[0]["people"][0]["pose_keypoints_2d"][3:6] == [100.0, 100.0, 1.0]
     assert np.array_equal(render_pose(drawn[0], 200, 200), render_pose(frame, 200, 200))
@@ -372,7 +373,7 @@ def test_low_confidence_points_do_not_reappear_in_pose_keypoint():
 
 def test_image_batch_frames_conversion():
     """IMAGE batches become uint8 frames rounded to the nearest level; RGBA/grey are accepted."""
-    from xdyna_core.preprocess.driving import ImageBatchFrames
+    from xdyna_core.preprocess.image_batch import ImageBatchFrames
 
     x = torch.tensor([0.0, 254.6 / 255, 1.2, -0.1]).reshape(1, 1, 4, 1)  # grey, one row of 4 pixels
     frames = ImageBatchFrames(x)

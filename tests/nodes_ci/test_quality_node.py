@@ -35,7 +35,7 @@ def test_node_scores_driving_against_itself(quality, comfy, monkeypatch, tmp_pat
     pytest.importorskip("mediapipe")
     isolate_detector_search(monkeypatch, tmp_path)
     make_arcface_onnx(comfy.models_dir / "insightface" / "models" / "buffalo_l" / "w600k_r50.onnx")
-    frames = read_video(assets_dir() / "driving_video" / "example_1_driving_1.mp4", start=100, max_frames=3)[0]
+    frames = read_video(assets_dir() / "driving_video" / "example_1_driving_1.mp4", start=100, frame_count=3)[0]
     ref = read_video(assets_dir() / "reference_image" / "example_1.png")[0]
     out = quality.XDynaQualityReport().run(to_image(ref), to_image(frames), to_image(frames), "mediapipe", "crop",
                                            False, 2, 0)

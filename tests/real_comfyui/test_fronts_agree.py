@@ -60,7 +60,7 @@ def test_shipped_workflow_equals_cli(comfy_env, comfy_models, comfy_inputs, tmp_
     out = tmp_path / "cli.mp4"
     args = ["--reference", str(comfy_inputs / "example_1.png"), "--driving", str(comfy_inputs / clip), "--models",
             str(comfy_models), "--out", str(out), "--size", f"{TEST_W}x{TEST_H}", "--steps", str(sampler["steps"]),
-            "--cfg", str(sampler["cfg"]), "--seed", str(SEED), "--length", str(TEST_FRAMES), "--context-length",
+            "--cfg", str(sampler["cfg"]), "--seed", str(SEED), "--frame-count", str(TEST_FRAMES), "--context-length",
             str(sampler["context_length"]), "--context-overlap", str(sampler["context_overlap"]), "--device", "cpu",
             "--precision", "fp32", "--backend", pose["backend"], "--quiet"] + (["--align"] if pose.get("align") else [])
     # the command line itself (its saved video) ...

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from xdyna_core.loading import keys as K
+from xdyna_core.loading import clip_keys, ip_adapter_keys, sd_checkpoint_keys, unet_keys
 from xdyna_core.loading.tiny import TinyFile, _random_model_sd, _save
 
 #: Bump when the writer changes in a way the configs do not show.
@@ -128,21 +128,21 @@ def build_comfy_state_dicts(seed: int = 0, roles=None, meta: bool = False) -> di
             out[role] = (_model_sd(ControlNetModel, cfgs[role], "comfy_" + role, seed, meta), cfgs[role].to_dict())
     if "ip_adapter" in roles:
         resampler = _model_sd(Resampler, cfgs["resampler"], "comfy_resampler", seed, meta)
-        ip_unet = {k: unet[k] for k in K.split_unet_groups(unet)["ip_adapter"]}
-        ip_file = {f"{K.IP_IMAGE_PROJ}.{k}": v for k, v in resampler.items()}
-        ip_file.update({f"{K.IP_ADAPTER}.{k}": v for k, v in K.unet_to_ip_adapter_keys(ip_unet).items()})
+        ip_unet = {k: unet[k] for k in unet_keys.split_unet_groups(unet)["ip_adapter"]}
+        ip_file = {f"{ip_adapter_keys.IP_IMAGE_PROJ}.{k}": v for k, v in resampler.items()}
+        ip_file.update({f"{ip_adapter_keys.IP_ADAPTER}.{k}": v for k, v in ip_adapter_keys.unet_to_ip_adapter_keys(ip_unet).items()})
         out["ip_adapter"] = (ip_file, cfgs["resampler"].to_dict())
     if "clip_vision" in roles:
         out["clip_vision"] = (_model_sd(lambda c: new_vision_encoder(c, projection=True), cfgs["clip_vision"],
                                         "comfy_clip_vision", seed, meta), config_dict(cfgs["clip_vision"]))
     if "sd15" in roles:
         base = _model_sd(UNet3DConditionModel, cfgs["sd15_unet"], "comfy_sd15_unet", seed, meta)
-        base = {k: base[k] for k in K.split_unet_groups(base)["sd15_unet"]}  # no motion modules / adapters
+        base = {k: base[k] for k in unet_keys.split_unet_groups(base)["sd15_unet"]}  # no motion modules / adapters
         text = _model_sd(lambda c: text_tower(new_text_encoder(c)), cfgs["clip_text"], "comfy_clip_text", seed, meta)
-        text = {K.CLIP_TEXT_TOWER + k: v for k, v in text.items()}  # the file layout
+        text = {clip_keys.CLIP_TEXT_TOWER + k: v for k, v in text.items()}  # the file layout
         text["text_model.embeddings.position_ids"] = torch.arange(cfgs["clip_text"].max_position_embeddings)[None]
         vae = _model_sd(AutoencoderKL, cfgs["vae"], "comfy_vae", seed, meta)
-        sd = K.join_ldm_checkpoint(unet=base, vae=vae, clip_text=text)
+        sd = sd_checkpoint_keys.join_ldm_checkpoint(unet=base, vae=vae, clip_text=text)
         out["sd15"] = (sd, {"unet": cfgs["sd15_unet"].to_dict(), "vae": cfgs["vae"].to_dict(),
                             "clip_text": config_dict(cfgs["clip_text"])})
     return out

@@ -299,10 +299,9 @@ class _Run:
             return
         saved = result_path(job.name)
         if out["data"] is not None:
-            from ..outputs import atomic_output
+            from ..outputs import write_atomic
 
-            with atomic_output(self.out_dir / saved) as tmp:
-                tmp.write_bytes(out["data"])
+            write_atomic(self.out_dir / saved, out["data"])
         self.where[i] = {"node": out["node"], "pid": out["pid"]}
         self.idle.append(i)
         seconds = time.monotonic() - started

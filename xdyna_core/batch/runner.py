@@ -21,7 +21,6 @@ a few jobs of each class and counts the rest.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import aiohttp
 
+from ..outputs import write_atomic
 from .client import ComfyClient, ComfyError, ComfyServer, execution_error
 from .jobs import Job, JobListError, fill_workflow
 from .limits import ANSWER_TIMEOUT, CONNECT_TIMEOUT, HISTORY_WAIT, PROBE_EVERY, SERVER_WAIT
@@ -49,13 +49,6 @@ def output_files(history: dict) -> List[dict]:
                 files += [i for i in items if isinstance(i, dict) and "filename" in i
                           and i.get("type", "output") == "output"]
     return files
-
-
-def _write_atomic(path: Path, data: bytes):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -263,7 +256,7 @@ class _Batch:
         saved = []
         for f in files:
             target = Path(job.name) / f["filename"]
-            _write_atomic(self.out_dir / target, await client.download(f["filename"], f.get("subfolder", ""), "output"))
+            write_atomic(self.out_dir / target, await client.download(f["filename"], f.get("subfolder", ""), "output"))
             saved.append(str(target))
         return saved
 

@@ -13,10 +13,10 @@ running, interrupted, failed) run again.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Dict, Union
 
+from ..outputs import write_atomic
 from .jobs import Job, JobListError
 
 STATE_FILE = "batch_state.json"
@@ -63,9 +63,4 @@ class BatchState:
     def save(self) -> None:
         """Write the state so that a crash at any moment leaves either the old or the new file."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.out_dir / f"{STATE_FILE}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps({"jobs": self.jobs}, indent=1))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps({"jobs": self.jobs}, indent=1))

@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 
 DEMO_ASSETS = Path(__file__).resolve().parents[1] / "demo_assets"
+#: The demo clip's poses (POSE_KEYPOINT JSON with faces, in the clip's pixels): used when this
+#: environment has no pose extractor. See demo_assets/README.md.
+DEMO_KEYPOINTS = DEMO_ASSETS / "driving_keypoints.json"
 
 
-def _add_job_options(p, steps: int, size: str, length):
+def _add_job_options(p, steps: int, size: str, frame_count):
     from .. import job_checks as J
 
     p.add_argument("--size", type=J.frame_size, default=J.frame_size(size),
@@ -16,10 +19,16 @@ def _add_job_options(p, steps: int, size: str, length):
     p.add_argument("--steps", type=J.positive_int, default=steps, help="DDIM steps (default %(default)s)")
     p.add_argument("--cfg", type=J.finite_float, default=7.5, help="guidance scale; <= 1 disables CFG (default %(default)s)")
     p.add_argument("--seed", type=J.seed, default=42)
-    p.add_argument("--length", type=J.positive_int, default=length, help="frames to animate (after --stride)")
+    p.add_argument("--frame-count", "--length", dest="frame_count", type=J.positive_int, default=frame_count,
+                   help="driving frames to animate (after --stride; default: all)")
     p.add_argument("--stride", type=J.positive_int, default=1, help="use every n-th driving frame")
     p.add_argument("--start", type=J.non_negative_int, default=0, help="first driving frame")
-    p.add_argument("--fps", type=J.positive_float, default=None, help="output fps (default: driving fps / stride)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--fps", type=J.positive_float, default=None,
+                      help="output fps (default: driving fps / stride); also repairs a clip's broken timestamps")
+    rate.add_argument("--target-fps", type=J.positive_float, default=0.0,
+                      help="take every n-th driving frame with n chosen to come nearest this rate (as the driving "
+                           "node's target_fps; replaces --stride)")
     p.add_argument("--face", choices=["on", "off"], default="on", help="S-Face expression control")
     p.add_argument("--align", action="store_true", help="fit the driving skeleton to the reference person")
     p.add_argument("--backend", choices=["auto", "dwpose", "mediapipe"], default="auto", help="pose extractor")
@@ -48,7 +57,8 @@ def _options(args):
     sampling = SamplingSettings(steps=args.steps, cfg=args.cfg, seed=args.seed, context_length=args.context_length,
                                 context_overlap=args.context_overlap)
     return AnimateOptions(
-        sampling=sampling, width=args.size[0], height=args.size[1], length=args.length, stride=args.stride,
+        sampling=sampling, width=args.size[0], height=args.size[1], frame_count=args.frame_count, stride=args.stride,
+        target_fps=args.target_fps,
         start=args.start, fps=args.fps, face=args.face == "on", align=args.align, backend=args.backend,
         landmarks=args.landmarks, pose_video=getattr(args, "pose", None), keypoints=getattr(args, "keypoints", None),
         prompt=args.prompt, negative_prompt=args.negative_prompt, device=args.device, precision=args.precision,
@@ -103,6 +113,7 @@ def cmd_animate(args) -> int:
 
     opts = _options(args)
     job = check_job(opts, args.reference, args.driving, args.out, models_dir=args.models)  # before any weights load
+    require_extractor_if_used(opts)
     bundle = _load(job.files, opts, args.quiet)
     result = animate_to_file(args.reference, args.driving, bundle, opts, job.out, panels=args.panels,
                              random_set=_is_random_set(args.models))
@@ -120,6 +131,22 @@ def default_models_dir() -> Path:
     return Path(comfy) / "models" if comfy else Path("models")
 
 
+def require_extractor_if_used(opts) -> None:
+    """The pose extractor's problem, when the job extracts (no given pose) or names a backend."""
+    if (opts.pose_video is None and opts.keypoints is None) or opts.backend != "auto":
+        _require_extractor(opts)
+
+
+def _require_extractor(opts) -> None:
+    """Stop with the extractor's one-sentence problem before any model is built or loaded."""
+    from ..animate import AnimateError
+    from ..preprocess.detectors import pose_extractor_problem
+
+    problem = pose_extractor_problem(opts.backend, opts.detector_dirs)
+    if problem is not None:
+        raise AnimateError(f"pose backend '{opts.backend}' is not available: {problem}")
+
+
 def cmd_demo(args) -> int:
     from ..job_checks import check_job, check_model_limits, check_models
 
@@ -128,6 +155,15 @@ def cmd_demo(args) -> int:
     job = check_job(opts, args.reference, args.driving, args.out)   # options, --out, the bundled inputs
     from ..animate import animate, save
     from ..panels import RANDOM_WEIGHTS_BANNER
+    from ..preprocess.detectors import pose_extractor_problem
+
+    problem = pose_extractor_problem(opts.backend, opts.detector_dirs)   # before any model is built
+    if problem is not None and opts.backend == "auto":
+        opts.keypoints = str(DEMO_KEYPOINTS)
+        print(f"note: {problem[0].upper()}{problem[1:]}; the demo uses the keypoints shipped with its clip "
+              f"({DEMO_KEYPOINTS.name}) instead.", file=sys.stderr)
+    elif problem is not None:
+        _require_extractor(opts)
 
     prompts = (opts.prompt, opts.negative_prompt)
     if args.models:                             # asked for: incomplete is an error, never a silent fallback
@@ -166,7 +202,7 @@ def register(commands) -> None:
     a.add_argument("--out", required=True, help="output .mp4")
     add_own_pose(a)
     a.add_argument("--panels", action="store_true", help="write reference|driving|pose|face|result side by side")
-    _add_job_options(a, steps=25, size="512x896", length=None)
+    _add_job_options(a, steps=25, size="512x896", frame_count=None)
     a.set_defaults(func=cmd_animate)
 
     d = commands.add_parser("demo", parents=[common_options()], help="the whole job on a bundled short example")
@@ -176,5 +212,5 @@ def register(commands) -> None:
     d.add_argument("--out", default="xdyna_demo.mp4")
     d.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "xdyna_demo"),
                    help="scratch folder for the tiny model set")
-    _add_job_options(d, steps=10, size="256x448", length=16)
+    _add_job_options(d, steps=10, size="256x448", frame_count=16)
     d.set_defaults(func=cmd_demo)

@@ -13,6 +13,7 @@ import argparse
 import copy
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..arg_types import non_negative_int, positive_float, positive_int, positive_seconds
@@ -72,7 +73,7 @@ def register(commands) -> None:
                         "path) (default %(default)s)")
     r.add_argument("--max-restarts", type=non_negative_int, default=3,
                    help="times Ray restarts an actor whose process or node died (default %(default)s)")
-    _add_job_options(r, steps=25, size="512x896", length=None)
+    _add_job_options(r, steps=25, size="512x896", frame_count=None)
     p.set_defaults(func=run, own_interrupt=True)
 
 
@@ -93,7 +94,7 @@ def job_key_parser() -> _JobKeyParser:
     from .animate import _add_job_options, add_own_pose
 
     p = _JobKeyParser(prog="job", add_help=False, allow_abbrev=False)
-    _add_job_options(p, steps=25, size="512x896", length=None)
+    _add_job_options(p, steps=25, size="512x896", frame_count=None)
     add_own_pose(p)
     return p
 
@@ -103,7 +104,8 @@ def job_namespace(parser: argparse.ArgumentParser, job, defaults: argparse.Names
     from ..batch.jobs import JobListError
 
     where = f"job {job.name}"
-    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    # a key is any of the option's names (`length` is `--frame-count`'s other name), "-" or "_" alike
+    actions = {o[2:].replace("-", "_"): a for a in parser._actions for o in a.option_strings}
     ns = copy.copy(defaults)
     ns.pose = ns.keypoints = None
     for key, value in job.options.items():
@@ -112,6 +114,7 @@ def job_namespace(parser: argparse.ArgumentParser, job, defaults: argparse.Names
         if action is None:
             raise JobListError(f"{where}: {key!r} is not an animate option; a job takes "
                                f"{', '.join(sorted(actions))}")
+        dest = action.dest
         if dest in LOAD_OPTIONS:
             raise JobListError(f"{where}: {key!r} decides how the models load, once per actor: give it to the "
                                f"batch command (--{dest.replace('_', '-')}), not to a job")
@@ -138,10 +141,9 @@ def prepare_ray_jobs(args):
     """Every job of the list as (Job, AnimateOptions), all parsed and checked before any work."""
     from ..batch.jobs import JobListError, load_jobs
     from ..batch.ray_engine import result_path
-    from ..job_checks import JobCheckError, check_inputs, check_model_limits, check_models, check_sampling
-    from ..outputs import OutputPathError, check_output_path
-    from ..preprocess.driving import check_output_size
-    from .animate import _options
+    from ..errors import XDynaError
+    from ..job_checks import check_job
+    from .animate import _options, require_extractor_if_used
 
     jobs = load_jobs(args.jobs)
     base = Path(args.jobs).parent
@@ -150,16 +152,12 @@ def prepare_ray_jobs(args):
     for job in jobs:
         opts = _options(job_namespace(parser, job, args, base))
         try:
-            check_sampling(opts.sampling)
-            try:
-                check_output_size(opts.width, opts.height)
-            except ValueError as e:
-                raise JobCheckError(f"--size: {e}") from None
-            check_output_path(Path(args.out) / result_path(job.name), [job.reference, job.driving], option="result")
-            check_inputs(job.reference, job.driving, opts)
-            if Path(args.models).is_dir():   # else it is only on the workers: the actors check it
-                check_model_limits(opts, check_models(args.models, opts.face, (opts.prompt, opts.negative_prompt)))
-        except (JobCheckError, OutputPathError, FileNotFoundError) as e:
+            # animate's checks; the device is the actors' (their nodes' GPUs), not this machine's
+            check_job(replace(opts, device="auto"), job.reference, job.driving,
+                      Path(args.out) / result_path(job.name),
+                      models_dir=args.models if Path(args.models).is_dir() else None)   # else only on the nodes
+            require_extractor_if_used(opts)   # as animate: the pose extractor, when the job needs it
+        except (XDynaError, FileNotFoundError) as e:   # JobCheckError, OutputPathError, AnimateError, ...
             raise JobListError(f"job {job.name}: {e}") from None
         prepared.append((job, opts))
     return prepared

@@ -39,7 +39,8 @@ def register(commands) -> None:
                        help="folder with yolox_l.onnx / dw-ll_ucoco_384.onnx (repeatable; searched first)")
         p.add_argument("--stride", type=positive_int, default=1, help="take every N-th frame (default 1)")
         p.add_argument("--start", type=non_negative_int, default=0, help="first frame index (default 0)")
-        p.add_argument("--max-frames", type=positive_int, help="at most this many frames")
+        p.add_argument("--frame-count", "--max-frames", dest="frame_count", type=positive_int,
+                       help="at most this many frames (after --stride)")
         p.add_argument("--fit", choices=("crop", "stretch"), default="crop",
                        help="with --size: crop to the aspect first (X-Dyna crop2ratio, default) or stretch")
         p.add_argument("--align-reference", metavar="IMG",

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..arg_types import non_negative_int, positive_int
+from ..outputs import atomic_output, write_atomic
 
 
 def _offsets(text: str):
@@ -78,12 +79,26 @@ def _read(option: str, path, **kwargs):
         raise ValueError(f"--{option}: {e}") from None
 
 
-def _frames_from(path, start: int, stride: int) -> int:
-    """How many frames the job had from ``start`` every ``stride``: the container's count, else counted."""
-    from ..preprocess.video import expected_frame_count, iter_frames, probe_video
+def _driving(args, frames: int):
+    """The driving clip as the job planned it (span.plan_clip): (the first ``frames`` picked frames, the
+    rate they play at, how many frames the plan holds in all: the container's count, else counted)."""
+    from ..preprocess.span import plan_clip
+    from ..preprocess.video import VideoReadError
 
-    known = expected_frame_count(probe_video(path).frame_count, stride, start)
-    return known if known is not None else sum(1 for _ in iter_frames(path, stride=stride, start=start))
+    try:
+        clip = plan_clip(args.driving, args.start, None, args.stride)
+        picked = []
+        for frame in clip.frames():
+            if len(picked) == frames:
+                break
+            picked.append(frame)
+        known = clip.expected_frames()
+        total = known if known is not None else sum(1 for _ in clip.frames())
+    except VideoReadError as e:
+        raise ValueError(f"--driving: {e}") from None
+    import numpy as np
+
+    return np.stack(picked) if picked else np.zeros((0, 1, 1, 3), np.uint8), clip.fps, total
 
 
 def run(args) -> int:
@@ -98,26 +113,26 @@ def run(args) -> int:
     models = _models_dir(args.models)
     model_dirs = [str(models / "xdyna" / "detectors"), str(models / "insightface")] if models else []
     insightface = [str(models / "insightface")] if models else []
-    reference = _read("reference", args.reference, max_frames=1)[0][0]
+    reference = _read("reference", args.reference, frame_count=1)[0][0]
     result, result_fps = _read("result", args.result)
     # only the frames compared are decoded; the clip's length (for the note) comes from its header
-    driving, driving_fps = _read("driving", args.driving, stride=args.stride, start=args.start, max_frames=len(result))
+    driving, driving_fps, driving_count = _driving(args, len(result))
     opts = ReportOptions(backend=args.backend, fit=args.fit, align=args.align, landmarks=args.landmarks,
                          context_length=args.context_length, context_overlap=args.context_overlap,
                          window_offsets=args.window_offsets, seed=args.seed, steps=args.steps,
                          latent=args.latent, model_dirs=model_dirs, insightface_dirs=insightface,
-                         driving_count=_frames_from(args.driving, args.start, args.stride),
-                         result_fps=result_fps, driving_fps=driving_fps / args.stride)
+                         driving_count=driving_count, result_fps=result_fps, driving_fps=driving_fps)
     # the notes are in the summary: printing the log as well would say them twice
     figures, plot = quality_report(reference, driving, result, opts, log=lambda s: None)
     print(summary(figures))
     if json_out:
-        json_out.write_text(json.dumps(figures, indent=1, allow_nan=False))
+        write_atomic(json_out, json.dumps(figures, indent=1, allow_nan=False))
         print(f"wrote {json_out}")
     if plot_out:
         from PIL import Image
 
-        Image.fromarray(plot).save(plot_out)
+        with atomic_output(plot_out) as tmp:
+            Image.fromarray(plot).save(tmp)
         print(f"wrote {plot_out}")
     return 0
 

@@ -11,19 +11,23 @@ from the released models' defaults; nothing is fetched from a hub.
 """
 from __future__ import annotations
 
-import re
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 import torch
 
-from . import keys as K
-from .checkpoints import CONTROLNET_CHANNELS, LoadReport, build_and_load, load_controlnet, load_resampler, load_xdyna_unet
+from . import clip_keys, kinds, sd_checkpoint_keys, vae_keys
+from . import recognise as R
+from .checkpoints import LoadReport, build_and_load, load_controlnet, load_resampler, load_xdyna_unet
 from .configs import _count, infer_vae_config
 from .files import (CheckpointError, load_state_dict, read_config_metadata, resolve_weights_file,
                     wrong_file_error)
-from .headers import recognise
+from ..models.clip import (PenultimateCLIPVision, new_text_encoder, new_vision_encoder, text_config, text_tower,
+                           vision_config, vision_tower)
+from ..models.tokenizer import find_tokenizer_dir
+from ..models.vae import AutoencoderKL
 
 WEIGHT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
@@ -46,32 +50,14 @@ def _weights_in(folder: Path) -> List[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_EXTS)
 
 
-def _pick(candidates: List[Path], patterns, what: str, searched: List[Path]) -> Path:
-    for pat in patterns:
-        hits = [p for p in candidates if re.search(pat, p.name, re.IGNORECASE)]
-        if hits:
-            return hits[0]
-    raise FileNotFoundError(f"no {what} found; searched {', '.join(str(s) for s in searched)} "
-                            f"for files matching {' or '.join(patterns)}")
-
-
-def _pick_controlnet(candidates: List[Path], role: str, searched: List[Path]) -> Path:
-    """By name ("pose" / "face" in it), else by header: the released files are called
-    controlnet-checkpoint-epoch-5.ckpt (pose) and controlnet-face-checkpoint-epoch-2.ckpt, and a
-    ControlNet's condition input has 3 (pose) or 6 (S-Face) channels."""
-    named = [p for p in candidates if re.search(role, p.name, re.IGNORECASE)]
-    if named:
-        return named[0]
-    for p in candidates:
-        try:
-            header = recognise(p)
-        except (CheckpointError, OSError):
-            continue  # unreadable files are reported when (and if) they are the one picked
-        if header.kind == "controlnet" and header.condition_channels == CONTROLNET_CHANNELS[role]:
-            return p
-    what = {"pose": "pose ControlNet (3-channel condition, e.g. controlnet-checkpoint-epoch-5.ckpt)",
-            "face": "S-Face ControlNet (6-channel condition, e.g. controlnet-face-checkpoint-epoch-2.ckpt)"}[role]
-    raise FileNotFoundError(f"no {what} found in {', '.join(str(s) for s in searched)} (by name or by header)")
+def _pick(candidates: List[Path], role: str, prefer, what: str, searched: List[Path]) -> Path:
+    """The file serving ``role`` by the one recognition rule (:func:`.recognise.pick`)."""
+    found = R.pick(candidates, role, prefer)
+    if found is None:
+        seen = "; ".join(f"{p.name} is {R.describe_file(p)}" for p in candidates[:3])
+        raise FileNotFoundError(f"no {what} found in {', '.join(str(s) for s in searched)} (recognised by "
+                                f"content where it can be read, else by name)" + (f": {seen}" if seen else ""))
+    return found
 
 
 def _is_diffusers_sd(folder: Path) -> bool:
@@ -86,38 +72,29 @@ def find_model_files(models_dir, face: bool = True) -> ModelFiles:
                                 f"xdyna/, ipadapter/, clip_vision/, checkpoints/)")
     xd = root / "xdyna"
     xfiles = [p for p in _weights_in(xd) if "detectors" not in p.parts]
-    unet = _pick(xfiles, [r"xdyna_unet\.", r"unet-checkpoint", r"unet"], "X-Dyna UNet (e.g. unet-checkpoint-epoch-5.ckpt)", [xd])
+    unet = _pick(xfiles, R.UNET, [r"xdyna_unet\.", r"unet-checkpoint", r"unet"],
+                 "X-Dyna UNet (e.g. unet-checkpoint-epoch-5.ckpt)", [xd])
     others = [p for p in xfiles if p != unet]
-    pose = _pick_controlnet(others, "pose", [xd])
-    face_cn = _pick_controlnet([p for p in others if p != pose], "face", [xd]) if face else None
+    # the released ControlNets are controlnet-checkpoint-epoch-5.ckpt (pose, 3-channel condition) and
+    # controlnet-face-checkpoint-epoch-2.ckpt (S-Face, 6-channel)
+    pose = _pick(others, R.POSE_CONTROLNET, [r"pose"], "pose ControlNet (3-channel condition, e.g. "
+                 "controlnet-checkpoint-epoch-5.ckpt)", [xd])
+    face_cn = _pick([p for p in others if p != pose], R.FACE_CONTROLNET, [r"face"], "S-Face ControlNet "
+                    "(6-channel condition, e.g. controlnet-face-checkpoint-epoch-2.ckpt)", [xd]) if face else None
     ipd = root / "ipadapter"
-    ip = _pick(_weights_in(ipd), [r"ip-adapter-plus_sd15", r"plus.*sd15", r"ip.?adapter"],
+    ip = _pick(_weights_in(ipd), R.IP_ADAPTER, [r"ip-adapter-plus_sd15", r"plus.*sd15", r"ip.?adapter"],
                "IP-Adapter-plus file (ip-adapter-plus_sd15.safetensors or .bin)", [ipd])
     cvd = root / "clip_vision"
-    cv = _pick(_weights_in(cvd), [r"vit-h", r"clip", r"."], "CLIP ViT-H/14 image encoder", [cvd])
+    cv = _pick(_weights_in(cvd), R.CLIP_VISION, [r"vit-h", r"clip"], "CLIP ViT-H/14 image encoder", [cvd])
     ckd = root / "checkpoints"
     sd_dirs = [d for d in sorted(ckd.iterdir()) if d.is_dir() and _is_diffusers_sd(d)] if ckd.is_dir() else []
-    sd15 = sd_dirs[0] if sd_dirs else _pick(_weights_in(ckd), [r"v1-5|sd15|sd-v1|v1_5", r"."],
+    sd15 = sd_dirs[0] if sd_dirs else _pick(_weights_in(ckd), R.SD15, [r"v1-5|sd15|sd-v1|v1_5"],
                                             "SD1.5 checkpoint (VAE and text encoder)", [ckd])
-    vae_files = _weights_in(root / "vae")
-    vae = next((p for p in vae_files if re.search(r"sd|ft-mse|vae", p.name, re.I)), None)
-    from ..models.tokenizer import find_tokenizer_dir
-
+    vae = R.pick(_weights_in(root / "vae"), R.VAE, [r"sd|ft-mse|vae"])
     tok = None  # SD1.5's vocab.json + merges.txt: only a non-empty prompt needs them
     for cand in ([sd15 / "tokenizer"] if sd15.is_dir() else []) + [root / "xdyna" / "tokenizer"]:
         tok = tok or find_tokenizer_dir(cand)
     return ModelFiles(unet, pose, face_cn, ip, cv, sd15, vae, tok)
-
-
-ROLE_KINDS = {  # role -> (kinds keys.identify may report for it, what was expected)
-    "unet": (("xdyna_unet", "xdyna_unet_adapters"), "the X-Dyna UNet (unet-checkpoint-epoch-5.ckpt)"),
-    "pose_controlnet": (("controlnet",), "the X-Dyna pose ControlNet"),
-    "face_controlnet": (("controlnet",), "the X-Dyna S-Face ControlNet"),
-    "ip_adapter": (("ip_adapter",), "an IP-Adapter-plus SD1.5 file (ip-adapter-plus_sd15)"),
-    "clip_vision": (("clip_vision", "clip_vision_openclip"), "the CLIP ViT-H/14 image encoder"),
-    "sd15": (("sd_checkpoint",), "an SD1.5 checkpoint (VAE and text encoder)"),
-    "vae": (("vae", "vae_ldm"), "an SD1.5 VAE"),
-}
 
 
 def check_model_files(files: ModelFiles) -> None:
@@ -138,19 +115,14 @@ def check_model_files(files: ModelFiles) -> None:
     for role, path in roles:
         if path is None:
             continue
-        header = recognise(path)
-        kinds, expected = ROLE_KINDS[role]
+        header = R.recognise(path)
+        wanted, expected = R.ROLE_KINDS[role]
         if header.kind is None:
             continue
-        if header.kind not in kinds:
+        if header.kind not in wanted:
             raise wrong_file_error(str(path), header.kind, expected)
-        if role.endswith("_controlnet"):
-            want = CONTROLNET_CHANNELS[role.split("_")[0]]
-            got = header.condition_channels
-            if got != want:
-                other = {v: k for k, v in CONTROLNET_CHANNELS.items()}.get(got, f"{got}-channel")
-                raise CheckpointError(f"{path}: this ControlNet takes {got}-channel conditions ({other}), but "
-                                      f"{expected} ({want} channels) was expected")
+        if role in (R.POSE_CONTROLNET, R.FACE_CONTROLNET):
+            R.check_condition_channels(path, header.condition_channels, role.split("_")[0], expected)
 
 
 # --------------------------------------------------------------------------------------------- configs
@@ -158,8 +130,6 @@ def check_model_files(files: ModelFiles) -> None:
 def _text_config(sd, meta):
     """transformers' CLIPTextConfig from our metadata or ``config.json``, else from the shapes of the
     tower weights (``embeddings.*``, ``encoder.layers.*``)."""
-    from ..models.clip import text_config
-
     if meta:
         return text_config(**meta)
     token = sd["embeddings.token_embedding.weight"]
@@ -173,8 +143,6 @@ def _text_config(sd, meta):
 
 def _vision_config(sd, meta, projection_dim: int):
     """transformers' CLIPVisionConfig from our metadata, else from the tower weights' shapes."""
-    from ..models.clip import vision_config
-
     if meta:
         return vision_config(**meta)
     hidden = sd["embeddings.class_embedding"].shape[0]
@@ -199,38 +167,33 @@ def _load_module(model, sd, name, device, dtype, into=None):
 
 
 def _read_json(path: Path) -> Optional[dict]:
-    import json
-
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def load_sd15_parts(sd15: Path, vae_file: Optional[Path] = None, device="cpu", dtype=torch.float32):
     """(vae, text_encoder) from an SD1.5 single file or diffusers folder (+ an optional separate VAE).
     The text encoder is ``transformers.CLIPTextModel``."""
-    from ..models.clip import new_text_encoder, text_tower
-    from ..models.vae import AutoencoderKL
-
     sd15 = Path(sd15)
     meta = None if sd15.is_dir() else read_config_metadata(sd15)
     if sd15.is_dir():
         vae_sd = load_state_dict(sd15 / "vae")
-        text_sd = K.convert_text_encoder_keys(load_state_dict(sd15 / "text_encoder"))
+        text_sd = clip_keys.convert_text_encoder_keys(load_state_dict(sd15 / "text_encoder"))
         text_meta = _read_json(sd15 / "text_encoder" / "config.json")
     else:
-        parts = K.split_ldm_checkpoint(load_state_dict(sd15), parts=("vae", "clip_text"))
-        vae_sd, text_sd = parts["vae"], K.convert_text_encoder_keys(parts["clip_text"]) if parts["clip_text"] else {}
+        parts = sd_checkpoint_keys.split_ldm_checkpoint(load_state_dict(sd15), parts=("vae", "clip_text"))
+        vae_sd, text_sd = parts["vae"], clip_keys.convert_text_encoder_keys(parts["clip_text"]) if parts["clip_text"] else {}
         text_meta = (meta or {}).get("clip_text")
         if not vae_sd or not text_sd:
             raise CheckpointError(f"{sd15}: not a full SD1.5 checkpoint (it has no "
                                   f"{'VAE' if not vae_sd else 'text encoder'} weights)")
     vae_meta = (meta or {}).get("vae")
     if vae_file is not None:
-        vae_sd = K.convert_ldm_vae_keys(load_state_dict(vae_file))
+        vae_sd = vae_keys.convert_ldm_vae_keys(load_state_dict(vae_file))
         vae_meta = read_config_metadata(vae_file)
     name = f"VAE of {vae_file or sd15}"
     vae = build_and_load(AutoencoderKL, infer_vae_config(vae_sd, vae_meta), vae_sd, device=device, dtype=dtype,
                          report=LoadReport(name, "vae"))
-    tower_sd = K.clip_tower_keys(text_sd, K.CLIP_TEXT_TOWER)
+    tower_sd = clip_keys.clip_tower_keys(text_sd, clip_keys.CLIP_TEXT_TOWER)
     text = new_text_encoder(_text_config(tower_sd, text_meta))
     text = _load_module(text, tower_sd, f"text encoder of {sd15}", device, dtype, into=text_tower(text))
     return vae, text
@@ -239,18 +202,16 @@ def load_sd15_parts(sd15: Path, vae_file: Optional[Path] = None, device="cpu", d
 def load_clip_vision(path: Path, device="cpu", dtype=torch.float32):
     """The IP-Adapter image encoder as :class:`~xdyna_core.models.clip.PenultimateCLIPVision`
     (transformers' CLIP vision tower; its projection is unused and not loaded)."""
-    from ..models.clip import PenultimateCLIPVision, new_vision_encoder, vision_tower
-
     raw = load_state_dict(path)
     try:
-        sd = K.convert_vision_encoder_keys(raw)
+        sd = clip_keys.convert_vision_encoder_keys(raw)
     except ValueError:
         sd = {}
-    tower_sd = K.clip_tower_keys(sd, K.CLIP_VISION_TOWER)
+    tower_sd = clip_keys.clip_tower_keys(sd, clip_keys.CLIP_VISION_TOWER)
     if "embeddings.class_embedding" not in tower_sd:
-        raise CheckpointError(f"{path}: not a CLIP vision encoder (it is {K.describe(K.identify(raw))}); "
+        raise CheckpointError(f"{path}: not a CLIP vision encoder (it is {kinds.describe(kinds.identify(raw))}); "
                               f"expected e.g. CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors in models/clip_vision")
-    proj = sd.get(K.CLIP_VISION_PROJECTION)
+    proj = sd.get(clip_keys.CLIP_VISION_PROJECTION)
     cfg = _vision_config(tower_sd, read_config_metadata(path), proj.shape[0] if proj is not None else 1024)
     model = new_vision_encoder(cfg)
     model = _load_module(model, tower_sd, str(path), "cpu", torch.float32, into=vision_tower(model))

@@ -15,10 +15,14 @@ from pathlib import Path
 
 import torch
 
-from . import keys as K
+from . import ip_adapter_keys, kinds, sd_checkpoint_keys, unet_keys
 from .configs import _resolve_config, infer_controlnet_config, infer_resampler_config, infer_unet_config
 from .files import (DIFFUSERS_WEIGHT_NAMES, CheckpointError, PathLike, Source, _source, detect_format,  # noqa: F401
                     load_state_dict, read_config_metadata, read_metadata, resolve_weights_file, wrong_file_error)
+from .recognise import CONTROLNET_CHANNELS, CONTROLNET_COND_KEY, check_condition_channels
+from ..models.controlnet import ControlNetConfig, ControlNetModel
+from ..models.resampler import Resampler, ResamplerConfig
+from ..models.unet3d import UNet3DConditionModel, UNet3DConfig
 
 
 @dataclass
@@ -41,7 +45,7 @@ class LoadReport:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def summary(self, with_path: bool = True) -> str:
-        head = f"{K.describe(self.kind)}; {self.num_loaded} of {self.num_expected} model tensors found"
+        head = f"{kinds.describe(self.kind)}; {self.num_loaded} of {self.num_expected} model tensors found"
         parts = [f"{self.path}: {head}" if with_path else head]
         for src, n in self.filled.items():
             parts.append(f"{n} filled from {src}")
@@ -152,16 +156,16 @@ def load_sd15_unet_state_dict(src: Source) -> tuple[dict, str]:
     sd, name, _ = _source(src, "SD1.5 UNet")
     if sd and all(k.startswith("diffusion_model.") for k in sd):  # ComfyUI's in-memory model
         sd = {k[len("diffusion_model."):]: v for k, v in sd.items()}
-    kind = K.identify(sd)
+    kind = kinds.identify(sd)
     try:
         if kind == "sd_checkpoint":
-            sd = K.split_ldm_checkpoint(sd, parts=("unet",))["unet"]
+            sd = sd_checkpoint_keys.split_ldm_checkpoint(sd, parts=("unet",))["unet"]
         elif kind == "sd_unet_ldm":
-            sd, unmapped = K.convert_ldm_unet_to_diffusers(sd)
+            sd, unmapped = unet_keys.convert_ldm_unet_to_diffusers(sd)
             if unmapped:
                 raise ValueError(f"{len(unmapped)} keys have no known mapping, e.g. {unmapped[:3]}")
         elif kind in ("sd_unet", "xdyna_unet"):
-            sd = {k: v for k, v in sd.items() if K.unet_key_group(k) == "sd15_unet"}
+            sd = {k: v for k, v in sd.items() if unet_keys.unet_key_group(k) == "sd15_unet"}
         else:
             raise wrong_file_error(name, kind, "an SD1.5 UNet or SD1.5 checkpoint (for the base weights)")
     except ValueError as e:
@@ -178,10 +182,8 @@ def load_xdyna_unet(path: Source, sd15_unet: Source | None = None, ip_adapter: S
     ``sd15_unet`` fills SD1.5 base weights the file lacks; ``ip_adapter`` (an IP-Adapter-plus file)
     fills missing ``to_k_ip``/``to_v_ip``. Motion-module and Dynamics-Adapter weights cannot come
     from anywhere else: missing ones are an error, as are unexpected keys and wrong shapes."""
-    from ..models.unet3d import UNet3DConditionModel, UNet3DConfig
-
     sd, name, meta = _source(path, "X-Dyna UNet")
-    kind = K.identify(sd)
+    kind = kinds.identify(sd)
     if kind not in ("xdyna_unet", "xdyna_unet_adapters"):
         raise wrong_file_error(name, kind, "the X-Dyna UNet (unet-checkpoint-epoch-5.ckpt / xdyna_unet.safetensors)")
     report = LoadReport(path=name, kind=kind)
@@ -191,14 +193,14 @@ def load_xdyna_unet(path: Source, sd15_unet: Source | None = None, ip_adapter: S
     def fill(extra: Mapping, group: str, src_name: str) -> None:
         n = 0
         for k, v in extra.items():
-            if K.unet_key_group(k) == group and k not in merged:
+            if unet_keys.unet_key_group(k) == group and k not in merged:
                 merged[k] = v
                 origin[k] = src_name
                 n += 1
         if n:
             report.filled[src_name] = n
 
-    have = K.split_unet_groups(sd.keys())
+    have = unet_keys.split_unet_groups(sd.keys())
     if sd15_unet is not None and (kind == "xdyna_unet_adapters" or not _base_complete(have["sd15_unet"])):
         base_sd, base_name = load_sd15_unet_state_dict(sd15_unet)
         fill(base_sd, "sd15_unet", base_name)
@@ -227,7 +229,7 @@ def _base_complete(base_keys: list) -> bool:
 
 def _explain_unet_failure(report: LoadReport, name: str, sd15, ip) -> str:
     lines = [f"{name}: the X-Dyna UNet cannot be loaded ({report.summary(with_path=False)})"]
-    groups = K.split_unet_groups(report.missing)
+    groups = unet_keys.split_unet_groups(report.missing)
     if groups["sd15_unet"]:
         lines.append(
             f"{len(groups['sd15_unet'])} SD1.5 base weights are missing"
@@ -248,20 +250,15 @@ def _explain_unet_failure(report: LoadReport, name: str, sd15, ip) -> str:
 # ---------------------------------------------------------------------------------------------
 # ControlNets
 # ---------------------------------------------------------------------------------------------
-CONTROLNET_CHANNELS = {"pose": 3, "face": 6}
-
-
 def load_controlnet(path: Source, kind: str | None = None, config=None, operations=torch.nn, device="cpu",
                     dtype=torch.float32):
     """Pose (3-channel) or S-Face (6-channel) ControlNet from a file or a diffusers folder
     (config.json + diffusion_pytorch_model.*) -> ``(ControlNetModel, LoadReport)``."""
-    from ..models.controlnet import ControlNetConfig, ControlNetModel
-
     if kind is not None and kind not in CONTROLNET_CHANNELS:
         raise ValueError(f"ControlNet kind must be one of {sorted(CONTROLNET_CHANNELS)}, got {kind!r}")
     what = {"pose": "the X-Dyna pose ControlNet", "face": "the X-Dyna S-Face ControlNet", None: "an X-Dyna ControlNet"}[kind]
     sd, name, meta = _source(path, "ControlNet")
-    file_kind = K.identify(sd)
+    file_kind = kinds.identify(sd)
     if file_kind != "controlnet":
         raise wrong_file_error(name, file_kind, what + " (diffusers ControlNet layout)")
     infer = infer_controlnet_config
@@ -273,13 +270,9 @@ def load_controlnet(path: Source, kind: str | None = None, config=None, operatio
             raise CheckpointError(f"{folder_cfg}: not a usable diffusers ControlNet config ({e})") from e
         infer = lambda s: infer_controlnet_config(s, base)
     cfg = _resolve_config(ControlNetConfig, config, meta, infer, sd, name)
-    w = sd.get("controlnet_cond_embedding.conv_in.weight")
-    if kind is not None and w is not None and int(w.shape[1]) != CONTROLNET_CHANNELS[kind]:
-        other = {v: k for k, v in CONTROLNET_CHANNELS.items()}.get(int(w.shape[1]), f"{int(w.shape[1])}-channel")
-        raise CheckpointError(
-            f"{name}: this ControlNet takes {int(w.shape[1])}-channel conditions ({other}), but {what} "
-            f"({CONTROLNET_CHANNELS[kind]} channels) was expected"
-        )
+    w = sd.get(CONTROLNET_COND_KEY)
+    if kind is not None and w is not None:
+        check_condition_channels(name, int(w.shape[1]), kind, what)
     report = LoadReport(path=name, kind="controlnet", config=_config_dict(cfg))
     model = build_and_load(ControlNetModel, cfg, sd, operations=operations, device=device, dtype=dtype, report=report)
     return model, report
@@ -288,20 +281,20 @@ def load_controlnet(path: Source, kind: str | None = None, config=None, operatio
 # ---------------------------------------------------------------------------------------------
 # IP-Adapter-plus / Resampler
 # ---------------------------------------------------------------------------------------------
-def _read_ip_adapter(path: Source, layout: K.UNetLayout | None = None):
+def _read_ip_adapter(path: Source, layout: unet_keys.UNetLayout | None = None):
     sd, name, _ = _source(path, "IP-Adapter")
-    kind = K.identify(sd)
+    kind = kinds.identify(sd)
     if kind != "ip_adapter":
         raise wrong_file_error(name, kind, "an IP-Adapter-plus SD1.5 file (ip-adapter-plus_sd15.bin/.safetensors)")
     try:
-        proj, ip = K.split_ip_adapter(sd)
-        unet_ip = K.ip_adapter_to_unet_keys(ip, layout)
+        proj, ip = ip_adapter_keys.split_ip_adapter(sd)
+        unet_ip = ip_adapter_keys.ip_adapter_to_unet_keys(ip, layout)
     except ValueError as e:
         raise CheckpointError(f"{name}: {e}") from e
     return proj, unet_ip, name
 
 
-def load_ip_adapter(path: Source, layout: K.UNetLayout | None = None) -> tuple[dict, dict]:
+def load_ip_adapter(path: Source, layout: unet_keys.UNetLayout | None = None) -> tuple[dict, dict]:
     """IP-Adapter-plus file -> ``(image_proj state dict, UNet to_k_ip/to_v_ip state dict)``; the
     second has UNet key names (``down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k_ip.weight``)."""
     proj, unet_ip, _ = _read_ip_adapter(path, layout)
@@ -310,12 +303,10 @@ def load_ip_adapter(path: Source, layout: K.UNetLayout | None = None) -> tuple[d
 
 def load_resampler(path: Source, config=None, operations=torch.nn, device="cpu", dtype=torch.float32):
     """Resampler (image_proj) from an IP-Adapter-plus file or a bare Resampler file."""
-    from ..models.resampler import Resampler, ResamplerConfig
-
     sd, name, meta = _source(path, "Resampler")
-    kind = K.identify(sd)
+    kind = kinds.identify(sd)
     if kind == "ip_adapter":
-        sd, _ = K.split_ip_adapter(sd)
+        sd, _ = ip_adapter_keys.split_ip_adapter(sd)
     elif kind != "resampler":
         raise wrong_file_error(name, kind, "an IP-Adapter-plus file (its image_proj Resampler)")
     cfg = _resolve_config(ResamplerConfig, config, meta, infer_resampler_config, sd, name)

@@ -8,7 +8,11 @@ from typing import Any
 
 from . import keys as K
 from .files import CheckpointError
-from .headers import MOTION_PE_SUFFIX
+from .unet_keys import MOTION_PE_SUFFIX
+from ..models.controlnet import ControlNetConfig
+from ..models.resampler import ResamplerConfig
+from ..models.unet3d import UNet3DConfig
+from ..models.vae import AutoencoderKLConfig
 
 
 def _replace(cfg, **kw):
@@ -17,15 +21,13 @@ def _replace(cfg, **kw):
 
 
 def infer_unet_config(sd: Mapping, base=None):
-    from ..models.unet3d import UNet3DConfig
-
     base = base or UNet3DConfig()
     kw: dict[str, Any] = {}
     if "conv_in.weight" in sd:
         kw["in_channels"] = sd["conv_in.weight"].shape[1]
     if "conv_out.weight" in sd:
         kw["out_channels"] = sd["conv_out.weight"].shape[0]
-    levels = K._max_index(sd.keys(), r"^down_blocks\.(\d+)\.") + 1
+    levels = K.max_index(sd.keys(), r"^down_blocks\.(\d+)\.") + 1
     chans = []
     for i in range(levels):
         w = sd.get(f"down_blocks.{i}.resnets.0.conv1.weight")
@@ -37,8 +39,8 @@ def infer_unet_config(sd: Mapping, base=None):
         chans.append(int(w.shape[0]))
     if chans:
         kw["block_out_channels"] = tuple(chans)
-    layers = max(K._max_index(sd.keys(), r"^down_blocks\.0\.resnets\.(\d+)\."),
-                 K._max_index(sd.keys(), r"^down_blocks\.0\.motion_modules\.(\d+)\.")) + 1
+    layers = max(K.max_index(sd.keys(), r"^down_blocks\.0\.resnets\.(\d+)\."),
+                 K.max_index(sd.keys(), r"^down_blocks\.0\.motion_modules\.(\d+)\.")) + 1
     if layers > 0:
         kw["layers_per_block"] = layers
     for k, v in sd.items():
@@ -53,8 +55,6 @@ def infer_unet_config(sd: Mapping, base=None):
 
 
 def infer_controlnet_config(sd: Mapping, base=None):
-    from ..models.controlnet import ControlNetConfig
-
     base = base or ControlNetConfig()
     kw: dict[str, Any] = {}
     w = sd.get("controlnet_cond_embedding.conv_in.weight")
@@ -68,11 +68,11 @@ def infer_controlnet_config(sd: Mapping, base=None):
         kw["conditioning_embedding_out_channels"] = tuple(emb)
     if "conv_in.weight" in sd:
         kw["in_channels"] = int(sd["conv_in.weight"].shape[1])
-    levels = K._max_index(sd.keys(), r"^down_blocks\.(\d+)\.") + 1
+    levels = K.max_index(sd.keys(), r"^down_blocks\.(\d+)\.") + 1
     chans = [sd.get(f"down_blocks.{i}.resnets.0.conv1.weight") for i in range(levels)]
     if levels > 0 and all(c is not None for c in chans):
         kw["block_out_channels"] = tuple(int(c.shape[0]) for c in chans)
-    layers = K._max_index(sd.keys(), r"^down_blocks\.0\.resnets\.(\d+)\.") + 1
+    layers = K.max_index(sd.keys(), r"^down_blocks\.0\.resnets\.(\d+)\.") + 1
     if layers > 0:
         kw["layers_per_block"] = layers
     for k, v in sd.items():
@@ -85,8 +85,6 @@ def infer_controlnet_config(sd: Mapping, base=None):
 def infer_resampler_config(sd: Mapping, base=None):
     """Dims from shapes; heads/dim_head are not visible in shapes: IP-Adapter-plus uses
     dim_head 64, so heads = inner width / 64 unless the base config says otherwise."""
-    from ..models.resampler import ResamplerConfig
-
     base = base or ResamplerConfig()
     try:
         latents = sd["latents"]
@@ -95,7 +93,7 @@ def infer_resampler_config(sd: Mapping, base=None):
             num_queries=int(latents.shape[1]),
             embedding_dim=int(sd["proj_in.weight"].shape[1]),
             output_dim=int(sd["proj_out.weight"].shape[0]),
-            depth=K._max_index(sd.keys(), r"^layers\.(\d+)\.") + 1,
+            depth=K.max_index(sd.keys(), r"^layers\.(\d+)\.") + 1,
             ff_mult=int(sd["layers.0.1.1.weight"].shape[0]) // int(latents.shape[2]),
         )
         inner = int(sd["layers.0.0.to_q.weight"].shape[0])
@@ -131,8 +129,6 @@ def _count(keys, pattern: str) -> int:
 
 def infer_vae_config(sd: Mapping, meta: dict | None = None):
     """AutoencoderKLConfig from the file's config metadata, else from a diffusers-layout VAE's shapes."""
-    from ..models.vae import AutoencoderKLConfig
-
     if meta:
         return AutoencoderKLConfig.from_dict(meta)
     levels = _count(sd, r"encoder\.down_blocks\.(\d+)\.")

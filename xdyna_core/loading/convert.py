@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ..arg_types import DTYPE_NAMES
 from ..outputs import atomic_output, check_output_path
+from . import ip_adapter_keys, kinds, unet_keys
 from . import keys as K
 from .checkpoints import CheckpointError, load_state_dict, read_metadata, wrong_file_error
 
@@ -35,20 +38,20 @@ class ConvertResult:
 
     def summary(self) -> str:
         parts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
-        return (f"{self.src}: {K.describe(self.kind)}\n  {self.num_tensors} tensors ({parts}); dtype {self.dtype}\n"
+        return (f"{self.src}: {kinds.describe(self.kind)}\n  {self.num_tensors} tensors ({parts}); dtype {self.dtype}\n"
                 f"  wrote {self.dst} ({self.bytes_written / 1e6:.1f} MB), verified by re-reading")
 
 
 def _counts(kind: str, sd: dict) -> dict:
     if kind.startswith("xdyna_unet") or kind == "motion_module":
-        return {g: len(v) for g, v in K.split_unet_groups(sd.keys()).items() if v}
+        return {g: len(v) for g, v in unet_keys.split_unet_groups(sd.keys()).items() if v}
     if kind == "controlnet":
         w = sd.get("controlnet_cond_embedding.conv_in.weight")
         ch = int(w.shape[1]) if w is not None else "?"
         role = {3: "pose", 6: "S-Face"}.get(ch, "unknown role")
         return {f"{ch}-channel condition ({role})": len(sd)}
     if kind == "ip_adapter":
-        proj, ip = K.split_ip_adapter(sd)
+        proj, ip = ip_adapter_keys.split_ip_adapter(sd)
         return {"image_proj": len(proj), "ip_adapter": len(ip)}
     return {"all": len(sd)}
 
@@ -69,21 +72,18 @@ def _unshare(sd: dict) -> dict:
 
 
 def convert_file(src, dst, dtype: str | None = None) -> ConvertResult:
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     src, dst = Path(src), Path(dst)
     check_output_path(dst, [src], suffixes=(".safetensors",))  # not the input (links too), a writable folder
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
 
     sd = load_state_dict(src)
-    kind = K.identify(sd)
+    kind = kinds.identify(sd)
     if kind not in CONVERTIBLE:
         raise wrong_file_error(str(src), kind, "an X-Dyna checkpoint (UNet, pose/face ControlNet) or an IP-Adapter-plus file")
     if kind == "ip_adapter":
         try:  # validates the numbering (SD1.5: odd indices 1..31)
-            K.ip_adapter_to_unet_keys(K.split_ip_adapter(sd)[1])
+            ip_adapter_keys.ip_adapter_to_unet_keys(ip_adapter_keys.split_ip_adapter(sd)[1])
         except ValueError as e:
             raise CheckpointError(f"{src}: {e}") from e
     target = DTYPES.get(dtype) if dtype else None

@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
-from ..errors import XDynaError
+from ..errors import CheckpointError
+from . import kinds
 from . import keys as K
 from .validate import check_finite
 
@@ -34,10 +37,6 @@ DIFFUSERS_WEIGHT_NAMES = (
     "diffusion_pytorch_model.fp16.bin",
     "pytorch_model.bin",
 )
-
-
-class CheckpointError(XDynaError, ValueError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,9 +138,6 @@ def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     """Any supported file (or diffusers folder) -> flat ``{key: tensor}`` on CPU, keys cleaned."""
     path, fmt = resolve_file(path)
     if fmt == "safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             sd = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
@@ -159,8 +155,6 @@ def read_metadata(path: PathLike) -> dict[str, str]:
     path = Path(path)
     if path.is_dir() or detect_format(path) != "safetensors":
         return {}
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
 
@@ -188,8 +182,8 @@ def _source(src: Source, what: str) -> tuple[dict, str, dict | None]:
 
 
 def wrong_file_error(name: str, kind: str, expected: str) -> CheckpointError:
-    hint = K.KIND_HINTS.get(kind)
-    msg = f"{name}: this file is {K.describe(kind)}, but {expected} was expected"
+    hint = kinds.KIND_HINTS.get(kind)
+    msg = f"{name}: this file is {kinds.describe(kind)}, but {expected} was expected"
     return CheckpointError(msg + (f"; {hint}" if hint else ""))
 
 

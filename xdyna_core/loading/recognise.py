@@ -1,55 +1,139 @@
-"""What a model file is, cheaply: for the loader dropdowns, which list only the files that can serve.
+"""What a model file is, without loading its weights: the one recogniser behind the loader dropdowns
+(nodes), the command line's model lookup (:func:`.bundle.find_model_files`) and its pre-load check
+(:func:`.bundle.check_model_files`).
 
-A .safetensors file is recognised by its header alone (tensor names and shapes, no weights read):
-:func:`keys.identify` names the kind, and a ControlNet's hint input says pose (3 channels) or S-Face
-(6 channels). Pickled files (.ckpt/.bin/.pth) cannot be read without loading them, so their names
-decide, and a name that says nothing leaves the file in every list (it is checked when loaded).
+One precedence rule (:func:`file_role`):
+
+1. the content, where it can be read cheaply: a .safetensors header (``safetensors.safe_open``, no
+   tensor data read) or the pickled index of a torch zip checkpoint (.ckpt/.pt/.bin, tensors
+   memory-mapped, their data never read). The kind is our converter's ``xdyna_kind`` metadata when
+   present, else :func:`.kinds.identify` of the key names; a ControlNet's condition input says pose
+   (3 channels) or S-Face (6 channels);
+2. the name, when the content cannot be read cheaply (legacy pre-zip pickles, unreadable files) or
+   says nothing (an unknown kind);
+3. neither: unknown (None). Such a file serves every role (it is listed in every dropdown and
+   checked when it is loaded).
 """
 from __future__ import annotations
 
-import json
 import os
-import struct
-from typing import Optional
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from safetensors import SafetensorError, safe_open
 
 from . import keys as K
+from .files import CheckpointError, _torch_load, _unwrap, resolve_file
+from .kinds import describe, identify
+from .unet_keys import MOTION_PE_SUFFIX
 
-#: The roles a loader dropdown asks for.
+#: The roles a model file can play (a loader dropdown, a file of a command-line run).
 UNET, POSE_CONTROLNET, FACE_CONTROLNET, IP_ADAPTER = "unet", "pose_controlnet", "face_controlnet", "ip_adapter"
+CLIP_VISION, SD15, VAE = "clip_vision", "sd15", "vae"
 
-_HINT_CONV = "controlnet_cond_embedding.conv_in.weight"
-_MAX_HEADER = 64 * 1024 * 1024
-_cache: dict = {}
+#: Condition channels of X-Dyna's two ControlNets (the input of their condition embedding).
+CONTROLNET_CHANNELS = {"pose": 3, "face": 6}
+CONTROLNET_COND_KEY = "controlnet_cond_embedding.conv_in.weight"
+_CHANNEL_ROLE = {CONTROLNET_CHANNELS["pose"]: POSE_CONTROLNET, CONTROLNET_CHANNELS["face"]: FACE_CONTROLNET}
+
+#: role -> (the kinds that serve it, best first; what the role expects, for error messages).
+ROLE_KINDS = {
+    UNET: (("xdyna_unet", "xdyna_unet_adapters"), "the X-Dyna UNet (unet-checkpoint-epoch-5.ckpt)"),
+    POSE_CONTROLNET: (("controlnet",), "the X-Dyna pose ControlNet"),
+    FACE_CONTROLNET: (("controlnet",), "the X-Dyna S-Face ControlNet"),
+    IP_ADAPTER: (("ip_adapter",), "an IP-Adapter-plus SD1.5 file (ip-adapter-plus_sd15)"),
+    CLIP_VISION: (("clip_vision", "clip_vision_openclip"), "the CLIP ViT-H/14 image encoder"),
+    SD15: (("sd_checkpoint",), "an SD1.5 checkpoint (VAE and text encoder)"),
+    VAE: (("vae", "vae_ldm"), "an SD1.5 VAE"),
+}
+_KIND_ROLE = {kind: role for role, (kinds, _) in ROLE_KINDS.items() for kind in kinds if kind != "controlnet"}
 
 
-def _header(path: str) -> Optional[dict]:
-    """The safetensors header (name -> {dtype, shape, ...}), or None when it cannot be read."""
+def _read_index(path) -> Tuple[Optional[Dict[str, Tuple[int, ...]]], Optional[str]]:
+    """(tensor names -> shapes, ``xdyna_kind`` metadata) of a weights file or diffusers folder;
+    (None, None) for legacy pickles (no index: recognised only when loaded)."""
+    path, fmt = resolve_file(path)
+    meta_kind = None
+    if fmt == "safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+                meta_kind = (f.metadata() or {}).get(K.KIND_METADATA_KEY)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: cannot read the .safetensors header ({e}); the file is probably "
+                                  f"truncated or corrupt") from e
+    elif fmt == "torch_zip":  # memory-mapped: only the pickled index is read, no tensor data
+        shapes = {k: tuple(v.shape) for k, v in _unwrap(_torch_load(path, fmt), path).items()}
+    else:
+        return None, None
     try:
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            if not 0 < size <= _MAX_HEADER:
-                return None
-            return json.loads(f.read(size))
-    except (OSError, ValueError, struct.error):
-        return None
+        return K.normalize_keys(shapes), meta_kind
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from e
 
 
-def _role_from_header(header: dict) -> Optional[str]:
-    meta = header.get("__metadata__") or {}
-    tensors = K.normalize_keys({k: v for k, v in header.items() if k != "__metadata__"})
-    kind = meta.get(K.KIND_METADATA_KEY) or K.identify(tensors)
-    if kind in ("xdyna_unet", "xdyna_unet_adapters"):
-        return UNET
-    if kind == "controlnet":
-        shape = (tensors.get(_HINT_CONV) or {}).get("shape") or []
-        return FACE_CONTROLNET if len(shape) > 1 and shape[1] == 6 else POSE_CONTROLNET
-    if kind in ("ip_adapter", "ip_adapter_plain", "resampler"):
-        return IP_ADAPTER
-    return kind if kind not in ("unknown", "empty") else None
+@dataclass(frozen=True)
+class Header:
+    path: Path
+    kind: Optional[str]                       # kinds.identify kind; None when unknown before loading
+    shapes: Optional[Dict[str, Tuple[int, ...]]]
+
+    @property
+    def condition_channels(self) -> Optional[int]:
+        """ControlNet condition channels (3 pose, 6 S-Face), None if not a ControlNet."""
+        shape = (self.shapes or {}).get(CONTROLNET_COND_KEY)
+        return int(shape[1]) if shape is not None and len(shape) > 1 else None
+
+    @property
+    def motion_max_len(self) -> Optional[int]:
+        """Frames the UNet's motion modules take at most (their positional encoding's length), None when
+        the file holds no motion module."""
+        lengths = [shape[1] for k, shape in (self.shapes or {}).items() if k.endswith(MOTION_PE_SUFFIX)]
+        return int(min(lengths)) if lengths else None
+
+    @property
+    def role(self) -> Optional[str]:
+        """The role this content plays, the kind's name for a kind that plays none, None if unknown."""
+        if self.kind in (None, "unknown", "empty"):
+            return None
+        if self.kind == "controlnet":
+            return _CHANNEL_ROLE.get(self.condition_channels, "controlnet")
+        return _KIND_ROLE.get(self.kind, self.kind)
 
 
-def _role_from_name(name: str) -> Optional[str]:
-    n = os.path.basename(name).lower()
+def recognise(path) -> Header:
+    """The file's content as far as it can be read without loading weights (rule 1 above).
+    CheckpointError for an unreadable file; kind None for a legacy pickle."""
+    shapes, meta_kind = _read_index(path)
+    if shapes is None:
+        return Header(Path(path), None, None)
+    return Header(Path(path), meta_kind or identify(shapes), shapes)
+
+
+def describe_file(path) -> str:
+    """What a file is, in words (for an error that names the files found instead of the one wanted)."""
+    try:
+        kind = recognise(path).kind
+    except (CheckpointError, OSError) as e:
+        return f"unreadable ({str(e).splitlines()[0]})"
+    return describe(kind) if kind is not None else "a legacy pickle (recognised only when loaded)"
+
+
+def check_condition_channels(name, got: Optional[int], kind: str, expected: str) -> None:
+    """CheckpointError naming the file unless a ControlNet taking ``got``-channel conditions is the
+    ``kind`` ('pose' or 'face') ControlNet; ``expected`` describes the one wanted."""
+    want = CONTROLNET_CHANNELS[kind]
+    if got is not None and got != want:
+        other = {v: k for k, v in CONTROLNET_CHANNELS.items()}.get(got, f"{got}-channel")
+        raise CheckpointError(f"{name}: this ControlNet takes {got}-channel conditions ({other}), but "
+                              f"{expected} ({want} channels) was expected")
+
+
+def role_from_name(name: str) -> Optional[str]:
+    """Rule 2: the role a file name says (released names such as controlnet-face-checkpoint-epoch-2.ckpt)."""
+    n = os.path.basename(str(name)).lower()
     if "controlnet" in n or "control_net" in n:
         return FACE_CONTROLNET if any(w in n for w in ("face", "sface", "expression")) else POSE_CONTROLNET
     if "ip-adapter" in n or "ip_adapter" in n or "ipadapter" in n:
@@ -59,24 +143,51 @@ def _role_from_name(name: str) -> Optional[str]:
     return None
 
 
-def file_role(path: str) -> Optional[str]:
-    """UNET, POSE_CONTROLNET, FACE_CONTROLNET, IP_ADAPTER, another kind name (``keys.identify``), or
-    None when it cannot be told cheaply. Cached by path, size and modification time."""
+_cache: dict = {}
+_CONTENT, _NAME, _UNKNOWN = 0, 1, 2  # where a file's role came from, in the order of precedence
+
+
+def _role_and_source(path) -> Tuple[Optional[str], int]:
     try:
         st = os.stat(path)
     except OSError:
-        return None
-    key = (path, st.st_size, st.st_mtime_ns)
+        return None, _UNKNOWN
+    key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _cache:
-        role = None
-        if path.lower().endswith(".safetensors"):
-            header = _header(path)
-            role = _role_from_header(header) if header is not None else None
-        _cache[key] = role if role is not None else _role_from_name(path)
+        try:
+            role = recognise(path).role
+        except (CheckpointError, OSError):
+            role = None  # unreadable here: the name decides, the loader reports the damage
+        if role is not None:
+            _cache[key] = (role, _CONTENT)
+        else:
+            role = role_from_name(path)
+            _cache[key] = (role, _NAME if role is not None else _UNKNOWN)
     return _cache[key]
 
 
-def serves(path: str, role: str) -> bool:
-    """Whether a dropdown for ``role`` lists this file: it is that role, or what it is cannot be told."""
+def file_role(path) -> Optional[str]:
+    """A role (UNET, POSE_CONTROLNET, ...), the kind's name for a file that plays none, or None when
+    it cannot be told: the precedence rule above. Cached by path, size and modification time."""
+    return _role_and_source(path)[0]
+
+
+def serves(path, role: str) -> bool:
+    """Whether a file can serve ``role``: it is that role, or what it is cannot be told."""
     found = file_role(path)
     return found is None or found == role
+
+
+def pick(candidates: Sequence[Path], role: str, prefer: Iterable[str] = ()) -> Optional[Path]:
+    """The file of ``candidates`` that serves ``role`` best: known by its content before known by its
+    name before unknown (the precedence above); then the first name matching ``prefer`` (regular
+    expressions, in order); then the given order. None when none serves."""
+    prefer = list(prefer)
+
+    def rank(item):
+        i, p = item
+        name_rank = next((j for j, pat in enumerate(prefer) if re.search(pat, p.name, re.IGNORECASE)), len(prefer))
+        return (_role_and_source(p)[1], name_rank, i)
+
+    serving: List[Tuple[int, Path]] = [(i, p) for i, p in enumerate(candidates) if serves(p, role)]
+    return min(serving, key=rank)[1] if serving else None

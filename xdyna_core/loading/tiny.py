@@ -22,9 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from ..arg_types import DTYPE_NAMES
+from . import clip_keys, ip_adapter_keys, sd_checkpoint_keys, unet_keys
 from . import keys as K
+from ..models.clip import config_dict, new_text_encoder, new_vision_encoder, text_config, text_tower, vision_config
+from ..models.controlnet import ControlNetConfig, ControlNetModel
+from ..models.resampler import Resampler, ResamplerConfig
+from ..models.unet3d import UNet3DConditionModel, UNet3DConfig
+from ..models.vae import AutoencoderKL, AutoencoderKLConfig
 
 DTYPES = {name: getattr(torch, dtype) for name, dtype in DTYPE_NAMES.items()}
 
@@ -65,12 +72,6 @@ def tiny_paths(root, with_variants: bool = True) -> dict[str, Path]:
 # Configs (sizes as the golden tiny models)
 # ---------------------------------------------------------------------------------------------
 def tiny_configs() -> dict:
-    from ..models.clip import text_config, vision_config
-    from ..models.controlnet import ControlNetConfig
-    from ..models.resampler import ResamplerConfig
-    from ..models.unet3d import UNet3DConfig
-    from ..models.vae import AutoencoderKLConfig
-
     width, text_dim, image_dim = (32, 32, 64, 64), 32, 48
     cn = dict(block_out_channels=width, layers_per_block=2, num_attention_heads=2, cross_attention_dim=text_dim,
               conditioning_embedding_out_channels=(8, 16, 16, 32))
@@ -132,8 +133,6 @@ def _random_model_sd(cls, cfg, role: str, seed: int) -> dict:
 
 
 def _save(path: Path, sd: Mapping[str, torch.Tensor], dtype: torch.dtype, kind: str, config: dict | None) -> None:
-    from safetensors.torch import save_file
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for k, v in sd.items():
@@ -149,25 +148,19 @@ def _save(path: Path, sd: Mapping[str, torch.Tensor], dtype: torch.dtype, kind: 
 
 def build_tiny_state_dicts(seed: int = 0) -> dict:
     """All tiny weights in memory: {role: (state_dict, config dict)}."""
-    from ..models.clip import config_dict, new_text_encoder, new_vision_encoder, text_tower
-    from ..models.controlnet import ControlNetModel
-    from ..models.resampler import Resampler
-    from ..models.unet3d import UNet3DConditionModel
-    from ..models.vae import AutoencoderKL
-
     cfgs = tiny_configs()
     unet = _random_model_sd(UNet3DConditionModel, cfgs["unet"], "unet", seed)
-    groups = K.split_unet_groups(unet)
+    groups = unet_keys.split_unet_groups(unet)
     out = {"unet": (unet, cfgs["unet"].to_dict())}
-    out["unet_adapters"] = ({k: v for k, v in unet.items() if K.unet_key_group(k) != "sd15_unet"},
+    out["unet_adapters"] = ({k: v for k, v in unet.items() if unet_keys.unet_key_group(k) != "sd15_unet"},
                             cfgs["unet"].to_dict())
     for role in ("pose_controlnet", "face_controlnet"):
         out[role] = (_random_model_sd(ControlNetModel, cfgs[role], role, seed), cfgs[role].to_dict())
 
     resampler = _random_model_sd(Resampler, cfgs["resampler"], "resampler", seed)
-    ip = K.unet_to_ip_adapter_keys({k: unet[k] for k in groups["ip_adapter"]})
-    ip_file = {f"{K.IP_IMAGE_PROJ}.{k}": v for k, v in resampler.items()}
-    ip_file.update({f"{K.IP_ADAPTER}.{k}": v for k, v in ip.items()})
+    ip = ip_adapter_keys.unet_to_ip_adapter_keys({k: unet[k] for k in groups["ip_adapter"]})
+    ip_file = {f"{ip_adapter_keys.IP_IMAGE_PROJ}.{k}": v for k, v in resampler.items()}
+    ip_file.update({f"{ip_adapter_keys.IP_ADAPTER}.{k}": v for k, v in ip.items()})
     out["ip_adapter"] = (ip_file, cfgs["resampler"].to_dict())
 
     # transformers' file layout (vision_model.*, visual_projection.weight; text_model.*)
@@ -176,10 +169,10 @@ def build_tiny_state_dicts(seed: int = 0) -> dict:
 
     vae = _random_model_sd(AutoencoderKL, cfgs["vae"], "vae", seed)
     text = _random_model_sd(lambda c: text_tower(new_text_encoder(c)), cfgs["clip_text"], "clip_text", seed)
-    text = {K.CLIP_TEXT_TOWER + k: v for k, v in text.items()}
+    text = {clip_keys.CLIP_TEXT_TOWER + k: v for k, v in text.items()}
     # real SD1.5 files (transformers < 4.31) carry the position_ids buffer; keep it for realism
     text["text_model.embeddings.position_ids"] = torch.arange(cfgs["clip_text"].max_position_embeddings)[None]
-    sd15 = K.join_ldm_checkpoint(unet={k: unet[k] for k in groups["sd15_unet"]}, vae=vae, clip_text=text)
+    sd15 = sd_checkpoint_keys.join_ldm_checkpoint(unet={k: unet[k] for k in groups["sd15_unet"]}, vae=vae, clip_text=text)
     sd15_cfg = {"unet": cfgs["unet"].to_dict(), "vae": cfgs["vae"].to_dict(), "clip_text": config_dict(cfgs["clip_text"])}
     out["sd15"] = (sd15, sd15_cfg)
     return out

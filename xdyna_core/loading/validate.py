@@ -13,12 +13,12 @@ from typing import Mapping
 
 import torch
 
+from ..errors import CheckpointError
+
 
 def check_finite(sd: Mapping[str, torch.Tensor], name) -> Mapping[str, torch.Tensor]:
     """Return `sd` unchanged; raise CheckpointError naming `name` and the first tensor holding
     NaN/inf values (with how many)."""
-    from .files import CheckpointError  # (files imports this module)
-
     for key, t in sd.items():
         if not (isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()):
             continue

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..sd15 import LATENT_CHANNELS, VAE_SCALING_FACTOR
+
 __all__ = [
     "AutoencoderKLConfig",
     "AutoencoderKL",
@@ -44,10 +46,10 @@ class AutoencoderKLConfig:
     out_channels: int = 3
     block_out_channels: Tuple[int, ...] = (128, 256, 512, 512)
     layers_per_block: int = 2
-    latent_channels: int = 4
+    latent_channels: int = LATENT_CHANNELS
     norm_num_groups: int = 32
     norm_eps: float = 1e-6
-    scaling_factor: float = 0.18215
+    scaling_factor: float = VAE_SCALING_FACTOR
 
     def __post_init__(self):
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)

@@ -14,10 +14,14 @@ Per frame: letterbox -> YOLOX decode -> person NMS -> boxes; per box: padded, as
 crop -> normalise -> SimCC argmax -> back to image pixels; the 133 COCO-WholeBody points become a
 `Person` (OpenPose-18 body with a synthesised neck, hands 21+21, iBUG-68 face).
 
-Every constant of the pre/post-processing is the one of the two references, comfyui_controlnet_aux
+The steps and constants follow the two references, comfyui_controlnet_aux
 (src/custom_controlnet_aux/dwpose: dw_onnx/cv_ox_det.py, cv_ox_pose.py, dw_torchscript/*,
 wholebody.py) and the original DWPose annotator (ControlNet-v1-1-nightly/annotator/dwpose:
-onnxdet.py, onnxpose.py, wholebody.py); both agree on all of them. The comments below name the step.
+onnxdet.py, onnxpose.py, wholebody.py); the comments below name the step. What is proven against
+them: the pose model's input (crop matrix, bilinear warp, normalisation, in the references' dtypes)
+is equal, tensor for tensor, to the references' arithmetic re-implemented step by step in
+tests/core/test_dwpose_crops.py, on frames of the shared clips. The other steps are tested against
+their specification on stand-in models (tests/core/test_dwpose*.py).
 
 A frame without a detected person gives a PoseFrame with no people, as controlnet_aux does
 (optionally the whole image is used as one box, as the original annotator does).
@@ -67,9 +71,10 @@ DET_INPUT_HW = (640, 640)
 LETTERBOX_FILL = 114
 YOLOX_STRIDES = (8, 16, 32)
 PERSON_CLASS = 0  # COCO "person"
-# Pose input normalisation (cv_ox_pose.py / onnxpose.py: ImageNet mean/std in 0..255 RGB).
-POSE_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
-POSE_STD = np.array([58.395, 57.12, 57.375], np.float32)
+# Pose input normalisation (cv_ox_pose.py / onnxpose.py: ImageNet mean/std in 0..255 RGB, applied
+# in float64 to the uint8 crop; the network's own dtype comes only when the batch is handed over).
+POSE_MEAN = np.array([123.675, 116.28, 103.53], np.float64)
+POSE_STD = np.array([58.395, 57.12, 57.375], np.float64)
 
 
 class DWPoseModelsNotFound(XDynaError, FileNotFoundError):
@@ -206,7 +211,8 @@ def _static_hw(shape, default: Tuple[int, int]) -> Tuple[int, int]:
 
 
 class OnnxNet:
-    """One ONNX model on onnxruntime: `run(batch NCHW float32) -> [outputs]`. A model whose batch
+    """One ONNX model on onnxruntime: `run(batch NCHW float) -> [outputs]` (the batch cast to the
+    model's input dtype). A model whose batch
     axis is fixed to 1 is run crop by crop."""
 
     def __init__(self, path: Path, providers: Sequence[str], default_hw: Tuple[int, int],
@@ -237,7 +243,7 @@ class OnnxNet:
 
 
 class TorchScriptNet:
-    """One TorchScript model on torch: `run(batch NCHW float32) -> [outputs]`, on `device`
+    """One TorchScript model on torch: `run(batch NCHW float) -> [outputs]`, on `device`
     (default: CUDA when available) in the dtype of its weights. With `batch_size`, the batch is
     zero-padded to whole multiples and run in chunks of that size (the bs5 pose export)."""
 
@@ -380,16 +386,30 @@ def box_to_center_scale(box: np.ndarray, input_wh: Tuple[int, int], padding: flo
     return center, np.array([w, h], np.float64)
 
 
+def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """b + (a - b) turned 90 degrees counter-clockwise, in the dtype of a and b (float32 here)."""
+    d = a - b
+    return b + np.array([-d[1], d[0]], dtype=d.dtype)
+
+
 def crop_matrix(center: np.ndarray, scale: np.ndarray, input_wh: Tuple[int, int]) -> np.ndarray:
-    """2x3 affine matrix taking the (center, scale) box onto input_wh, no rotation. Built like the
-    references: from three float32 point pairs (centre, centre moved up by half the box width, and
-    that offset turned by 90 degrees) through cv2.getAffineTransform, so the crops match bit for bit."""
+    """2x3 affine matrix taking the (center, scale) box onto input_wh, no rotation, through
+    cv2.getAffineTransform of three point pairs formed in the references' dtypes (mmpose's
+    get_warp_matrix as DWPose and controlnet_aux copy it): the centre and the point half the box
+    width above it are computed in float64 and stored as float32; the third point is then formed in
+    float32 FROM THOSE TWO ROUNDED POINTS, not from the float64 values (which differ from it in the
+    last float32 bit often enough to move a crop pixel by one grey level)."""
     import cv2
 
-    half_src, half_dst = float(scale[0]) * 0.5, input_wh[0] * 0.5
-    c_dst = np.array([input_wh[0] * 0.5, input_wh[1] * 0.5])
-    src = np.array([center, center + (0.0, -half_src), center + (-half_src, -half_src)], np.float32)
-    dst = np.array([c_dst, c_dst + (0.0, -half_dst), c_dst + (-half_dst, -half_dst)], np.float32)
+    f32 = np.float32
+    c = np.asarray(center, np.float64)
+    src0 = c.astype(f32)
+    src1 = (c + (0.0, float(scale[0]) * -0.5)).astype(f32)
+    w, h = float(input_wh[0]), float(input_wh[1])
+    dst0 = np.array([w * 0.5, h * 0.5], f32)
+    dst1 = np.array([w * 0.5, h * 0.5 + w * -0.5], f32)
+    src = np.stack([src0, src1, _third_point(src0, src1)])
+    dst = np.stack([dst0, dst1, _third_point(dst0, dst1)])
     return cv2.getAffineTransform(src, dst)
 
 
@@ -400,6 +420,20 @@ def crop_affine(image: np.ndarray, center: np.ndarray, scale: np.ndarray, input_
     m = crop_matrix(center, scale, input_wh)
     return cv2.warpAffine(image, m, (int(input_wh[0]), int(input_wh[1])), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def pose_input(image: np.ndarray, boxes: np.ndarray, input_wh: Tuple[int, int], padding: float = 1.25):
+    """The pose model's input for ``boxes`` of the uint8 RGB ``image``: (batch NCHW float64, centres,
+    scales). Each crop is normalised in float64 as the references do; the network casts the batch to
+    its own dtype (float32 / float16) in one rounding, as they do."""
+    centers, scales, crops = [], [], []
+    for box in boxes:
+        center, scale = box_to_center_scale(box, input_wh, padding)
+        crop = crop_affine(image, center, scale, input_wh)
+        crops.append(((crop - POSE_MEAN) / POSE_STD).transpose(2, 0, 1))
+        centers.append(center)
+        scales.append(scale)
+    return np.stack(crops), centers, scales
 
 
 def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray, split_ratio: float = 2.0):
@@ -498,14 +532,8 @@ class DWPoseDetector:
         """133 whole-body points (N, 133, 2) in image pixels and SimCC scores (N, 133), one row
         per box (all crops go through the pose model as one batch)."""
         wh = np.array(self.pose_wh, np.float64)
-        centers, scales, crops = [], [], []
-        for box in boxes:
-            center, scale = box_to_center_scale(box, self.pose_wh, self.config.bbox_padding)
-            crop = crop_affine(image, center, scale, self.pose_wh).astype(np.float32)
-            crops.append(((crop - POSE_MEAN) / POSE_STD).transpose(2, 0, 1))
-            centers.append(center)
-            scales.append(scale)
-        sx, sy = self.pose.run(np.stack(crops).astype(np.float32))[:2]
+        crops, centers, scales = pose_input(image, boxes, self.pose_wh, self.config.bbox_padding)
+        sx, sy = self.pose.run(crops)[:2]
         if sx.shape[1] != NUM_WHOLEBODY or sy.shape[1] != NUM_WHOLEBODY:
             raise ValueError(f"{self.pose_path}: expected {NUM_WHOLEBODY} COCO-WholeBody keypoints, "
                              f"got simcc shapes {sx.shape} / {sy.shape}")

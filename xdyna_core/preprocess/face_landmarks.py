@@ -9,7 +9,7 @@ in preference order (spec PREPROCESSING.md §0.3):
    ``models/insightface/models/buffalo_l/``) run with our own onnxruntime pre/post-processing;
    the ``insightface`` package is not needed. Find the file with :func:`find_insightface_landmark_model`.
 3. :class:`MediaPipeFaceLandmarks` - MediaPipe FaceMesh (468 points) on a head crop, mapped to
-   iBUG-68 with :data:`FACEMESH_TO_IBUG68`.
+   iBUG-68 with :data:`.facemesh.FACEMESH_TO_IBUG68`.
 
 All of them return (68, 2) float32 (x, y) pixel coordinates of the image they were given, or None
 when there is no usable face. Face boxes for 2. and 3. come from the body keypoints
@@ -24,39 +24,17 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .facemesh import facemesh_to_ibug68
 from .keypoints import NUM_FACE, Person, PoseFrame
 
 PathLike = Union[str, os.PathLike]
 Box = Tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
-
-# --------------------------------------------------------------------------- FaceMesh -> iBUG-68
-
-#: iBUG-68 index -> FaceMesh-468 vertex (derived in spec PREPROCESSING.md §4.3 against dlib's
-#: 68-point predictor on 141 head crops, chosen in mirror pairs; mean residual 6 % of the
-#: inter-ocular distance, jaw worst).
-FACEMESH_TO_IBUG68 = (
-    127, 137, 177, 215, 172, 136, 149, 148, 152, 377, 378, 365, 397, 435, 401, 366, 356,  # jaw 0-16
-    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,  # brows 17-26
-    168, 197, 5, 4, 75, 97, 2, 326, 305,  # nose 27-35
-    33, 160, 158, 155, 153, 144, 382, 385, 387, 263, 373, 380,  # eyes 36-47
-    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,  # outer lips 48-59
-    62, 38, 12, 268, 292, 316, 15, 86,  # inner lips 60-67
-)
-assert len(FACEMESH_TO_IBUG68) == NUM_FACE
 
 #: iBUG-68 groups (used to fill a few missing DWPose face points).
 IBUG68_GROUPS = {
     "jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36),
     "right_eye": range(36, 42), "left_eye": range(42, 48), "mouth": range(48, 68),
 }
-
-
-def facemesh_to_ibug68(mesh: np.ndarray) -> np.ndarray:
-    """(468 or 478, >=2) FaceMesh vertices -> (68, 2) iBUG-68 points."""
-    m = np.asarray(mesh, dtype=np.float32)
-    if m.ndim != 2 or m.shape[0] < 468 or m.shape[1] < 2:
-        raise ValueError(f"expected FaceMesh vertices of shape (468, 2|3), got {m.shape}")
-    return m[list(FACEMESH_TO_IBUG68), :2].copy()
 
 
 # --------------------------------------------------------------------------- from a PoseFrame
@@ -323,7 +301,7 @@ class MediaPipeFaceLandmarks:
 
     ``crop_scale`` is the crop side relative to the face box side: FaceMesh's short-range face
     detector wants the face to fill a good part of its input, not all of it.
-    Needs mediapipe 0.10.14 (see :mod:`mediapipe_backend` for the install line).
+    Runs on whichever MediaPipe is installed (:func:`mediapipe_backend.face_mesh_engine`).
     """
 
     def __init__(
@@ -333,24 +311,16 @@ class MediaPipeFaceLandmarks:
         min_detection_confidence: float = 0.5,
         min_presence_confidence: float = 0.5,
     ):
-        from .mediapipe_backend import import_mediapipe, quiet_native_logs, quiet_protobuf_deprecations
+        from .mediapipe_backend import face_mesh_engine
 
-        mp = import_mediapipe()
         self.crop_size = int(crop_size)
         self.crop_scale = float(crop_scale)
-        self._quiet = quiet_native_logs
-        with quiet_protobuf_deprecations(), quiet_native_logs():
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-                min_detection_confidence=min_detection_confidence,
-                # In static mode this is the landmark model's face-presence threshold.
-                min_tracking_confidence=min_presence_confidence,
-            )
+        self._mesh, self._close = face_mesh_engine(min_detection_confidence, min_presence_confidence)
 
     def close(self) -> None:
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
+        if self._close is not None:
+            self._close()
+            self._close = None
 
     def __call__(self, image: np.ndarray, box: Optional[Box] = None) -> Optional[np.ndarray]:
         """(68, 2) landmarks in image pixels, or None when FaceMesh finds no face.
@@ -363,7 +333,7 @@ class MediaPipeFaceLandmarks:
             raise ValueError(f"expected an RGB uint8 (H, W, 3) image, got {img.dtype} {img.shape}")
         if box is None:
             M = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-            crop, size = np.ascontiguousarray(img), (img.shape[1], img.shape[0])
+            crop = img
         else:
             x0, y0, x1, y1 = (float(v) for v in box)
             side = max(x1 - x0, y1 - y0) * self.crop_scale
@@ -374,12 +344,9 @@ class MediaPipeFaceLandmarks:
             half = self.crop_size / 2
             M = np.array([[s, 0.0, half - cx * s], [0.0, s, half - cy * s]])
             crop = cv2.warpAffine(img, M, (self.crop_size, self.crop_size), flags=cv2.INTER_LINEAR, borderValue=0.0)
-            size = (self.crop_size, self.crop_size)
-        with self._quiet():
-            res = self._mesh.process(crop)
-        if not res.multi_face_landmarks:
+        mesh = self._mesh(np.ascontiguousarray(crop))
+        if mesh is None:
             return None
-        mesh = np.array([(p.x * size[0], p.y * size[1]) for p in res.multi_face_landmarks[0].landmark])
         pts = facemesh_to_ibug68(mesh).astype(np.float64)
         pts[:, 0] = (pts[:, 0] - M[0, 2]) / M[0, 0]
         pts[:, 1] = (pts[:, 1] - M[1, 2]) / M[1, 1]
@@ -392,7 +359,7 @@ class MediaPipeFaceLandmarks:
 
 
 __all__ = [
-    "FACEMESH_TO_IBUG68", "facemesh_to_ibug68", "landmarks_from_pose", "face_box_from_pose",
+    "landmarks_from_pose", "face_box_from_pose",
     "find_insightface_landmark_model", "onnx_first_node_names", "insightface_input_normalisation",
     "InsightFaceLandmarks", "MediaPipeFaceLandmarks",
 ]

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import XDynaError
+from ..outputs import write_atomic
 
 NUM_BODY = 18
 NUM_HAND = 21
@@ -64,7 +65,11 @@ class PoseFrame:
 # 25 points is accepted on input), "face_keypoints_2d" (70 = iBUG-68 + right/left eye from the
 # body, as controlnet_aux writes it; 68 accepted on input), "hand_left_keypoints_2d" and
 # "hand_right_keypoints_2d" (21 each). A part may be null or []. Missing points are 0, 0, 0.
-# x, y are canvas pixels; coordinates that all lie in 0..1 are taken as normalised and scaled.
+# x, y are canvas pixels or normalised to the canvas, decided PER PART as comfyui_controlnet_aux
+# decides when it draws (its util.is_normalized): a part whose present points all have |x| <= 1 and
+# |y| <= 1 is normalised (a small negative from a person touching the border included).
+# As controlnet_aux writes: a hand or face without any present point is null (a face is never
+# just the two eye points); the body is always a list.
 # ---------------------------------------------------------------------------------------------
 
 BODY_KEY = "pose_keypoints_2d"
@@ -81,17 +86,26 @@ class KeypointFormatError(XDynaError, ValueError):
     """POSE_KEYPOINT JSON that does not have the expected structure (message says where)."""
 
 
-def _flatten_part(points: Optional[np.ndarray], binary_confidence: bool, scale) -> Optional[list]:
+def _flatten_part(points: Optional[np.ndarray], binary_confidence: bool, scale,
+                  keep_empty: bool = False) -> Optional[list]:
+    """Flat [x, y, c]*n list; None for an absent part, and for a part without any present point
+    unless ``keep_empty`` (the body)."""
     if points is None:
         return None
-    out = []
+    digits = 3 if scale == (1.0, 1.0) else 7  # pixels to 1/1000 px; normalised to well under 0.01 px
+    out, seen = [], False
     for x, y, c in np.asarray(points, dtype=np.float64):
         if c > 0 and math.isfinite(x) and math.isfinite(y):
-            out += [round(float(x) * scale[0], 3), round(float(y) * scale[1], 3),
+            out += [round(float(x) * scale[0], digits), round(float(y) * scale[1], digits),
                     1.0 if binary_confidence else round(float(c), 4)]
+            seen = True
         else:
             out += [0.0, 0.0, 0.0]
-    return out
+    return out if seen or keep_empty else None
+
+
+def _has_points(points: Optional[np.ndarray]) -> bool:
+    return points is not None and bool((np.asarray(points)[:, 2] > 0).any())
 
 
 def to_pose_keypoint_json(
@@ -111,12 +125,12 @@ def to_pose_keypoint_json(
         people = []
         for person in frame.people:
             face = None
-            if person.face is not None:
+            if _has_points(person.face):
                 # controlnet_aux appends the body's right and left eye to the 68 face points.
                 face = np.concatenate([np.asarray(person.face, np.float64)[:NUM_FACE],
                                        np.asarray(person.body, np.float64)[[14, 15]]], axis=0)
             people.append({
-                BODY_KEY: _flatten_part(person.body, binary_confidence, scale),
+                BODY_KEY: _flatten_part(person.body, binary_confidence, scale, keep_empty=True),
                 FACE_KEY: _flatten_part(face, binary_confidence, scale),
                 LEFT_HAND_KEY: _flatten_part(person.left_hand, binary_confidence, scale),
                 RIGHT_HAND_KEY: _flatten_part(person.right_hand, binary_confidence, scale),
@@ -125,9 +139,11 @@ def to_pose_keypoint_json(
     return out
 
 
-def _parse_part(values: Any, allowed: Dict[int, Optional[List[int]]], where: str) -> Optional[np.ndarray]:
-    """Flat [x, y, c]*n list -> (n_out, 3) float32; `allowed` maps an accepted point count to the
-    rows to keep (None = all). null / [] -> None."""
+def _parse_part(values: Any, allowed: Dict[int, Optional[List[int]]], where: str,
+                normalized: Optional[bool], canvas: Tuple[int, int]) -> Optional[np.ndarray]:
+    """Flat [x, y, c]*n list -> (n_out, 3) float32 in canvas pixels; `allowed` maps an accepted point
+    count to the rows to keep (None = all). null / [] -> None. Normalised or not is decided on the
+    part as given (the face with its two eye points), as controlnet_aux decides."""
     if values is None or (isinstance(values, list) and len(values) == 0):
         return None
     if not isinstance(values, list):
@@ -142,11 +158,20 @@ def _parse_part(values: Any, allowed: Dict[int, Optional[List[int]]], where: str
     arr = np.asarray(values, dtype=np.float64).reshape(-1, 3)
     if not np.isfinite(arr).all():
         raise KeypointFormatError(f"{where}: contains NaN or infinite values")
+    present = arr[:, 2] > 0
+    arr[~present] = 0.0  # canonical missing point
+    if normalized is True or (normalized is None and is_normalized(arr[present, :2])):
+        arr[present, :2] *= canvas
     rows = allowed[arr.shape[0]]
     if rows is not None:
         arr = arr[rows]
-    arr[arr[:, 2] <= 0] = 0.0  # canonical missing point
     return arr.astype(np.float32)
+
+
+def is_normalized(xy: np.ndarray) -> bool:
+    """comfyui_controlnet_aux's rule for one part: its present points (x, y) all within -1..1
+    (absolute value <= 1) and at least one of them."""
+    return len(xy) > 0 and bool((np.abs(xy) <= 1.0).all())
 
 
 def _canvas_dim(frame: dict, key: str, fallback: Optional[int], where: str) -> int:
@@ -164,8 +189,10 @@ def from_pose_keypoint_json(
     """POSE_KEYPOINT list (or one frame dict, or a JSON string) -> PoseFrames.
 
     canvas_size: (width, height) for frames without canvas_width/canvas_height.
-    normalized: None = detect per frame (all present x, y within 0..1 -> scaled by the canvas).
-    Raises KeypointFormatError naming the frame, person and field of the first problem.
+    normalized: None = decide per part (see :func:`is_normalized`), True / False = all normalised /
+    all pixels. A hand or face without any present point is None.
+    Raises KeypointFormatError naming the frame, person and field of the first problem. The content
+    (people, canvas, values) is checked by :func:`.keypoint_checks.check_keypoints`.
     """
     if isinstance(obj, (str, bytes)):
         try:
@@ -197,18 +224,17 @@ def from_pose_keypoint_json(
             pw = f"{where}, person {j}"
             if not isinstance(pj, dict):
                 raise KeypointFormatError(f"{pw}: expected a dict, got {type(pj).__name__}")
-            body = _parse_part(pj.get(BODY_KEY), {NUM_BODY: None, 25: BODY25_TO_BODY18}, f"{pw}, '{BODY_KEY}'")
-            face = _parse_part(pj.get(FACE_KEY), {NUM_FACE: None, NUM_FACE_JSON: list(range(NUM_FACE))},
-                               f"{pw}, '{FACE_KEY}'")
-            lh = _parse_part(pj.get(LEFT_HAND_KEY), {NUM_HAND: None}, f"{pw}, '{LEFT_HAND_KEY}'")
-            rh = _parse_part(pj.get(RIGHT_HAND_KEY), {NUM_HAND: None}, f"{pw}, '{RIGHT_HAND_KEY}'")
+            parse = lambda key, allowed: _parse_part(pj.get(key), allowed, f"{pw}, '{key}'", normalized,
+                                                     (width, height))
+            body = parse(BODY_KEY, {NUM_BODY: None, 25: BODY25_TO_BODY18})
+            face = parse(FACE_KEY, {NUM_FACE: None, NUM_FACE_JSON: list(range(NUM_FACE))})
+            lh = parse(LEFT_HAND_KEY, {NUM_HAND: None})
+            rh = parse(RIGHT_HAND_KEY, {NUM_HAND: None})
             if body is None:
                 body = np.zeros((NUM_BODY, 3), np.float32)  # hands/face only: body all missing
+            lh, rh, face = (a if _has_points(a) else None for a in (lh, rh, face))
             people.append(Person(body, lh, rh, face))
-        frame = PoseFrame(width, height, people)
-        if normalized is True or (normalized is None and _looks_normalized(frame)):
-            _scale_frame(frame, width, height)
-        frames.append(frame)
+        frames.append(PoseFrame(width, height, people))
     return frames
 
 
@@ -219,33 +245,9 @@ def _parts(frame: PoseFrame):
                 yield a
 
 
-def _looks_normalized(frame: PoseFrame) -> bool:
-    present = [a[a[:, 2] > 0, :2] for a in _parts(frame)]
-    present = [a for a in present if len(a)]
-    if not present or (frame.width <= 2 and frame.height <= 2):
-        return False
-    xy = np.concatenate(present, axis=0)
-    return bool(xy.min() >= 0.0 and xy.max() <= 1.0)
-
-
-def _scale_frame(frame: PoseFrame, width: int, height: int) -> None:
-    for a in _parts(frame):
-        a[:, 0] *= width
-        a[:, 1] *= height
-
-
 def save_keypoints(path: Union[str, os.PathLike], frames: Sequence[PoseFrame], **kwargs) -> None:
     """Write PoseFrames as a POSE_KEYPOINT JSON file (kwargs go to to_pose_keypoint_json)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    data = to_pose_keypoint_json(frames, **kwargs)
-    tmp = p.with_name(f".{p.name}.partial{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, separators=(",", ":")))
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, json.dumps(to_pose_keypoint_json(frames, **kwargs), separators=(",", ":")))
 
 
 def load_keypoints(path: Union[str, os.PathLike], **kwargs) -> List[PoseFrame]:

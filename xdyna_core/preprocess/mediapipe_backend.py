@@ -1,6 +1,11 @@
-"""Zero-download pose backend: MediaPipe's legacy solutions (Holistic / Pose) with bundled models.
+"""Zero-download pose backend: MediaPipe, in one of two forms (:func:`open_pose_detector` picks):
 
-Only ``mediapipe==0.10.14`` is supported: it is the newest release that ships the legacy
+* the Tasks runtime (mediapipe 1.2.3, any CPython 3.10-3.13) with bundles that install.py builds
+  from the 0.10.14 wheel's models: :mod:`mediapipe_tasks` (what install.py sets up);
+* legacy ``mediapipe==0.10.14`` (Python 3.10-3.12), used when it is the installed mediapipe: this
+  module (it is also the reference the Tasks form is tested against).
+
+Legacy: only ``mediapipe==0.10.14`` is supported: it is the newest release that ships the legacy
 ``mp.solutions`` graphs *with* their ``.tflite`` files and works with numpy 2 (spec
 PREPROCESSING.md §6). Only ``model_complexity=1`` is used: complexities 0 and 2 download their
 pose model on first use, which this project never does.
@@ -13,7 +18,7 @@ subject; X-Dyna drives one):
   hands  Holistic's hand landmarks (same 21-point order as OpenPose), confidence 1.
   face   Holistic's 468-point face mesh (it crops the head from the pose internally, which finds
          the ~50 px faces of full-body videos that FaceMesh on the whole frame misses), mapped to
-         iBUG-68 with :data:`face_landmarks.FACEMESH_TO_IBUG68`, confidence 1.
+         iBUG-68 with :data:`facemesh.FACEMESH_TO_IBUG68`, confidence 1.
 With ``with_hands=False, with_face=False`` the lighter Pose graph runs instead (about 2x faster).
 
 Install (the wheel's declared deps pull jax, opencv-contrib and sounddevice, none needed)::
@@ -49,7 +54,73 @@ INSTALL_HINT = (
     'pip install absl-py attrs matplotlib "protobuf>=6.31.1,<7"'
 )
 
+#: What to do when no MediaPipe is usable: one sentence, right on every supported Python.
+SETUP_HINT = ("run `python install.py` in the ComfyUI-XDyna folder (it installs the MediaPipe Tasks "
+              "runtime and builds its models from the mediapipe 0.10.14 wheel; needs PyPI access once)")
+
 _mp = None
+
+
+def installed_mediapipe() -> Optional[str]:
+    """Version of the installed mediapipe distribution, or None (nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mediapipe")
+    except PackageNotFoundError:
+        return None
+
+
+def is_legacy(v: Optional[str]) -> bool:
+    return v is not None and v.startswith("0.10.") and int(v.split(".")[2].split("rc")[0] or 0) < 30
+
+
+def unavailable_reason() -> Optional[str]:
+    """None when a MediaPipe extractor can be opened here, else a few words saying why not (package
+    metadata and files only: nothing is imported or opened). The fix is always :data:`SETUP_HINT`."""
+    v = installed_mediapipe()
+    if is_legacy(v):
+        return None if v == "0.10.14" else f"mediapipe {v} is installed, which has no bundled models"
+    from .mediapipe_tasks import tasks_available
+
+    return tasks_available()
+
+
+def open_pose_detector(static_image_mode: bool = False, **kwargs):
+    """The MediaPipe pose detector this environment has: legacy 0.10.14 when that is installed,
+    else the Tasks one; ImportError/FileNotFoundError (one sentence) when neither can be opened."""
+    if is_legacy(installed_mediapipe()):
+        return MediaPipePoseDetector(static_image_mode=static_image_mode, **kwargs)
+    from .mediapipe_tasks import TasksPoseDetector
+
+    return TasksPoseDetector(static_image_mode=static_image_mode, **kwargs)
+
+
+def face_mesh_engine(min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5):
+    """(crop RGB uint8 -> (468, 2) face mesh in crop pixels or None, close()): FaceMesh of legacy
+    0.10.14 when installed, else the Tasks face landmarker."""
+    if not is_legacy(installed_mediapipe()):
+        from .mediapipe_tasks import face_mesh_engine as tasks_engine
+
+        return tasks_engine(min_detection_confidence, min_presence_confidence)
+    mp = import_mediapipe()
+    with quiet_protobuf_deprecations(), quiet_native_logs():
+        fm = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+            min_detection_confidence=min_detection_confidence,
+            # In static mode this is the landmark model's face-presence threshold.
+            min_tracking_confidence=min_presence_confidence,
+        )
+
+    def mesh(crop: np.ndarray) -> Optional[np.ndarray]:
+        with quiet_native_logs():
+            res = fm.process(crop)
+        if not res.multi_face_landmarks:
+            return None
+        h, w = crop.shape[:2]
+        return np.array([(p.x * w, p.y * h) for p in res.multi_face_landmarks[0].landmark], dtype=np.float64)
+
+    return mesh, fm.close
 
 
 def import_mediapipe():
@@ -240,7 +311,7 @@ class MediaPipePoseDetector:
                 person.left_hand = _points(res.left_hand_landmarks, w, h)
                 person.right_hand = _points(res.right_hand_landmarks, w, h)
             if self.with_face and res.face_landmarks is not None:
-                from .face_landmarks import facemesh_to_ibug68
+                from .facemesh import facemesh_to_ibug68
 
                 mesh = np.array([(p.x * w, p.y * h) for p in res.face_landmarks.landmark], dtype=np.float32)
                 face = np.ones((68, 3), dtype=np.float32)
@@ -254,4 +325,5 @@ class MediaPipePoseDetector:
         return [self(f) for f in frames]
 
 
-__all__ = ["MediaPipePoseDetector", "import_mediapipe", "body_from_blazepose", "BLAZEPOSE_TO_OPENPOSE18", "INSTALL_HINT"]
+__all__ = ["MediaPipePoseDetector", "import_mediapipe", "open_pose_detector", "face_mesh_engine",
+           "unavailable_reason", "installed_mediapipe", "SETUP_HINT", "body_from_blazepose", "BLAZEPOSE_TO_OPENPOSE18", "INSTALL_HINT"]

@@ -1,29 +1,31 @@
-"""The span of a driving clip a run uses: which frames (start, stride, count), at what output frame rate,
-and the audio of exactly that stretch of time.
+"""The plan of the driving clip a run uses (:func:`plan_clip`): which frames (start, stride, frame_count), at
+what output frame rate, and the audio of exactly that stretch of time.
 
-Both front ends pick frames the same way (``python -m xdyna_core animate --start/--stride/--length`` and
-the ComfyUI driving-video node), and the node also hands the sound of the picked frames to the video
-writer, so a result plays in sync with its driving clip.
+ONE plan for every reader of a driving clip: the ComfyUI driving-video node, ``xdyna animate``,
+``xdyna preprocess`` and ``xdyna report`` pick frames the same way (``--start/--stride/--frame-count``,
+``--target-fps`` like the node's ``target_fps``), and the node and ``animate`` hand the sound of the
+picked frames to the video writer, so a result plays in sync with its driving clip.
 
-Frame ``i`` of the source starts at ``i / fps``; the picked frames ``start, start+stride, ...`` (``count``
-of them) cover ``count * stride`` source frames, so their audio runs from ``start / fps`` for
-``count * stride / fps`` seconds and the output plays at ``fps / stride``.
+Frame ``i`` of the source starts at ``i / fps``; the picked frames ``start, start+stride, ...`` (``frame_count``
+of them) cover ``frame_count * stride`` source frames, so their audio runs from ``start / fps`` for
+``frame_count * stride / fps`` seconds and the output plays at ``fps / stride``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
-from .video import Source, VideoReadError, _check_exists, _is_file_object
+from .video import (Source, VideoInfo, VideoReadError, _check_exists, _is_file_object, expected_frame_count,
+                    iter_frames, probe_video)
 
 
 @dataclass(frozen=True)
 class Span:
     start: int          # first source frame (decode order)
     stride: int         # every stride-th frame
-    count: Optional[int]  # frames to take; None = to the end
+    frame_count: Optional[int]  # frames to take; None = to the end
     source_fps: float
 
     @property
@@ -40,7 +42,7 @@ class Span:
         return frames * self.stride / self.source_fps
 
 
-def plan_span(source_fps: float, start: int = 0, count: Optional[int] = None, stride: int = 1,
+def plan_span(source_fps: float, start: int = 0, frame_count: Optional[int] = None, stride: int = 1,
               target_fps: float = 0.0) -> Span:
     """The span for these choices. ``target_fps > 0`` picks the stride that brings the source closest to
     that rate (never below 1: frames are not invented), and then the output plays at source_fps / stride."""
@@ -48,13 +50,58 @@ def plan_span(source_fps: float, start: int = 0, count: Optional[int] = None, st
         raise ValueError(f"the driving clip states no usable frame rate ({source_fps!r})")
     if not isinstance(start, int) or start < 0:
         raise ValueError(f"start must be a frame index >= 0, got {start!r}")
-    if count is not None and (not isinstance(count, int) or count < 1):
-        raise ValueError(f"frame count must be >= 1 (or None for all), got {count!r}")
+    if frame_count is not None and (not isinstance(frame_count, int) or frame_count < 1):
+        raise ValueError(f"frame count must be >= 1 (or None for all), got {frame_count!r}")
     if not isinstance(stride, int) or stride < 1:
         raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
     if target_fps and target_fps > 0:
         stride = max(1, int(round(source_fps / float(target_fps))))
-    return Span(start, stride, count, float(source_fps))
+    return Span(start, stride, frame_count, float(source_fps))
+
+
+
+@dataclass(frozen=True)
+class DrivingClip:
+    """A driving clip and the span a run takes of it (see the module docstring)."""
+    source: Source
+    span: Span
+    info: VideoInfo           # what the reader found (rate, size, notes on repaired timestamps)
+
+    @property
+    def fps(self) -> float:
+        """The rate the picked frames play at."""
+        return self.span.fps
+
+    @property
+    def notes(self) -> Tuple[str, ...]:
+        return self.info.notes
+
+    def frames(self, cover: Optional[Tuple[int, int]] = None) -> Iterator[np.ndarray]:
+        """The picked frames, uint8 (H, W, 3); ``cover=(W, H)`` shrinks them while they stream to the
+        smallest size that still covers W x H (memory follows the working size, not the source's)."""
+        s = self.span
+        return iter_frames(self.source, stride=s.stride, start=s.start, frame_count=s.frame_count, cover=cover)
+
+    def expected_frames(self) -> Optional[int]:
+        """How many frames :meth:`frames` gives, when the container says how long the clip is."""
+        s = self.span
+        return expected_frame_count(self.info.frame_count, s.stride, s.start, s.frame_count)
+
+    def sound(self, frames: int) -> Optional[Tuple[np.ndarray, int]]:
+        """The audio under the first ``frames`` picked frames: float32 (channels, samples) and its rate,
+        or None when the clip has no sound."""
+        return read_audio_span(self.source, self.span.start_seconds, self.span.duration_seconds(frames))
+
+
+def plan_clip(source: Source, start: int = 0, frame_count: Optional[int] = None, stride: int = 1,
+              target_fps: float = 0.0, fps: Optional[float] = None) -> DrivingClip:
+    """The plan for these choices. ``fps``: the rate the picked frames play at, instead of the file's
+    rate / stride (the source is then taken to run at ``fps * stride``: broken timestamps are neither
+    repaired nor refused); ``target_fps``: pick the stride nearest to that rate (see :func:`plan_span`)."""
+    if fps and target_fps:
+        raise ValueError("give the output rate (fps) or a target rate to pick the stride by (target_fps), not both")
+    info = probe_video(source, fps=fps * stride if fps else None)
+    return DrivingClip(source, plan_span(info.fps, start, frame_count, stride, target_fps), info)
 
 
 _INT_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "s64": 9.223372036854776e18}

@@ -1,7 +1,7 @@
 """Pose agreement: PCK of the keypoints re-detected in the result against the driving keypoints.
 
 The driving keypoints are taken in the result's geometry, i.e. after the crop/stretch or the
-alignment onto the reference that the job used (:func:`preprocess.driving.extract_driving_pose`,
+alignment onto the reference that the job used (:func:`preprocess.driving_pose.extract_driving_pose`,
 the nodes' and the CLI's one driving path), and the result is searched with the same detector.
 A driving point counts when the pose source gave it (the points the renderer draws, so the ones
 the sampler saw); it is correct when the result has the same point within ``alpha`` times the
@@ -98,11 +98,12 @@ def driving_and_result_poses(driving_frames, result_frames, detector, fit: str =
     """(driving poses in the result's geometry, poses detected in the result, geometry description).
 
     ``reference`` (uint8 image) = the job aligned the driving skeleton onto the reference person."""
-    from ..preprocess import driving as drv
+    from ..preprocess.driving_pose import extract_driving_pose
+    from ..preprocess.pose_detection import detect_poses
 
     if len(result_frames) == 0:
         raise ValueError("the result has no frames")
     H, W = result_frames[0].shape[:2]
-    prepared = drv.extract_driving_pose(driving_frames, detector, (W, H), fit, reference)
-    result = drv.detect_poses(result_frames, detector)
+    prepared = extract_driving_pose(driving_frames, detector, (W, H), fit, reference)
+    result = detect_poses(result_frames, detector)
     return prepared.poses, result, prepared.description

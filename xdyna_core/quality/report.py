@@ -77,8 +77,8 @@ def pairing_notes(compared: int, driving_count: int, result_fps: Optional[float]
 
 
 def _identity(opts: ReportOptions, reference, ref_pose, frames, poses, log) -> Tuple[List[float], float, str]:
-    from ..preprocess import driving as drv
     from ..preprocess.mediapipe_backend import quiet_native_logs
+    from ..preprocess.sface_inputs import face_landmarks
 
     try:
         model = idm.ArcFace(idm.find_arcface_model(opts.insightface_dirs))
@@ -90,9 +90,9 @@ def _identity(opts: ReportOptions, reference, ref_pose, frames, poses, log) -> T
         # FaceMesh may write a native warning when its graph closes without having found a face
         # (the command line hides those; quiet_native_logs does nothing elsewhere)
         with quiet_native_logs():
-            ref_lm, source = drv.face_landmarks([reference], opts.landmarks, poses=[ref_pose],
-                                                model_dirs=opts.model_dirs)
-            lms, _ = drv.face_landmarks(frames, opts.landmarks, poses=poses, model_dirs=opts.model_dirs)
+            ref_lm, source = face_landmarks([reference], opts.landmarks, poses=[ref_pose],
+                                            model_dirs=opts.model_dirs)
+            lms, _ = face_landmarks(frames, opts.landmarks, poses=poses, model_dirs=opts.model_dirs)
         per, mean = idm.identity_scores(model, reference, ref_lm[0], frames, lms)
     except ValueError as e:  # no reference face, no landmark source: the other scores still stand
         note = f"skipped: {e}".replace("\n", " ")
@@ -119,7 +119,7 @@ def quality_report(reference: np.ndarray, driving_frames: Sequence[np.ndarray], 
     start and stride); the first ``len(result_frames)`` of them are compared. ``log`` gets each note
     once as it is found (they are in ``figures`` and :func:`summary` too: a caller printing the
     summary need not print them)."""
-    from ..preprocess import driving as drv
+    from ..preprocess.pose_detection import close_quietly, detect_poses, open_pose_detector
 
     opts = opts or ReportOptions()
     n = len(result_frames)
@@ -138,13 +138,13 @@ def quality_report(reference: np.ndarray, driving_frames: Sequence[np.ndarray], 
     if any(f.shape != shape for f in result_frames):
         raise ValueError("the result frames differ in size")
 
-    name, detector = drv.open_pose_detector(opts.backend, opts.model_dirs)
+    name, detector = open_pose_detector(opts.backend, opts.model_dirs)
     try:
         driving_poses, result_poses, geometry = driving_and_result_poses(
             driving_frames, result_frames, detector, opts.fit, reference if opts.align else None)
-        ref_pose = drv.detect_poses([reference], detector)[0]
+        ref_pose = detect_poses([reference], detector)[0]
     finally:
-        drv.close_quietly(detector)
+        close_quietly(detector)
     agreement = pck(driving_poses, result_poses)
     per_id, mean_id, id_note = _identity(opts, reference, ref_pose, result_frames, result_poses, log)
     offsets, schedule = _schedule(opts, n, shape[1], shape[0])

@@ -43,13 +43,12 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..errors import XDynaError
+from ..sd15 import VAE_SCALING_FACTOR
 from .context_windows import context_windows, validate_context
 from .controls import ControlClip, face_clip, pose_clip
 from .init_latents import (blurred_repeated_latents, draw_blur_keep_mask, noised_initial_latents)
 from .scheduler import DDIMScheduler
 from .settings import SamplingSettings
-
-VAE_SCALING_FACTOR = 0.18215
 
 
 class SamplingCancelled(RuntimeError):
