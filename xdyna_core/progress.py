@@ -31,5 +31,9 @@ class Progress:
     def update(self, k: int = 1) -> None:
         self._bar.update(k)
 
+    def status(self, text: str) -> None:
+        """Text after the counts (e.g. a batch's running and failed jobs)."""
+        self._bar.set_postfix_str(text, refresh=False)
+
     def close(self) -> None:
         self._bar.close()

@@ -1,6 +1,6 @@
 """Batch runs of an X-Dyna workflow: the job list (jobs.py), its state file (state.py) and what a run
 tells (outcome.py) belong to no engine; runner.py + client.py run the jobs on ComfyUI servers over
-their HTTP API (no ComfyUI import). Names load on first use, so the command line's parser reads
+their HTTP API (no ComfyUI import); ray_engine.py runs them as headless jobs on Ray actors. Names load on first use, so the command line's parser reads
 limits.py without importing aiohttp."""
 import importlib
 

@@ -1,9 +1,10 @@
 """The batch state file, ``<out>/batch_state.json``: what became of each job of a job list.
 
-One format whatever engine runs the jobs (ComfyUI servers today), so that any engine resumes any
-run: ``{"jobs": {name: record}}`` where a record has ``status`` (one of STATUSES) and, by status,
-``outputs`` (paths relative to the out folder), ``error`` and ``reason`` (the failure's class),
-``worker`` data such as ``server``, ``attempt`` and ``prompt_id``.
+One format whatever engine runs the jobs (ComfyUI servers: runner.py; Ray actors: ray_engine.py), so
+that any engine resumes any run: ``{"jobs": {name: record}}`` where a record has ``status`` (one of
+STATUSES) and, by status, ``outputs`` (paths relative to the out folder), ``error`` and ``reason``
+(the failure's class), ``attempt``, and what ran it: ``server`` and ``prompt_id`` (ComfyUI), or
+``worker``, ``node`` and ``pid`` with ``retries`` (the attempts lost with their worker) (Ray).
 
 The file is rewritten atomically (temporary file, fsync, rename) at every change, so whatever stops
 a run a second one resumes: jobs done with their files present are skipped, all others (queued,

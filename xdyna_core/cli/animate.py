@@ -90,20 +90,34 @@ def _is_random_set(models_dir) -> bool:
     return (Path(models_dir) / MANIFEST_NAME).is_file()
 
 
+def animate_to_file(reference, driving, bundle, opts, out, panels: bool = False, random_set: bool = False):
+    """One job with a loaded bundle, written to ``out`` (atomically): what `animate` does after loading,
+    and what each `batch --engine ray` actor does per job, so both give the same file."""
+    from ..animate import animate, save
+    from ..panels import RANDOM_WEIGHTS_BANNER
+
+    result = animate(reference, driving, bundle, opts)
+    save(result, out, panels=panels, banner=RANDOM_WEIGHTS_BANNER if random_set else None)
+    return result
+
+
+def add_own_pose(p):
+    """--pose / --keypoints: a given pose instead of extraction (animate's options, a batch job's keys)."""
+    own_pose = p.add_mutually_exclusive_group()
+    own_pose.add_argument("--pose", help="pre-rendered pose video to use instead of extraction")
+    own_pose.add_argument("--keypoints", help="POSE_KEYPOINT JSON to render instead of extraction")
+
+
 def cmd_animate(args) -> int:
     from ..job_checks import check_job
 
     opts = _options(args)
     job = check_job(opts, args.reference, args.driving, args.out, models_dir=args.models)  # before any weights load
-    from ..animate import animate, save
-    from ..panels import RANDOM_WEIGHTS_BANNER
-
-    if (args.pose is None and args.keypoints is None) or opts.backend != "auto":   # extraction, or asked for
-        _require_extractor(opts)
+    require_extractor_if_used(opts)
     bundle = _load(job.files, opts, args.quiet)
-    result = animate(args.reference, args.driving, bundle, opts)
-    out = save(result, job.out, panels=args.panels,
-               banner=RANDOM_WEIGHTS_BANNER if _is_random_set(args.models) else None)
+    result = animate_to_file(args.reference, args.driving, bundle, opts, job.out, panels=args.panels,
+                             random_set=_is_random_set(args.models))
+    out = job.out
     print(f"wrote {out} ({len(result.video)} frames, {result.fps:g} fps, {opts.width}x{opts.height}); "
           + ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items()))
     return 0
@@ -115,6 +129,12 @@ def default_models_dir() -> Path:
         return Path(env)
     comfy = os.environ.get("COMFYUI_DIR")
     return Path(comfy) / "models" if comfy else Path("models")
+
+
+def require_extractor_if_used(opts) -> None:
+    """The pose extractor's problem, when the job extracts (no given pose) or names a backend."""
+    if (opts.pose_video is None and opts.keypoints is None) or opts.backend != "auto":
+        _require_extractor(opts)
 
 
 def _require_extractor(opts) -> None:
@@ -180,9 +200,7 @@ def register(commands) -> None:
     a.add_argument("--driving", required=True, help="driving video")
     a.add_argument("--models", required=True, help="ComfyUI-style models/ folder")
     a.add_argument("--out", required=True, help="output .mp4")
-    own_pose = a.add_mutually_exclusive_group()
-    own_pose.add_argument("--pose", help="pre-rendered pose video to use instead of extraction")
-    own_pose.add_argument("--keypoints", help="POSE_KEYPOINT JSON to render instead of extraction")
+    add_own_pose(a)
     a.add_argument("--panels", action="store_true", help="write reference|driving|pose|face|result side by side")
     _add_job_options(a, steps=25, size="512x896", frame_count=None)
     a.set_defaults(func=cmd_animate)
