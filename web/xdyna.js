@@ -15,7 +15,7 @@
 //    the file goes to ComfyUI's input folder through the same /upload/image route the image upload uses.
 // 5. Template cards: the template browser titles a pack's templates with their file names. The cards
 //    of this pack are listed as a category of their own with the titles and one-sentence descriptions
-//    of web/templates.json (written by tests/real_comfyui/make_ui.py); the files stay where they are.
+//    of web/templates.json (written by tools/make_workflows.py); the files stay where they are.
 // Works with the frontends of ComfyUI 0.3.64 (1.27) and 0.8.0 (1.35); uses only the legacy
 // extension API (app.registerExtension, node prototype hooks, api events).
 import { app } from "../../scripts/app.js";

@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import DATA, REPO, assets_dir, golden_dir, spec_dir
 
 # "../shared" (either slash) or a path built from a "shared" part: Path(...) / "shared", join(..., "shared").
-SHARED = re.compile(r"\.\.[/\\]shared\b|[\"']shared[\"']\s*[/,)]|/work/shared\b")
+SHARED = re.compile(r"\.\.[/\\]shared\b|/\s*[\"']shared[\"']|join\([^)]*[\"']shared[\"']|/work/shared\b")
 TEXT = {".py", ".sh", ".js", ".json", ".md", ".txt", ".toml", ".yaml", ".yml", ".cfg", ".ini", ""}
 # Everything the suite, CI and the installers run (bench/RESULTS.md is a record of past runs).
 SCANNED = ["tests/**/*", "xdyna_core/**/*", "nodes/**/*", "bench/*.py", ".ci/*", "install.sh", "install.py",
@@ -40,7 +40,8 @@ def test_the_pattern_finds_the_usual_spellings():
     for bad in ['REPO.parent / "shared" / "golden"', "../shared/assets", r"..\shared\golden",
                 "os.path.join(root, 'shared', 'spec')", "/work/shared/golden"]:
         assert SHARED.search(bad), bad
-    for fine in ["the shared assets", "shared = sampler(x)", "frames shared by windows", "shared_dir"]:
+    for fine in ["the shared assets", "shared = sampler(x)", "frames shared by windows", "shared_dir",
+                 '"--transfer", "shared")', 'in ("store", "shared")']:
         assert not SHARED.search(fine), fine
 
 

@@ -1,5 +1,5 @@
 """Shipped workflows, checked without ComfyUI: every drag-and-drop (UI) file has an API twin that
-means the same graph, the UI files are what tests/real_comfyui/make_ui.py generates from the twins, links
+means the same graph, the UI files are what tools/make_workflows.py generates from the twins, links
 are consistent, every node is ours or a native one we know, and our nodes' inputs in the twins match
 the node code. (tests/real_comfyui/ loads the same files in the real frontends and runs the twins.)"""
 import ast
@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import REPO
 
-from tests.real_comfyui import make_ui
+from tools import make_workflows as make_ui
 from xdyna_core.batch.jobs import Job, JobListError, fill_workflow
 
 NAMES = sorted(make_ui.WORKFLOWS)
@@ -101,7 +101,7 @@ def test_every_ui_file_has_an_api_twin_and_back():
 @pytest.mark.parametrize("name", NAMES)
 def test_ui_file_is_generated_from_its_twin(name):
     ui_path, _ = make_ui.twin_paths()[name]
-    assert ui_path.read_text() == make_ui.render(name), f"run: python tests/real_comfyui/make_ui.py ({name} drifted)"
+    assert ui_path.read_text() == make_ui.render(name), f"run: python tools/make_workflows.py ({name} drifted)"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.real_comfyui import make_ui
+from tools import make_workflows as make_ui
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

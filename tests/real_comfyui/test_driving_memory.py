@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.clips import write_clip
-from tests.real_comfyui import make_ui
+from tools import make_workflows as make_ui
 from tests.real_comfyui.support import record, variant_of
 from xdyna_core.batch.client import ComfyClient
 

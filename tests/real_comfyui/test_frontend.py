@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.real_comfyui import make_ui
+from tools import make_workflows as make_ui
 from tests.real_comfyui.support import REPO, record, ui_check, variant_of
 
 NAMES = sorted(make_ui.WORKFLOWS)

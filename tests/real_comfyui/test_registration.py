@@ -1,10 +1,10 @@
 """Every X-Dyna node registers in a real ComfyUI, without import failures; the shipped templates are
-served; node_specs.json (which make_ui.py builds the UI files from) matches the live server."""
+served; node_specs.json (which tools/make_workflows.py builds the UI files from) matches the live server."""
 import json
 import subprocess
 import time
 
-from tests.real_comfyui import make_ui
+from tools import make_workflows as make_ui
 from tests.real_comfyui.support import EXT_NAME, record
 
 EXPECTED_NODES = {
@@ -41,7 +41,7 @@ def test_node_specs_match_the_live_server(comfy_env, comfy_server):
     stored = make_ui.load_specs()
     if comfy_env.version != make_ui.SPECS_COMFYUI_VERSION:  # natives differ between versions: ours must not
         live, stored = ({t: s for t, s in d.items() if t.startswith("XDyna")} for d in (live, stored))
-    assert live == stored, "node_specs.json is stale: python tests/real_comfyui/make_ui.py --refresh-specs URL"
+    assert live == stored, "node_specs.json is stale: python tools/make_workflows.py --refresh-specs URL"
 
 
 def test_templates_are_listed_and_served(comfy_server):

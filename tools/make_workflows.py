@@ -1,9 +1,9 @@
 """Generate the drag-and-drop (UI-format) workflows from their API-format twins, so the two never drift.
 
-    python tests/real_comfyui/make_ui.py            # rewrite example_workflows/*.json from example_workflows/api/*_api.json
-    python tests/real_comfyui/make_ui.py --check    # exit 1 when a UI file is not what its twin generates
-    python tests/real_comfyui/make_ui.py --refresh-specs http://127.0.0.1:8188   # re-read node_specs.json from a server
-    NODE_PATH=... python tests/real_comfyui/make_ui.py --thumbnails http://127.0.0.1:8188  # template thumbnails (.jpg)
+    python tools/make_workflows.py            # rewrite example_workflows/*.json from example_workflows/api/*_api.json
+    python tools/make_workflows.py --check    # exit 1 when a UI file is not what its twin generates
+    python tools/make_workflows.py --refresh-specs http://127.0.0.1:8188   # re-read node_specs.json from a server
+    NODE_PATH=... python tools/make_workflows.py --thumbnails http://127.0.0.1:8188  # template thumbnails (.jpg)
 
 The API twin (what `python -m xdyna_core batch` and the harness run) is the source. The frontend's
 UI format also needs each node's socket/widget layout, which only the server knows (`/object_info`):
@@ -20,7 +20,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_DIR = REPO / "example_workflows"  # ComfyUI's template browser lists this folder
 API_DIR = WORKFLOW_DIR / "api"  # a sub-folder: the browser must not list API files as templates
 SPECS_PATH = Path(__file__).resolve().parent / "node_specs.json"
@@ -518,7 +518,7 @@ def main(argv=None) -> int:
     if args.thumbnails and not args.check:
         write_thumbnails(args.thumbnails)
     if args.check and stale:
-        print("out of date (run python tests/real_comfyui/make_ui.py): " + ", ".join(str(p.relative_to(REPO)) for p in stale))
+        print("out of date (run python tools/make_workflows.py): " + ", ".join(str(p.relative_to(REPO)) for p in stale))
         return 1
     return 0
 
