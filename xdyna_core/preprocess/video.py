@@ -147,10 +147,17 @@ def _upright_from_tag(degrees: str) -> Optional[Upright]:
     return {0: AS_STORED, 90: (True, False, True), 180: (False, True, True), 270: (True, True, False)}.get(turn)
 
 
+def _side_data(frame):
+    """A decoded frame's side data entries: PyAV <= 18 iterates them, PyAV 19+ maps type -> entry."""
+    container = frame.side_data if frame is not None else ()
+    for item in container:
+        yield item if hasattr(item, "type") else container[item]
+
+
 def _display_transform(stream, frame, p) -> Upright:
     """How frames of ``stream`` turn upright: the display matrix the first decoded ``frame`` carries
     (FFmpeg copies the container's onto every frame), else the stream's ``rotate`` tag."""
-    for sd in (frame.side_data if frame is not None else ()):
+    for sd in _side_data(frame):
         if getattr(sd.type, "name", "") == "DISPLAYMATRIX":
             m = np.frombuffer(bytes(sd), dtype=np.int32)
             t = _upright_from_matrix(m) if m.size == 9 else None
