@@ -17,7 +17,7 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
-from .video import (Source, VideoInfo, VideoReadError, _check_exists, _is_file_object, expected_frame_count,
+from .video import (Source, VideoInfo, VideoReadError, _check_exists, _is_file_object, _open, expected_frame_count,
                     iter_frames, probe_video)
 
 
@@ -114,10 +114,7 @@ def frames_in_window(source: Source, start_seconds: float, duration_seconds: flo
     if start_seconds <= 0 and duration_seconds <= 0:
         return 0, None
     src = _check_exists(source)
-    try:
-        container = av.open(src if _is_file_object(src) else str(src))
-    except av.error.FFmpegError as e:
-        raise VideoReadError(f"cannot open {src}: {e}") from None
+    container = _open(src)
     try:
         stream = container.streams.video[0]
         base = stream.time_base
@@ -161,10 +158,7 @@ def read_audio_span(source: Source, start_seconds: float, duration_seconds: floa
     import av
 
     src = _check_exists(source)
-    try:
-        container = av.open(src if _is_file_object(src) else str(src))
-    except av.error.FFmpegError as e:
-        raise VideoReadError(f"cannot open {src} for its audio: {e}") from None
+    container = _open(src)
     try:
         if not container.streams.audio:
             return None
