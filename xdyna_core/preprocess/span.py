@@ -109,8 +109,6 @@ def frames_in_window(source: Source, start_seconds: float, duration_seconds: flo
     [start, start + duration) (duration 0: to the end), by the rule ComfyUI's trimmed VIDEO decodes with:
     a frame belongs when ``int(start / time_base) <= pts < int((start + duration) / time_base)``.
     Only packets are read (no decoding), so a clip is indexed in a fraction of its decode time."""
-    import av
-
     if start_seconds <= 0 and duration_seconds <= 0:
         return 0, None
     src = _check_exists(source)
