@@ -27,7 +27,7 @@ def _chw_uint8(image: torch.Tensor) -> torch.Tensor:
     return to_uint8(image[..., :3]).permute(0, 3, 1, 2).contiguous()
 
 
-def check_inputs(reference: dict, pose: torch.Tensor, face, use_face: bool, context_length: int, context_overlap: int):
+def check_inputs(reference: dict, pose: torch.Tensor, face, use_face: bool):
     h, w = reference["height"], reference["width"]
     if pose.ndim != 4 or pose.shape[0] < 1:
         raise ValueError(f"pose: expected an IMAGE batch of skeleton frames, got shape {tuple(pose.shape)}")
@@ -40,9 +40,6 @@ def check_inputs(reference: dict, pose: torch.Tensor, face, use_face: bool, cont
                                  f"extract both from the same driving frames")
             if tuple(f.shape[1:3]) != (h, w):
                 raise ValueError(f"face {part} frames are {f.shape[2]}x{f.shape[1]}, expected {w}x{h}")
-    if not 2 <= context_length <= 24 or not 0 <= context_overlap < context_length:
-        raise ValueError(f"context_length must be 2..24 (motion module limit) and overlap below it; "
-                         f"got {context_length}/{context_overlap}")
 
 
 def face_decision(controlnets, face, face_strength):
@@ -111,6 +108,7 @@ class XDynaSampler(io.ComfyNode):
     def sample(cls, model, controlnets, reference, positive, negative, pose, seed, steps, cfg, pose_strength,
                face_strength, context_length, context_overlap, face=None):
         from ..xdyna_core.job import SamplingSettings, progress_total, run_sampling
+        from ..xdyna_core.job_checks import check_sampling
         from ..xdyna_core.models.attention import use_attention_backend
         from ..xdyna_core.sampling.memory import window_activation_bytes
         from ..xdyna_core.sampling.pipeline import SamplerHooks, SamplingCancelled
@@ -119,7 +117,12 @@ class XDynaSampler(io.ComfyNode):
         use_face, why = face_decision(controlnets, face, face_strength)
         if why:
             bridge.log.warning("XDynaSampler: %s", why)
-        check_inputs(reference, pose, face, use_face, context_length, context_overlap)
+        settings = SamplingSettings(steps=steps, cfg=cfg, seed=seed, context_length=context_length,
+                                    context_overlap=context_overlap, pose_strength=pose_strength,
+                                    face_strength=face_strength, latent=reference.get("latent_mode", "sample"))
+        # the command line's checks of the same value; the window limit from the loaded UNet's config
+        check_sampling(settings, model.patcher.model.config.motion_max_len, flag=str)
+        check_inputs(reference, pose, face, use_face)
         n = pose.shape[0]
         patchers = [model.patcher, controlnets.pose, controlnets.face if use_face else None]
         dtype = model.compute_dtype
@@ -138,9 +141,6 @@ class XDynaSampler(io.ComfyNode):
         hooks = SamplerHooks(progress=lambda *a: progress.update(1),
                              preview=lambda s, ns, x0, lat: progress.update(0, x0[:, :, 0]),
                              should_cancel=bridge.interrupted)
-        settings = SamplingSettings(steps=steps, cfg=cfg, seed=seed, context_length=context_length,
-                                    context_overlap=context_overlap, pose_strength=pose_strength,
-                                    face_strength=face_strength, latent=reference.get("latent_mode", "sample"))
         try:
             with use_attention_backend(bridge.attention_backend()), torch.no_grad():
                 latents = run_sampling(model.patcher.model, enc, _text(positive, "positive"),

@@ -191,6 +191,24 @@ def test_mismatched_frame_counts_are_clear(tiny, comfy):
         run_graph(tiny, face=face)
 
 
+def test_sampler_checks_the_settings_as_the_command_line_does(tiny, comfy):
+    """One check of the settings value for both fronts (job_checks.check_sampling), named as the node's
+    inputs; the window limit comes from the loaded UNet (its motion modules: 24 in the tiny set)."""
+    _, vae, clip_vision, cond = tiny
+    model = node("XDynaModelLoader")[1]("xdyna_unet.safetensors", "fp32")[0]
+    cns = node("XDynaControlNetLoader")[1]("xdyna_pose_controlnet.safetensors", "none", "fp32")[0]
+    proj = node("XDynaIPAdapterLoader")[1]("ip-adapter-plus_sd15.safetensors")[0]
+    ref_img, _ = read_video(assets_dir() / "reference_image" / "example_1.png")
+    ref, _ = node("XDynaReferenceEncode")[1](torch.from_numpy(ref_img.astype(np.float32) / 255), vae, clip_vision,
+                                             proj, W, H, "sample")
+    sample = node("XDynaSampler")[1]
+    assert model.patcher.model.config.motion_max_len == 24
+    with pytest.raises(ValueError, match=r"^context_length 32: at most 24, the motion module's limit"):
+        sample(model, cns, ref, cond, cond, pose_frames(3), 1, 1, 7.5, 1.0, 1.0, 32, 4)
+    with pytest.raises(ValueError, match=r"^context_overlap 8 must be smaller than context_length 8"):
+        sample(model, cns, ref, cond, cond, pose_frames(3), 1, 1, 7.5, 1.0, 1.0, 8, 8)
+
+
 def test_interrupt_stops_and_frees_only_our_models(tiny, comfy):
     import comfy.model_management as mm
 
