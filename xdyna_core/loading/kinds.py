@@ -9,8 +9,8 @@ from .unet_keys import LDM_UNET_PREFIX
 
 KIND_DESCRIPTIONS = {
     "xdyna_unet": "an X-Dyna UNet (SD1.5 base + motion modules + Dynamics-Adapter + IP attention)",
-    "xdyna_unet_adapters": "an X-Dyna UNet without all of the SD1.5 base and motion-module weights (its "
-                           "Dynamics-Adapter present)",
+    "xdyna_unet_adapters": "an X-Dyna UNet lacking SD1.5 base or motion-module weights (its Dynamics-Adapter "
+                           "present; the rest is filled from other files)",
     "animatediff_ipplus": "I2V-Adapter's AnimateDiff + IP-plus UNet (animatediff_v15_v1_ipplus.pth: motion "
                           "modules + IP attention, no Dynamics-Adapter)",
     "motion_module": "an AnimateDiff motion-module file (no Dynamics-Adapter)",

@@ -261,6 +261,7 @@ def ipplus_missing(unet_name: str, searched: Iterable = ()) -> CheckpointError:
 
 
 def ipplus_advice(searched: Iterable = ()) -> str:
-    where = ", ".join(str(s) for s in searched) or " or ".join(f"models/{f}" for f in IPPLUS_FOLDERS)
-    return (f"like the official loader, they come from {IPPLUS_FILE} (the I2V-Adapter release), which was not "
-            f"found in {where}; put it there")
+    searched = [str(s) for s in searched]
+    where = (f"which was not found in {', '.join(searched)}; put it in one of them" if searched else
+             "which belongs in " + " or ".join(f"models/{f}" for f in IPPLUS_FOLDERS))
+    return f"like the official loader, they come from {IPPLUS_FILE} (the I2V-Adapter release), {where}"
