@@ -20,7 +20,7 @@ log = logging.getLogger("ComfyUI-XDyna")
 
 XDYNA_FOLDER = "xdyna"
 # Shared folders the X-Dyna files sit in next to other packs' files.
-SHARED_FOLDERS = ("ipadapter", "clip_vision", "insightface", "checkpoints")
+SHARED_FOLDERS = ("ipadapter", "clip_vision", "insightface", "checkpoints", "animatediff_models")
 
 
 def _fp():

@@ -93,7 +93,9 @@ class XDynaModelLoader(io.ComfyNode):
             category=CATEGORY,
             description=("Loads the X-Dyna UNet (unet-checkpoint-epoch-5.ckpt or its .safetensors conversion) "
                          "from models/xdyna. If the file lacks the SD1.5 base weights, pick an SD1.5 checkpoint; "
-                         "if it lacks the IP-Adapter projections, pick the IP-Adapter-plus file."),
+                         "if it lacks the IP-Adapter projections, pick the IP-Adapter-plus file. If it lacks the "
+                         "motion modules, they come from animatediff_v15_v1_ipplus.pth (the I2V-Adapter release) in "
+                         "models/xdyna or models/animatediff_models, as in the official loader."),
             inputs=[
                 io.Combo.Input("unet_name", options=mf.files_for(mf.UNET, bridge.XDYNA_FOLDER),
                                tooltip="X-Dyna UNet file in models/xdyna (only files that are one are listed)"),
@@ -122,13 +124,17 @@ class XDynaModelLoader(io.ComfyNode):
 
     @classmethod
     def load(cls, unet_name, precision, sd15_checkpoint=NONE, ipadapter_name=NONE, weight_dtype="default"):
+        from ..xdyna_core.loading import recognise
         from ..xdyna_core.loading.checkpoints import load_xdyna_unet
 
         kw, compute = _build(precision, 1_320_000_000, weight_dtype)
+        path = bridge.full_path(bridge.XDYNA_FOLDER, unet_name)
         sd15 = None if sd15_checkpoint == NONE else bridge.full_path("checkpoints", sd15_checkpoint)
         ip = None if ipadapter_name == NONE else bridge.full_path("ipadapter", ipadapter_name)
-        unet, report = load_xdyna_unet(bridge.full_path(bridge.XDYNA_FOLDER, unet_name), sd15_unet=sd15,
-                                       ip_adapter=ip, **kw)
+        searched = [d for f in recognise.IPPLUS_FOLDERS for d in bridge.folder_paths_of(f)]
+        ipplus = recognise.find_ipplus(searched)
+        recognise.require_ipplus(path, ipplus, searched)  # header only: before any weight is read
+        unet, report = load_xdyna_unet(path, sd15_unet=sd15, ip_adapter=ip, ipplus=ipplus, **kw)
         _store(unet, weight_dtype, compute)
         return (XDynaModel(bridge.wrap(unet), compute, report.summary()),)
 

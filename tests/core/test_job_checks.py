@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from tests.conftest import REPO, assets_dir
 from xdyna_core.loading.bundle import check_model_files, find_model_files
 from xdyna_core.loading.checkpoints import CheckpointError, load_state_dict
-from xdyna_core.loading.recognise import recognise
-from xdyna_core.loading.tiny import write_tiny_set
+from xdyna_core.loading.recognise import IPPLUS_FILE, recognise
+from xdyna_core.loading.tiny import write_ipplus_split, write_tiny_set
 from xdyna_core.preprocess.video import write_video
 from xdyna_core.sampling.settings import SamplingSettings
 
@@ -222,6 +222,39 @@ def test_controlnets_found_by_header_under_released_names(tiny, tmp_path):
     assert files.face_controlnet.name == "controlnet-checkpoint-epoch-2.safetensors"
     assert recognise(files.pose_controlnet).condition_channels == 3  # read from the pickle index, not loaded
     check_model_files(files)
+
+
+def test_unet_without_motion_modules_takes_them_from_the_ipplus_file(tiny, job, tmp_path):
+    """The released layout the official loader fills from animatediff_v15_v1_ipplus.pth: found in
+    models/animatediff_models or models/xdyna; named with the folders searched (one line, nothing
+    loaded) when absent."""
+    from xdyna_core.loading.bundle import load_bundle
+    from xdyna_core.loading.checkpoints import load_xdyna_unet
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny, models)
+    unet = models / "xdyna" / "xdyna_unet.safetensors"
+    split = tmp_path / "split.safetensors"
+    write_ipplus_split(unet, split, tmp_path / IPPLUS_FILE)
+    shutil.move(split, unet)
+    with pytest.raises(CheckpointError) as e:
+        find_model_files(models)
+    for needle in (IPPLUS_FILE, str(models / "xdyna"), str(models / "animatediff_models"), str(unet)):
+        assert needle in str(e.value)
+    r, _ = cli(*animate_args(job, models, tmp_path / "o.mp4"))
+    assert IPPLUS_FILE in one_line(r)
+    assert_nothing_loaded(r)
+    complete, _ = load_xdyna_unet(tiny / "xdyna" / "xdyna_unet.safetensors")
+    for folder in ("animatediff_models", "xdyna"):
+        (models / folder).mkdir(exist_ok=True)
+        shutil.move(tmp_path / IPPLUS_FILE, models / folder / IPPLUS_FILE)
+        files = find_model_files(models)
+        assert files.ipplus == models / folder / IPPLUS_FILE and files.unet == unet
+        check_model_files(files)
+        got = load_bundle(files).unet.state_dict()
+        assert got.keys() == complete.state_dict().keys()
+        assert all(torch.equal(v, got[k]) for k, v in complete.state_dict().items())
+        shutil.move(models / folder / IPPLUS_FILE, tmp_path / IPPLUS_FILE)
 
 
 def test_swapped_or_wrong_model_file_fails_before_loading(tiny, job, tmp_path):

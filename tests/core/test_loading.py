@@ -416,6 +416,46 @@ def test_missing_adapter_keys_are_an_error(tiny, tmp_path, full_unet):
         C.load_xdyna_unet(extra)
 
 
+def test_ipplus_file_fills_what_the_unet_file_lacks_like_the_official_load(tiny, tmp_path, full_unet):
+    """SD1.5 base -> animatediff_v15_v1_ipplus.pth -> X-Dyna UNet, later wins (the official strict=False load)."""
+    from xdyna_core.loading import recognise as R
+
+    ipplus = tmp_path / R.IPPLUS_FILE
+    no_mm, no_mm_ip = tmp_path / "no_mm.safetensors", tmp_path / "no_mm_ip.safetensors"
+    T.write_ipplus_split(tiny["unet"], no_mm, ipplus)
+    T.write_ipplus_split(tiny["unet"], no_mm_ip, ipplus, drop=("motion_module", "ip_adapter"))
+    saved = torch.load(ipplus, weights_only=True)
+    assert kinds.identify(saved) == "animatediff_ipplus" and R.file_role(ipplus) == R.IPPLUS
+    n_mm = sum(unet_keys.unet_key_group(k) == "motion_module" for k in saved)
+    for unet_file, filled in ((no_mm, n_mm), (no_mm_ip, len(saved))):
+        model, rep = C.load_xdyna_unet(unet_file, ipplus=ipplus)
+        assert rep.ok and rep.filled == {str(ipplus): filled}
+        _assert_same_state(model, full_unet)
+    x = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    cfg = full_unet.config
+    ctx = torch.randn(1, cfg.num_text_tokens + cfg.num_image_tokens, cfg.cross_attention_dim,
+                      generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model(x, torch.tensor([10]), ctx), full_unet(x, torch.tensor([10]), ctx))
+    # the file needed and not given: named, with where it goes
+    with pytest.raises(C.CheckpointError, match=f"motion-module weights are missing.*{R.IPPLUS_FILE}.*models/xdyna"):
+        C.load_xdyna_unet(no_mm)
+    # order: the X-Dyna file's own keys win over ipplus, ipplus over the SD1.5 base and the IP-Adapter file
+    shifted = {k: v + 1 for k, v in load_file(str(tiny["unet"])).items() if unet_keys.unet_key_group(k) != "dynamics_adapter"}
+    torch.save(shifted, ipplus)
+    model, rep = C.load_xdyna_unet(no_mm_ip, ipplus=ipplus, ip_adapter=tiny["ip_adapter"], sd15_unet=tiny["sd15"])
+    own = load_file(str(no_mm_ip))
+    for k, v in model.state_dict().items():
+        want = own[k] if k in own else shifted[k]
+        assert torch.equal(v, want.to(v.dtype)), k
+    model, rep = C.load_xdyna_unet(tiny["unet_adapters"], ipplus=ipplus, sd15_unet=tiny["sd15"])
+    base = [k for k in model.state_dict() if unet_keys.unet_key_group(k) == "sd15_unet"]
+    assert all(torch.equal(model.state_dict()[k], shifted[k].to(torch.float32)) for k in base)
+    # a file that is not the ipplus UNet is named
+    with pytest.raises(C.CheckpointError, match="AnimateDiff \\+ IP-plus"):
+        C.load_xdyna_unet(no_mm, ipplus=tiny["ip_adapter"])
+
+
 def test_ip_adapter_bin_and_safetensors_agree(tiny, tmp_path):
     raw = load_file(str(tiny["ip_adapter"]))
     nested = {"image_proj": {}, "ip_adapter": {}}

@@ -136,6 +136,28 @@ def test_missing_file_names_the_folder(tiny, comfy):
         load("nope.safetensors", "auto")
 
 
+def test_unet_without_motion_modules_takes_them_from_the_ipplus_file(tiny, comfy):
+    """As the official loader: SD1.5 + animatediff_v15_v1_ipplus.pth, then the X-Dyna file over them."""
+    from xdyna_core.errors import CheckpointError
+    from xdyna_core.loading.recognise import IPPLUS_FILE
+    from xdyna_core.loading.tiny import write_ipplus_split
+
+    _, load = node("XDynaModelLoader")
+    complete = load("xdyna_unet.safetensors", "fp32")[0].patcher.model.state_dict()
+    complete_samples, _ = run_graph(tiny)
+    xd = comfy.models_dir / "xdyna"
+    ipplus = comfy.models_dir / "animatediff_models" / IPPLUS_FILE
+    write_ipplus_split(xd / "xdyna_unet.safetensors", xd / "split.safetensors", ipplus)
+    (xd / "split.safetensors").replace(xd / "xdyna_unet.safetensors")
+    got = load("xdyna_unet.safetensors", "fp32")[0].patcher.model.state_dict()
+    assert got.keys() == complete.keys() and all(torch.equal(got[k], v) for k, v in complete.items())
+    assert torch.equal(run_graph(tiny)[0], complete_samples)  # one short sampling run, same latents
+    ipplus.unlink()
+    with pytest.raises(CheckpointError, match=f"{IPPLUS_FILE}.*animatediff_models") as e:
+        load("xdyna_unet.safetensors", "fp32")
+    assert "xdyna_unet.safetensors" in str(e.value) and str(xd) in str(e.value)
+
+
 def pose_frames(n):
     frames, _ = read_video(assets_dir() / "poses" / "example_1_pose_1.mp4", frame_count=n, size=(W, H))
     return torch.from_numpy(frames.astype(np.float32) / 255)

@@ -1,6 +1,9 @@
 """Find and load every network of a standalone X-Dyna run from a ComfyUI-style `models/` folder.
 
-    models/xdyna/        X-Dyna UNet (adapters + motion modules [+ SD1.5 base]), pose and S-Face ControlNets
+    models/xdyna/        X-Dyna UNet (adapters [+ motion modules] [+ SD1.5 base]), pose and S-Face ControlNets
+    models/xdyna/ or models/animatediff_models/
+                         animatediff_v15_v1_ipplus.pth: the motion modules (and IP attention) of a UNet
+                         file without them, as the official loader takes them
     models/ipadapter/    ip-adapter-plus_sd15.(safetensors|bin)
     models/clip_vision/  the IP-Adapter image encoder (CLIP ViT-H/14)
     models/checkpoints/  SD1.5: a single file (UNet base, VAE, text encoder) or a diffusers folder
@@ -29,7 +32,7 @@ from ..models.clip import (PenultimateCLIPVision, new_text_encoder, new_vision_e
 from ..models.tokenizer import find_tokenizer_dir
 from ..models.vae import AutoencoderKL
 
-WEIGHT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
+WEIGHT_EXTS = R.WEIGHT_EXTS
 
 
 @dataclass
@@ -42,12 +45,10 @@ class ModelFiles:
     sd15: Path                      # single file or diffusers folder
     vae: Optional[Path] = None      # overrides the SD1.5 VAE when given
     tokenizer_dir: Optional[Path] = None
+    ipplus: Optional[Path] = None   # AnimateDiff + IP-plus UNet (recognise.IPPLUS_FILE), when found
 
 
-def _weights_in(folder: Path) -> List[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_EXTS)
+_weights_in = R.weights_in
 
 
 def _pick(candidates: List[Path], role: str, prefer, what: str, searched: List[Path]) -> Path:
@@ -94,7 +95,10 @@ def find_model_files(models_dir, face: bool = True) -> ModelFiles:
     tok = None  # SD1.5's vocab.json + merges.txt: only a non-empty prompt needs them
     for cand in ([sd15 / "tokenizer"] if sd15.is_dir() else []) + [root / "xdyna" / "tokenizer"]:
         tok = tok or find_tokenizer_dir(cand)
-    return ModelFiles(unet, pose, face_cn, ip, cv, sd15, vae, tok)
+    ipplus_dirs = [root / f for f in R.IPPLUS_FOLDERS]
+    ipplus = R.find_ipplus(ipplus_dirs)
+    R.require_ipplus(unet, ipplus, ipplus_dirs)
+    return ModelFiles(unet, pose, face_cn, ip, cv, sd15, vae, tok, ipplus)
 
 
 def check_model_files(files: ModelFiles) -> None:
@@ -103,7 +107,7 @@ def check_model_files(files: ModelFiles) -> None:
     naming it. Legacy (pre-zip) pickles can only be recognised when loaded."""
     roles = [("unet", files.unet), ("pose_controlnet", files.pose_controlnet),
              ("face_controlnet", files.face_controlnet), ("ip_adapter", files.ip_adapter),
-             ("clip_vision", files.clip_vision), ("vae", files.vae)]
+             ("clip_vision", files.clip_vision), ("vae", files.vae), (R.IPPLUS, files.ipplus)]
     if Path(files.sd15).is_dir():  # diffusers folder: its VAE and text encoder weights must be there
         for sub in ("vae", "text_encoder"):
             try:
@@ -236,7 +240,7 @@ def load_bundle(files: ModelFiles, device="cpu", dtype=torch.float32, log=None) 
     say = log or (lambda s: None)
     say(f"UNet: {files.unet}")
     unet, report = load_xdyna_unet(files.unet, sd15_unet=files.sd15, ip_adapter=files.ip_adapter,
-                                   device=device, dtype=dtype)
+                                   ipplus=files.ipplus, device=device, dtype=dtype)
     unet.eval()
     say(f"pose ControlNet: {files.pose_controlnet}")
     pose, _ = load_controlnet(files.pose_controlnet, kind="pose", device=device, dtype=dtype)

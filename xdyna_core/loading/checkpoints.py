@@ -19,7 +19,7 @@ from . import ip_adapter_keys, kinds, sd_checkpoint_keys, unet_keys
 from .configs import _resolve_config, infer_controlnet_config, infer_resampler_config, infer_unet_config
 from .files import (DIFFUSERS_WEIGHT_NAMES, CheckpointError, PathLike, Source, _source, detect_format,  # noqa: F401
                     load_state_dict, read_config_metadata, read_metadata, resolve_weights_file, wrong_file_error)
-from .recognise import CONTROLNET_CHANNELS, CONTROLNET_COND_KEY, check_condition_channels
+from .recognise import CONTROLNET_CHANNELS, CONTROLNET_COND_KEY, IPPLUS_FILE, check_condition_channels, ipplus_advice
 from ..models.controlnet import ControlNetConfig, ControlNetModel
 from ..models.resampler import Resampler, ResamplerConfig
 from ..models.unet3d import UNet3DConditionModel, UNet3DConfig
@@ -176,12 +176,16 @@ def load_sd15_unet_state_dict(src: Source) -> tuple[dict, str]:
 
 
 def load_xdyna_unet(path: Source, sd15_unet: Source | None = None, ip_adapter: Source | None = None, config=None,
-                    operations=torch.nn, device="cpu", dtype=torch.float32):
+                    operations=torch.nn, device="cpu", dtype=torch.float32, ipplus: Source | None = None):
     """Load the X-Dyna UNet -> ``(UNet3DConditionModel, LoadReport)``.
 
-    ``sd15_unet`` fills SD1.5 base weights the file lacks; ``ip_adapter`` (an IP-Adapter-plus file)
-    fills missing ``to_k_ip``/``to_v_ip``. Motion-module and Dynamics-Adapter weights cannot come
-    from anywhere else: missing ones are an error, as are unexpected keys and wrong shapes."""
+    Missing weights are filled the way the official loader's ``strict=False`` load leaves them: it builds
+    the UNet from SD1.5 plus ``ipplus`` (I2V-Adapter's animatediff_v15_v1_ipplus.pth) and loads the X-Dyna
+    file over it, so a key the file lacks comes from ``ipplus`` (read only when the file has no motion-module
+    or no IP weights or an incomplete base), else from the ``sd15_unet`` base (read when the file's base is
+    incomplete); then
+    ``ip_adapter`` (an IP-Adapter-plus file) fills ``to_k_ip``/``to_v_ip`` still missing. Dynamics-Adapter
+    weights come from the file alone: missing ones are an error, as are unexpected keys and wrong shapes."""
     sd, name, meta = _source(path, "X-Dyna UNet")
     kind = kinds.identify(sd)
     if kind not in ("xdyna_unet", "xdyna_unet_adapters"):
@@ -190,10 +194,10 @@ def load_xdyna_unet(path: Source, sd15_unet: Source | None = None, ip_adapter: S
     origin: dict[str, str] = {}
     merged = sd  # our own dict: filled in place, emptied while loading
 
-    def fill(extra: Mapping, group: str, src_name: str) -> None:
+    def fill(extra: Mapping, groups, src_name: str) -> None:
         n = 0
         for k, v in extra.items():
-            if unet_keys.unet_key_group(k) == group and k not in merged:
+            if unet_keys.unet_key_group(k) in groups and k not in merged:
                 merged[k] = v
                 origin[k] = src_name
                 n += 1
@@ -201,14 +205,18 @@ def load_xdyna_unet(path: Source, sd15_unet: Source | None = None, ip_adapter: S
             report.filled[src_name] = n
 
     have = unet_keys.split_unet_groups(sd.keys())
-    if sd15_unet is not None and (kind == "xdyna_unet_adapters" or not _base_complete(have["sd15_unet"])):
+    base_missing = kind == "xdyna_unet_adapters" or not _base_complete(have["sd15_unet"])
+    # first fill wins: ipplus (loaded over SD1.5 in the official order), then the SD1.5 base
+    if ipplus is not None and (base_missing or not (have["motion_module"] and have["ip_adapter"])):
+        fill(*_read_ipplus(ipplus))
+    if sd15_unet is not None and base_missing:
         base_sd, base_name = load_sd15_unet_state_dict(sd15_unet)
-        fill(base_sd, "sd15_unet", base_name)
+        fill(base_sd, ("sd15_unet",), base_name)
     elif sd15_unet is not None:
         report.notes.append("the UNet file carries the SD1.5 base weights; the separate SD1.5 model was not needed")
     if ip_adapter is not None:
         _, ip_unet, ip_name = _read_ip_adapter(ip_adapter)
-        fill(ip_unet, "ip_adapter", ip_name)
+        fill(ip_unet, ("ip_adapter",), ip_name)
 
     cfg = _resolve_config(UNet3DConfig, config, meta, infer_unet_config, merged, name)
     report.config = _config_dict(cfg)
@@ -216,8 +224,18 @@ def load_xdyna_unet(path: Source, sd15_unet: Source | None = None, ip_adapter: S
         model = build_and_load(UNet3DConditionModel, cfg, merged, operations=operations, device=device, dtype=dtype,
                                origin=origin, report=report)
     except CheckpointError:
-        raise CheckpointError(_explain_unet_failure(report, name, sd15_unet, ip_adapter)) from None
+        raise CheckpointError(_explain_unet_failure(report, name, sd15_unet, ip_adapter, ipplus)) from None
     return model, report
+
+
+def _read_ipplus(src: Source) -> tuple[dict, tuple, str]:
+    """(state dict, the key groups it fills, name) of I2V-Adapter's AnimateDiff + IP-plus UNet: everything
+    but the Dynamics-Adapter, which it does not have."""
+    sd, name, _ = _source(src, "AnimateDiff + IP-plus UNet")
+    kind = kinds.identify(sd)
+    if kind != "animatediff_ipplus":
+        raise wrong_file_error(name, kind, f"I2V-Adapter's AnimateDiff + IP-plus UNet ({IPPLUS_FILE})")
+    return sd, ("sd15_unet", "motion_module", "ip_adapter"), name
 
 
 def _base_complete(base_keys: list) -> bool:
@@ -227,7 +245,7 @@ def _base_complete(base_keys: list) -> bool:
     return need <= set(base_keys) and len(base_keys) > 100
 
 
-def _explain_unet_failure(report: LoadReport, name: str, sd15, ip) -> str:
+def _explain_unet_failure(report: LoadReport, name: str, sd15, ip, ipplus) -> str:
     lines = [f"{name}: the X-Dyna UNet cannot be loaded ({report.summary(with_path=False)})"]
     groups = unet_keys.split_unet_groups(report.missing)
     if groups["sd15_unet"]:
@@ -241,9 +259,13 @@ def _explain_unet_failure(report: LoadReport, name: str, sd15, ip) -> str:
             f"{len(groups['ip_adapter'])} IP-Adapter projections (attn2.to_k_ip/to_v_ip) are missing"
             + ("" if ip is not None else ": give ip-adapter-plus_sd15 to fill them")
         )
-    for g, what in (("motion_module", "motion-module"), ("dynamics_adapter", "Dynamics-Adapter (to_q_ff/to_out_ff)")):
-        if groups[g]:
-            lines.append(f"{len(groups[g])} {what} weights are missing: this is not a complete X-Dyna UNet checkpoint")
+    if groups["motion_module"]:
+        lines.append(f"{len(groups['motion_module'])} motion-module weights are missing"
+                     + (" and the given AnimateDiff + IP-plus UNet did not provide them" if ipplus is not None else
+                        f": {ipplus_advice()}"))
+    if groups["dynamics_adapter"]:
+        lines.append(f"{len(groups['dynamics_adapter'])} Dynamics-Adapter (to_q_ff/to_out_ff) weights are missing: "
+                     f"this is not a complete X-Dyna UNet checkpoint")
     return "; ".join(lines)
 
 

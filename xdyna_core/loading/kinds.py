@@ -9,7 +9,10 @@ from .unet_keys import LDM_UNET_PREFIX
 
 KIND_DESCRIPTIONS = {
     "xdyna_unet": "an X-Dyna UNet (SD1.5 base + motion modules + Dynamics-Adapter + IP attention)",
-    "xdyna_unet_adapters": "an X-Dyna UNet without the SD1.5 base weights (motion modules + Dynamics-Adapter only)",
+    "xdyna_unet_adapters": "an X-Dyna UNet lacking SD1.5 base or motion-module weights (its Dynamics-Adapter "
+                           "present; the rest is filled from other files)",
+    "animatediff_ipplus": "I2V-Adapter's AnimateDiff + IP-plus UNet (animatediff_v15_v1_ipplus.pth: motion "
+                          "modules + IP attention, no Dynamics-Adapter)",
     "motion_module": "an AnimateDiff motion-module file (no Dynamics-Adapter)",
     "animatediff_unet": "an AnimateDiff video UNet (SD UNet + motion modules, no X-Dyna Dynamics-Adapter)",
     "sd_unet": "a diffusers SD UNet (UNet2DConditionModel, no X-Dyna parts)",
@@ -55,6 +58,8 @@ def identify(sd: Mapping) -> str:
         return "controlnet"
     has_mm = _has(keys, ".motion_modules.")
     has_ff = _has(keys, ".attn1.to_q_ff.")
+    if has_mm and not has_ff and _has(keys, ".attn2.to_k_ip."):
+        return "animatediff_ipplus"
     if has_mm or has_ff:
         if "conv_in.weight" in ks and starts("down_blocks.0.resnets.") and has_mm and has_ff:
             return "xdyna_unet"
@@ -94,5 +99,7 @@ KIND_HINTS = {
     "clip_vision_openclip": "it belongs in models/clip_vision",
     "clip_text": "the text encoder comes from the SD1.5 checkpoint",
     "motion_module": "X-Dyna needs its own UNet checkpoint, not a bare AnimateDiff module",
+    "animatediff_ipplus": "it fills the motion modules and IP attention of an X-Dyna UNet file that lacks them "
+                          "and belongs in models/xdyna or models/animatediff_models",
     "animatediff_unet": "X-Dyna needs its own UNet checkpoint, whose attention layers carry to_q_ff/to_out_ff",
 }

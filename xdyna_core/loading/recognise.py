@@ -35,6 +35,12 @@ from .unet_keys import MOTION_PE_SUFFIX
 #: The roles a model file can play (a loader dropdown, a file of a command-line run).
 UNET, POSE_CONTROLNET, FACE_CONTROLNET, IP_ADAPTER = "unet", "pose_controlnet", "face_controlnet", "ip_adapter"
 CLIP_VISION, SD15, VAE = "clip_vision", "sd15", "vae"
+#: I2V-Adapter's AnimateDiff + IP-plus UNet: the official loader builds the UNet from SD1.5 plus this file,
+#: then loads the X-Dyna UNet over it (strict=False), so a UNet file without motion modules takes them here.
+IPPLUS = "ipplus"
+IPPLUS_FILE = "animatediff_v15_v1_ipplus.pth"
+IPPLUS_FOLDERS = ("xdyna", "animatediff_models")  # under models/
+WEIGHT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
 #: Condition channels of X-Dyna's two ControlNets (the input of their condition embedding).
 CONTROLNET_CHANNELS = {"pose": 3, "face": 6}
@@ -50,6 +56,7 @@ ROLE_KINDS = {
     CLIP_VISION: (("clip_vision", "clip_vision_openclip"), "the CLIP ViT-H/14 image encoder"),
     SD15: (("sd_checkpoint",), "an SD1.5 checkpoint (VAE and text encoder)"),
     VAE: (("vae", "vae_ldm"), "an SD1.5 VAE"),
+    IPPLUS: (("animatediff_ipplus",), f"I2V-Adapter's AnimateDiff + IP-plus UNet ({IPPLUS_FILE})"),
 }
 _KIND_ROLE = {kind: role for role, (kinds, _) in ROLE_KINDS.items() for kind in kinds if kind != "controlnet"}
 
@@ -139,6 +146,8 @@ def role_from_name(name: str) -> Optional[str]:
     n = os.path.basename(str(name)).lower()
     if "controlnet" in n or "control_net" in n:
         return FACE_CONTROLNET if any(w in n for w in ("face", "sface", "expression")) else POSE_CONTROLNET
+    if "ipplus" in n:
+        return IPPLUS
     if "ip-adapter" in n or "ip_adapter" in n or "ipadapter" in n:
         return IP_ADAPTER
     if "unet" in n:
@@ -219,3 +228,40 @@ def problem(path, role: str) -> Optional[str]:
         except (CheckpointError, OSError, ValueError) as e:
             _problems[key] = str(e).splitlines()[0]
     return _problems[key]
+
+
+def weights_in(folder: Path) -> List[Path]:
+    """The weight files under ``folder`` (recursively, sorted); none when it does not exist."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_EXTS)
+
+
+def find_ipplus(folders: Iterable[Path]) -> Optional[Path]:
+    """The AnimateDiff + IP-plus UNet file in ``folders`` (known by its keys, or by its name where they
+    cannot be read), ``IPPLUS_FILE`` preferred; None when there is none."""
+    found = [p for d in folders for p in weights_in(d) if "detectors" not in p.parts and file_role(p) == IPPLUS]
+    return pick(found, IPPLUS, [re.escape(IPPLUS_FILE), r"ipplus"])
+
+
+def require_ipplus(unet, ipplus, searched: Iterable) -> None:
+    """CheckpointError naming ``IPPLUS_FILE`` and the folders searched when the UNet file's header shows
+    no motion-module weights (the released layout the official loader fills from that file) and no such
+    file was found. Header only: a legacy pickle is told when it is loaded."""
+    if ipplus is not None:
+        return
+    header = recognise(unet)
+    if header.shapes is not None and header.kind in ROLE_KINDS[UNET][0] and header.motion_max_len is None:
+        raise ipplus_missing(str(unet), searched)
+
+
+def ipplus_missing(unet_name: str, searched: Iterable = ()) -> CheckpointError:
+    return CheckpointError(f"{unet_name} has no motion-module weights: {ipplus_advice(searched)}")
+
+
+def ipplus_advice(searched: Iterable = ()) -> str:
+    searched = [str(s) for s in searched]
+    where = (f"which was not found in {', '.join(searched)}; put it in one of them" if searched else
+             "which belongs in " + " or ".join(f"models/{f}" for f in IPPLUS_FOLDERS))
+    return f"like the official loader, they come from {IPPLUS_FILE} (the I2V-Adapter release), {where}"

@@ -203,3 +203,20 @@ def write_tiny_set(out_dir, seed: int = 0, dtype: str | torch.dtype = "fp16",
     (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return paths
 
+
+
+def write_ipplus_split(unet, unet_out, ipplus_out, drop=("motion_module",)) -> None:
+    """From a complete UNet .safetensors: the same file without the key groups ``drop`` (its config
+    metadata kept) and, as I2V-Adapter's animatediff_v15_v1_ipplus.pth is, a ``torch.save``'d state dict
+    in diffusers names holding the motion-module and IP attention weights (the split the official
+    loader's SD1.5 + ipplus + X-Dyna ``strict=False`` load puts back together)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    full = load_file(str(unet))
+    with safe_open(str(unet), framework="pt") as f:
+        meta = {K.CONFIG_METADATA_KEY: (f.metadata() or {})[K.CONFIG_METADATA_KEY]}
+    group = unet_keys.unet_key_group
+    save_file({k: v for k, v in full.items() if group(k) not in drop}, str(unet_out), metadata=meta)
+    Path(ipplus_out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v for k, v in full.items() if group(k) in ("motion_module", "ip_adapter")}, str(ipplus_out))
