@@ -280,6 +280,53 @@ def test_non_finite_latent_stops_at_its_step_and_window():
     assert len(calls) == 4  # stopped at the end of that step: no further UNet call
 
 
+def test_latents_made_non_finite_by_the_guidance_name_that_step_and_the_cfg():
+    """Finite network outputs whose guided difference overflows float32: the step that produced the
+    non-finite latents is named, and the advice is about the cfg, not the (already fp32) precision."""
+    from xdyna_core.sampling.pipeline import NonFiniteLatents, sample_video
+
+    def unet(sample, t, context, **kw):  # uncond half 0, cond half 1e10: cfg 1e30 -> 1e40 = inf in fp32
+        eps = torch.zeros_like(sample)
+        eps[1:] = 1e10
+        return eps
+
+    g = torch.Generator().manual_seed(0)
+    text = torch.randn(1, 77, 8, generator=g)
+    tokens = torch.randn(1, 4, 8, generator=g)
+    with pytest.raises(NonFiniteLatents, match=r"latents became non-finite .* at step 1/3") as e:
+        sample_video(unet, torch.randn(1, 4, 1, 8, 8, generator=g), text, text, tokens, tokens,
+                     SamplingSettings(steps=3, cfg=1e30), torch.Generator().manual_seed(0), num_frames=4)
+    assert "--cfg" in str(e.value) and "fp32" not in str(e.value)
+
+
+def test_non_finite_advice_fits_the_precision_and_cfg():
+    from xdyna_core.sampling.pipeline import non_finite_advice
+
+    assert "--precision" in non_finite_advice(torch.float16, 7.5) and "--cfg" not in non_finite_advice(torch.float16, 7.5)
+    fp32 = non_finite_advice(torch.float32, 7.5)
+    assert "fp32" not in fp32 and "--precision" not in fp32 and "float32" in fp32 and "damaged" in fp32
+    both = non_finite_advice(torch.float16, 1e30)
+    assert "--cfg" in both and "--precision" in both
+
+
+@pytest.mark.parametrize("steps, where", [(2, r"at step 2/2, window 1/1"), (1, r"decoded frames .* from frame 1/4")])
+def test_cfg_1e30_stops_where_values_first_go_non_finite(tiny, tmp_path, steps, where):
+    """Acceptance (issue 22): `--cfg 1e30` on the tiny set in fp32 stops at the first step with NaN/inf
+    (2 steps), or, with 1 step, says the decoded frames went non-finite and why; the advice names
+    --cfg and never tells an fp32 run to run in fp32."""
+    import re
+
+    poses = assets_dir() / "poses" / "example_2_pose_2.mp4"
+    r, _ = cli("animate", "--reference", assets_dir() / "reference_image" / "example_2.jpg",
+               "--driving", assets_dir() / "driving_video" / "example_2_driving_2.mp4", "--pose", poses,
+               "--face", "off", "--models", tiny, "--out", tmp_path / "o.mp4", "--steps", steps,
+               "--size", "128x192", "--frame-count", 4, "--cfg", "1e30", "--precision", "fp32", "--quiet")
+    line = one_line(r)
+    assert re.search(where, line), line
+    assert "--cfg" in line and "1e+30" in line and "fp32" not in line and "--precision" not in line, line
+    assert not (tmp_path / "o.mp4").exists()
+
+
 @pytest.mark.parametrize("length, fails", [(32, True), (24, False)])
 def test_context_length_against_the_motion_module_limit(job, nan_models, tmp_path, length, fails):
     """Issue 21: the window length is checked against the UNet's motion module limit, read from the
