@@ -257,6 +257,40 @@ def test_demo_with_incomplete_models_is_an_error(tmp_path):
     assert not (tmp_path / "w").exists()  # no fallback to the random set
 
 
+# ------------------------------------------------------------------ working size bounds
+
+@pytest.mark.parametrize("size, expected", [
+    ("8x8", r"at least 64 px .* UNet halves"),
+    ("56x896", r"at least 64 px"),
+    ("4096x4096", r"at most 2048 px .* 8\.6 GB per frame"),
+    ("512x2056", r"at most 2048 px")])
+def test_working_size_bounds_say_why_before_anything_loads(job, nan_models, tmp_path, size, expected):
+    """Issue 22: `--size 8x8` was reported as "no person found", 4096x4096 was taken silently: both are
+    refused at parse time with the bound and its reason (the upper with a memory figure)."""
+    import re
+
+    r, seconds = cli("animate", "--reference", job["reference"], "--driving", job["driving"], "--models",
+                     nan_models, "--out", tmp_path / "o.mp4", "--size", size)
+    line = one_line(r)
+    assert "--size" in line and f"working size {size}" in line and re.search(expected, line), line
+    assert "no person" not in line and seconds < FAST_LIMIT_S
+    assert_nothing_loaded(r)
+
+
+def test_working_size_rule_is_the_one_the_nodes_and_cli_use():
+    from xdyna_core import arg_types
+    from xdyna_core.preprocess import driving
+    from xdyna_core.working_size import MAX_SIDE, MIN_SIDE, check_output_size, decoder_bytes_per_frame
+
+    assert driving.check_output_size is check_output_size and arg_types.check_output_size is check_output_size
+    assert check_output_size(MIN_SIDE, MAX_SIDE) == (64, 2048)
+    for w, h in ((MIN_SIDE - 8, 512), (512, MAX_SIDE + 8)):
+        with pytest.raises(ValueError, match=f"working size {w}x{h}"):
+            check_output_size(w, h)
+    assert check_output_size(8, 8, multiple=1) == (8, 8)  # pose videos that never reach the sampler
+    assert decoder_bytes_per_frame(512, 896) == 128 * 512 * 896 * 4
+
+
 # ------------------------------------------------------------------ non-finite latents
 
 def test_non_finite_latent_stops_at_its_step_and_window():
