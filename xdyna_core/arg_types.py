@@ -54,12 +54,14 @@ def positive_float(text: str) -> float:
 
 
 def seed(text: str) -> int:
+    from .sampling.settings import SEED_MAX, SEED_MIN, SEED_RANGE
+
     try:
         v = int(text)
     except ValueError:
-        _fail("a whole number", text)
-    if not -2 ** 63 <= v < 2 ** 64:  # what torch.Generator.manual_seed accepts
-        _fail("a whole number in [-2^63, 2^64)", text)
+        _fail(SEED_RANGE, text)
+    if not SEED_MIN <= v <= SEED_MAX:
+        _fail(SEED_RANGE, text)
     return v
 
 

@@ -42,7 +42,10 @@ def check_sampling(settings, motion_max_len: Optional[int] = None, flag: Callabl
     """A run's SamplingSettings against each other, the scheduler and (when known) the UNet's motion
     module limit; raises JobCheckError naming the setting as ``flag`` spells it (the CLI's options, the
     node's inputs). Cheap: no model is loaded; the limit comes from the UNet file's header."""
-    from .sampling.settings import LATENT_MODES, NUM_TRAIN_TIMESTEPS   # no torch import: runs first
+    from .sampling.settings import LATENT_MODES, NUM_TRAIN_TIMESTEPS, SEED_MAX, SEED_MIN, SEED_RANGE  # no torch
+
+    if not SEED_MIN <= settings.seed <= SEED_MAX:
+        raise JobCheckError(f"{flag('seed')} {settings.seed}: {SEED_RANGE}")
 
     length, overlap = settings.context_length, settings.context_overlap
     if overlap >= length:

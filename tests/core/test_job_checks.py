@@ -291,6 +291,22 @@ def test_working_size_rule_is_the_one_the_nodes_and_cli_use():
     assert decoder_bytes_per_frame(512, 896) == 128 * 512 * 896 * 4
 
 
+@pytest.mark.parametrize("value", ["-1", str(2 ** 64)])
+def test_seed_outside_the_range_is_refused_on_both_fronts(value, job, nan_models, tmp_path):
+    """Issue 22: `--seed -1` was taken silently. Seeds are used as given, 0..2^64-1 (the node's widget
+    range): the CLI refuses others at parse time, and check_sampling (the node's check too) refuses
+    them in a settings value."""
+    from xdyna_core.job_checks import JobCheckError, check_sampling
+
+    r, _ = cli("animate", "--reference", job["reference"], "--driving", job["driving"], "--models", nan_models,
+               "--out", tmp_path / "o.mp4", "--seed", value)
+    line = one_line(r)
+    assert "--seed" in line and "0 to 2^64-1" in line and "-1 does not mean random" in line, line
+    with pytest.raises(JobCheckError, match=rf"^seed {value}: a whole number from 0 to 2\^64-1"):
+        check_sampling(SamplingSettings(seed=int(value)), flag=lambda name: name)
+    check_sampling(SamplingSettings(seed=2 ** 64 - 1))
+
+
 # ------------------------------------------------------------------ non-finite latents
 
 def test_non_finite_latent_stops_at_its_step_and_window():

@@ -18,7 +18,8 @@ def _add_job_options(p, steps: int, size: str, frame_count):
                    help="output WxH, multiples of 8 (default %(default)s)")
     p.add_argument("--steps", type=J.positive_int, default=steps, help="DDIM steps (default %(default)s)")
     p.add_argument("--cfg", type=J.finite_float, default=7.5, help="guidance scale; <= 1 disables CFG (default %(default)s)")
-    p.add_argument("--seed", type=J.seed, default=42)
+    p.add_argument("--seed", type=J.seed, default=42, help="0 to 2^64-1, used as given (-1 is refused, not random); "
+                   "the same seed gives the same video, here and in ComfyUI")
     p.add_argument("--frame-count", "--length", dest="frame_count", type=J.positive_int, default=frame_count,
                    help="driving frames to animate (after --stride; default: all)")
     p.add_argument("--stride", type=J.positive_int, default=1, help="use every n-th driving frame")

@@ -60,7 +60,8 @@ class NonFiniteLatents(XDynaError, RuntimeError):
     window) or in the latents that step produced (guidance and DDIM update), with :func:`non_finite_advice`."""
 
 
-# Guidance scales past this are far outside what X-Dyna is run with (the official default is 7.5):
+# Guidance scales past this are far outside what X-Dyna is run with (the official default is 7.5; the
+# sampler node's cfg widget stops here too):
 # guidance multiplies the cond/uncond difference by the scale, so a huge scale alone gives NaN/inf.
 CFG_USUAL_MAX = 30.0
 
