@@ -87,18 +87,18 @@ def check_inputs(reference, driving, opts) -> None:
     from .preprocess.keypoints import KeypointFormatError, load_keypoints
     from .preprocess.video import VideoReadError, iter_frames, probe_video
 
-    def first_frame(path, what, start=0):
+    def first_frame(path, what, role, start=0):
         try:
             probe_video(path, fps=opts.fps)  # --fps stands in for a clip's broken timestamps
             if next(iter(iter_frames(path, start=start, frame_count=1)), None) is None:
                 raise JobCheckError(f"--{what} {path}: no frame at --start {start}")
-        except VideoReadError as e:
-            raise JobCheckError(f"--{what}: {e}") from None
+        except VideoReadError as e:  # the reader knows the file, the option's role is said here
+            raise JobCheckError(f"--{what} (the {role}): {e}") from None
 
-    first_frame(reference, "reference")
-    first_frame(driving, "driving", opts.start)
+    first_frame(reference, "reference", "reference image")
+    first_frame(driving, "driving", "driving video", opts.start)
     if opts.pose_video:
-        first_frame(opts.pose_video, "pose", opts.start)
+        first_frame(opts.pose_video, "pose", "pose video", opts.start)
     if opts.keypoints:
         try:
             check_keypoints(load_keypoints(opts.keypoints), str(opts.keypoints))

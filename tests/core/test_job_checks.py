@@ -307,6 +307,20 @@ def test_seed_outside_the_range_is_refused_on_both_fronts(value, job, nan_models
     check_sampling(SamplingSettings(seed=2 ** 64 - 1))
 
 
+@pytest.mark.parametrize("missing, role, kind", [("reference", "reference image", "image"),
+                                                  ("driving", "driving video", "video"),
+                                                  ("pose", "pose video", "video")])
+def test_a_missing_input_is_named_by_its_role_and_kind(job, nan_models, tmp_path, missing, role, kind):
+    """Issue 22: a missing reference image was "video file not found"."""
+    paths = {"reference": job["reference"], "driving": job["driving"], "pose": job["pose"]}
+    paths[missing] = tmp_path / ("gone.png" if missing == "reference" else "gone.mp4")
+    r, _ = cli("animate", "--reference", paths["reference"], "--driving", paths["driving"], "--pose", paths["pose"],
+               "--models", nan_models, "--out", tmp_path / "o.mp4")
+    line = one_line(r)
+    assert f"--{missing} (the {role}): {kind} file not found" in line and "gone." in line, line
+    assert ("video" not in line) if kind == "image" else True, line
+
+
 # ------------------------------------------------------------------ non-finite latents
 
 def test_non_finite_latent_stops_at_its_step_and_window():

@@ -75,10 +75,11 @@ def _check_exists(path: Source):
         path.seek(0)
         return path
     p = Path(path)
+    kind = "image" if _is_image(p) else "video"  # what the name says; the caller adds the role
     if not p.exists():
-        raise VideoReadError(f"video file not found: {p}")
+        raise VideoReadError(f"{kind} file not found: {p}")
     if p.is_dir():
-        raise VideoReadError(f"expected a video file, got a directory: {p}")
+        raise VideoReadError(f"expected an image or video file, got a directory: {p}")
     return p
 
 
