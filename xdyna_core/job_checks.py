@@ -85,7 +85,7 @@ def check_inputs(reference, driving, opts) -> None:
     """Open and probe every input: the reference decoded, the first used frame of each video decoded."""
     from .preprocess.keypoint_checks import KeypointCheckError, check_keypoints
     from .preprocess.keypoints import KeypointFormatError, load_keypoints
-    from .preprocess.video import VideoReadError, iter_frames, probe_video
+    from .preprocess.video import VideoReadError, iter_frames, probe_video, read_first_frame
 
     def first_frame(path, what, role, start=0):
         try:
@@ -95,7 +95,10 @@ def check_inputs(reference, driving, opts) -> None:
         except VideoReadError as e:  # the reader knows the file, the option's role is said here
             raise JobCheckError(f"--{what} (the {role}): {e}") from None
 
-    first_frame(reference, "reference", "reference image")
+    try:  # decoded as the run decodes it (a large image shrunk on read)
+        read_first_frame(reference, (opts.width, opts.height))
+    except VideoReadError as e:
+        raise JobCheckError(f"--reference (the reference image): {e}") from None
     first_frame(driving, "driving", "driving video", opts.start)
     if opts.pose_video:
         first_frame(opts.pose_video, "pose", "pose video", opts.start)
