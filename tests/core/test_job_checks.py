@@ -321,6 +321,38 @@ def test_a_missing_input_is_named_by_its_role_and_kind(job, nan_models, tmp_path
     assert ("video" not in line) if kind == "image" else True, line
 
 
+# ------------------------------------------------------------------ free disk space
+
+@pytest.mark.parametrize("frame_count, panels, fits", [(5, False, True), (5, True, False), (200, False, False)])
+def test_free_disk_space_is_checked_against_the_result_before_the_run(job, tmp_path, monkeypatch, frame_count,
+                                                                      panels, fits):
+    """Issue 22: a full disk was found after the whole run. 8.3 MB free: 5 frames of 192x320 fit (the
+    estimate is 8 MB + 5 * 192 * 320 * 3 / 10 bytes = 8.09 MB), 5 side-by-side panels (5 x the width:
+    8.46 MB) and 200 frames (11.7 MB) do not; the message says what is free, where, and the basis."""
+    import collections
+
+    from xdyna_core.animate import AnimateOptions
+    from xdyna_core.job_checks import JobCheckError, check_job
+
+    usage = collections.namedtuple("usage", "total used free")
+    seen = []
+
+    def disk_usage(path):
+        seen.append(path)
+        return usage(10 ** 12, 10 ** 12 - 8_300_000, 8_300_000)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    opts = AnimateOptions(width=192, height=320, frame_count=frame_count, device="cpu")
+    out = tmp_path / "sub" / "o.mp4"
+    if fits:
+        assert check_job(opts, job["reference"], job["driving"], out, panels=panels).out == out
+    else:
+        with pytest.raises(JobCheckError, match=r"^--out .*o\.mp4: 8 MB free in .* needs up to about \d+ MB "
+                                                rf"\({frame_count} frames of {192 * (5 if panels else 1)}x320\)"):
+            check_job(opts, job["reference"], job["driving"], out, panels=panels)
+    assert seen and os.path.samefile(seen[-1], tmp_path)  # the folder the result goes into (its existing part)
+
+
 # ------------------------------------------------------------------ non-finite latents
 
 def test_non_finite_latent_stops_at_its_step_and_window():

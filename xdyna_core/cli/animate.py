@@ -113,7 +113,8 @@ def cmd_animate(args) -> int:
     from ..job_checks import check_job
 
     opts = _options(args)
-    job = check_job(opts, args.reference, args.driving, args.out, models_dir=args.models)  # before any weights load
+    job = check_job(opts, args.reference, args.driving, args.out, models_dir=args.models,  # before any weights load
+                    panels=args.panels)
     require_extractor_if_used(opts)
     bundle = _load(job.files, opts, args.quiet)
     result = animate_to_file(args.reference, args.driving, bundle, opts, job.out, panels=args.panels,
@@ -153,7 +154,7 @@ def cmd_demo(args) -> int:
 
     args.reference, args.driving = DEMO_ASSETS / "reference.jpg", DEMO_ASSETS / "driving.mp4"
     opts = _options(args)
-    job = check_job(opts, args.reference, args.driving, args.out)   # options, --out, the bundled inputs
+    job = check_job(opts, args.reference, args.driving, args.out, panels=True)   # options, --out, the bundled inputs
     from ..animate import animate, save
     from ..panels import RANDOM_WEIGHTS_BANNER
     from ..preprocess.detectors import pose_extractor_problem
