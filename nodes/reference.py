@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from ..xdyna_core.job import LATENT_MODES
 from ..xdyna_core.pixels import to_uint8
-from ..xdyna_core.preprocess.driving import SIZE_RULE, check_output_size
+from ..xdyna_core.preprocess.driving import MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE, SIZE_RULE, check_output_size
 from ..xdyna_core.sd15 import VAE_SCALING_FACTOR
 
 from . import comfy_bridge as bridge
@@ -19,9 +19,9 @@ from . import xdyna_types as T
 def size_inputs(what: str) -> list:
     """The width/height widgets, with the one size rule in their tooltips and steps."""
     return [
-        io.Int.Input("width", default=512, min=64, max=2048, step=8,
+        io.Int.Input("width", default=512, min=MIN_SIDE, max=MAX_SIDE, step=SIZE_MULTIPLE,
                      tooltip=f"Working width in pixels{what}: {SIZE_RULE}."),
-        io.Int.Input("height", default=896, min=64, max=2048, step=8,
+        io.Int.Input("height", default=896, min=MIN_SIDE, max=MAX_SIDE, step=SIZE_MULTIPLE,
                      tooltip=f"Working height in pixels{what}: {SIZE_RULE}."),
     ]
 

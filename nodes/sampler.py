@@ -6,6 +6,7 @@ from comfy_api.latest import io
 
 from ..xdyna_core.pixels import to_uint8
 from ..xdyna_core.preprocess.driving import check_same_size
+from ..xdyna_core.sampling.settings import SEED_MAX, SEED_MIN
 from . import comfy_bridge as bridge
 from . import xdyna_types as T
 
@@ -73,7 +74,7 @@ class XDynaSampler(io.ComfyNode):
                                                           "prompt)"),
                 io.Conditioning.Input("negative", tooltip="CLIPTextEncode of the negative prompt (empty in X-Dyna)"),
                 io.Image.Input("pose", tooltip="rendered skeleton frames at the reference's width/height"),
-                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF,
+                io.Int.Input("seed", default=42, min=SEED_MIN, max=SEED_MAX,
                              tooltip="Seeds every random draw (reference latent sample, noise, window offsets): the "
                                      "same seed gives the same video, here and on the command line."),
                 io.Int.Input("steps", default=25, min=1, max=200, tooltip="DDIM steps (X-Dyna uses 25)."),

@@ -27,7 +27,7 @@ from .preprocess.keypoints import load_keypoints
 from .preprocess.pose_detection import close_quietly, open_pose_detector, reference_pose
 from .preprocess.sface_inputs import face_landmarks, face_patch_batches
 from .preprocess.span import DrivingClip, plan_clip
-from .preprocess.video import VideoReadError, iter_frames, read_video, write_video
+from .preprocess.video import VideoReadError, iter_frames, read_first_frame, write_video
 
 
 class AnimateError(XDynaError):
@@ -85,12 +85,12 @@ def resolve_device(device: str, precision: str):
     return dev, dtype
 
 
-def read_reference(path) -> np.ndarray:
+def read_reference(path, working=None) -> np.ndarray:
+    """The reference picture; a large still image shrunk on read for ``working`` = (w, h)."""
     try:
-        frames, _ = read_video(path, frame_count=1)
+        return read_first_frame(path, working)
     except VideoReadError as e:
         raise AnimateError(f"cannot read the reference image: {e}") from None
-    return frames[0]
 
 
 def _check_size(opts: AnimateOptions):
@@ -232,7 +232,7 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
     from .job import face_control, progress_total, run_sampling
     from .offload import PhasePlacement, resolve_memory_mode
     from .reference import encode_reference_all
-    from .sampling.pipeline import SamplerHooks, decode_latents
+    from .sampling.pipeline import SamplerHooks, check_decoded, decode_latents
 
     _check_size(opts)
     device, dtype = resolve_device(opts.device, opts.precision)
@@ -241,7 +241,7 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
         place.register(name, getattr(bundle, name))
     times = {}
     t0 = time.perf_counter()
-    reference = read_reference(reference_path)
+    reference = read_reference(reference_path, (opts.width, opts.height))
     controls = prepare_driving(reference, str(driving_path), opts, str(reference_path))
     times["preprocess"] = time.perf_counter() - t0
     n = len(controls.pose)
@@ -285,9 +285,8 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
     frames = decode_latents(decode, latents, chunk=4, layout="nhwc", should_cancel=should_cancel)
     dbar.close()
     times["decode"] = time.perf_counter() - t0
+    check_decoded(frames, latents, dtype, settings.cfg)
     video = to_uint8(frames.numpy())
-    if not np.isfinite(frames.numpy()).all():
-        raise AnimateError("the result contains non-finite values (NaN/inf): try --precision fp32")
     return AnimateResult(video, controls.fps, controls, enc.image, times, latents)
 
 

@@ -6,7 +6,7 @@ import argparse
 import math
 import re
 
-from .working_size import SIZE_RULE, check_output_size
+from .working_size import check_output_size
 
 
 def _fail(expected: str, text: str):
@@ -54,24 +54,26 @@ def positive_float(text: str) -> float:
 
 
 def seed(text: str) -> int:
+    from .sampling.settings import SEED_MAX, SEED_MIN, SEED_RANGE
+
     try:
         v = int(text)
     except ValueError:
-        _fail("a whole number", text)
-    if not -2 ** 63 <= v < 2 ** 64:  # what torch.Generator.manual_seed accepts
-        _fail("a whole number in [-2^63, 2^64)", text)
+        _fail(SEED_RANGE, text)
+    if not SEED_MIN <= v <= SEED_MAX:
+        _fail(SEED_RANGE, text)
     return v
 
 
 def frame_size(text: str):
-    """WxH, the working size rule of :mod:`.working_size` (positive multiples of 8)."""
+    """WxH, the working size rule of :mod:`.working_size` (multiples of 8 within its bounds)."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not m:
         _fail("WIDTHxHEIGHT such as 512x896", text)
     try:
         return check_output_size(int(m.group(1)), int(m.group(2)))
-    except ValueError:
-        _fail(f"width and height, each a positive {SIZE_RULE}", text)
+    except ValueError as e:  # the rule's own message says which bound and why
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def any_size(text: str):

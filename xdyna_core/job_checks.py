@@ -9,7 +9,7 @@ value or path found at the end throws that away. So:
   `SamplingSettings`), what needs more than one option or a look at the disk, in order of cost:
   the sampling settings (`check_sampling`, which the ComfyUI sampler node calls too); the output path (never an input, also through links; a folder
   that takes files; an extension we write); the inputs (opened and probed: the reference image
-  decoded, the first used driving frame decoded); the step count and the device (torch imported
+  decoded, the first used driving frame decoded); the free disk space against the result's estimate; the step count and the device (torch imported
   here); the model files (found, and each one's header read
   and recognised — no weights are loaded) and the settings against the UNet's motion module limit
   (from its header).
@@ -42,7 +42,10 @@ def check_sampling(settings, motion_max_len: Optional[int] = None, flag: Callabl
     """A run's SamplingSettings against each other, the scheduler and (when known) the UNet's motion
     module limit; raises JobCheckError naming the setting as ``flag`` spells it (the CLI's options, the
     node's inputs). Cheap: no model is loaded; the limit comes from the UNet file's header."""
-    from .sampling.settings import LATENT_MODES, NUM_TRAIN_TIMESTEPS   # no torch import: runs first
+    from .sampling.settings import LATENT_MODES, NUM_TRAIN_TIMESTEPS, SEED_MAX, SEED_MIN, SEED_RANGE  # no torch
+
+    if not SEED_MIN <= settings.seed <= SEED_MAX:
+        raise JobCheckError(f"{flag('seed')} {settings.seed}: {SEED_RANGE}")
 
     length, overlap = settings.context_length, settings.context_overlap
     if overlap >= length:
@@ -82,20 +85,23 @@ def check_inputs(reference, driving, opts) -> None:
     """Open and probe every input: the reference decoded, the first used frame of each video decoded."""
     from .preprocess.keypoint_checks import KeypointCheckError, check_keypoints
     from .preprocess.keypoints import KeypointFormatError, load_keypoints
-    from .preprocess.video import VideoReadError, iter_frames, probe_video
+    from .preprocess.video import VideoReadError, iter_frames, probe_video, read_first_frame
 
-    def first_frame(path, what, start=0):
+    def first_frame(path, what, role, start=0):
         try:
             probe_video(path, fps=opts.fps)  # --fps stands in for a clip's broken timestamps
             if next(iter(iter_frames(path, start=start, frame_count=1)), None) is None:
                 raise JobCheckError(f"--{what} {path}: no frame at --start {start}")
-        except VideoReadError as e:
-            raise JobCheckError(f"--{what}: {e}") from None
+        except VideoReadError as e:  # the reader knows the file, the option's role is said here
+            raise JobCheckError(f"--{what} (the {role}): {e}") from None
 
-    first_frame(reference, "reference")
-    first_frame(driving, "driving", opts.start)
+    try:  # decoded as the run decodes it (a large image shrunk on read)
+        read_first_frame(reference, (opts.width, opts.height))
+    except VideoReadError as e:
+        raise JobCheckError(f"--reference (the reference image): {e}") from None
+    first_frame(driving, "driving", "driving video", opts.start)
     if opts.pose_video:
-        first_frame(opts.pose_video, "pose", opts.start)
+        first_frame(opts.pose_video, "pose", "pose video", opts.start)
     if opts.keypoints:
         try:
             check_keypoints(load_keypoints(opts.keypoints), str(opts.keypoints))
@@ -123,10 +129,37 @@ class CheckedJob:
     files: Optional[object] = None   # loading.bundle.ModelFiles
 
 
-def check_job(opts, reference, driving, out, models_dir=None, inputs: bool = True) -> CheckedJob:
+def planned_frames(driving, opts) -> Optional[int]:
+    """How many frames the result has at most: --frame-count, else the driving clip's frames from
+    --start at --stride (None when the container does not say)."""
+    from .preprocess.video import expected_frame_count, probe_video
+
+    if opts.frame_count:
+        return int(opts.frame_count)
+    return expected_frame_count(probe_video(driving, fps=opts.fps).frame_count, max(1, opts.stride), opts.start)
+
+
+def check_disk_space(opts, driving, out, panels: bool = False) -> None:
+    """The output folder's free space against a generous estimate of the result (all panels side by
+    side with ``panels``)."""
+    from .outputs import OutputPathError, check_free_space, expected_mp4_bytes
+    from .panels import PANEL_NAMES
+
+    frames = planned_frames(driving, opts)
+    if frames is None:
+        return
+    width = opts.width * (len(PANEL_NAMES) if panels else 1)
+    try:
+        check_free_space(out, expected_mp4_bytes(frames, width, opts.height),
+                         f"{frames} frames of {width}x{opts.height}", option="--out")
+    except OutputPathError as e:
+        raise JobCheckError(str(e)) from None
+
+
+def check_job(opts, reference, driving, out, models_dir=None, inputs: bool = True, panels: bool = False) -> CheckedJob:
     """All checks of one `animate` / `demo` job (``opts``: animate.AnimateOptions), cheapest first (see
     the module docstring). ``models_dir=None``: the caller finds the models later (``check_models`` and
-    ``check_model_limits``)."""
+    ``check_model_limits``). ``panels``: the result is written as side-by-side panels (disk estimate)."""
     from .outputs import OutputPathError, check_output_path
 
     check_sampling(opts.sampling)
@@ -137,6 +170,7 @@ def check_job(opts, reference, driving, out, models_dir=None, inputs: bool = Tru
         raise JobCheckError(str(e)) from None
     if inputs:
         check_inputs(reference, driving, opts)
+        check_disk_space(opts, driving, out, panels)
     check_device(opts.device)
     files = None
     if models_dir is not None:

@@ -74,6 +74,29 @@ def check_output_path(out: PathLike, inputs: Iterable[Optional[PathLike]] = (),
     return out
 
 
+# H.264 at write_video's crf 18 shrinks natural video 50x and more; 10x bounds the result from above,
+# plus room for the container and the driving clip's sound.
+MP4_GENEROUS_RATIO = 10
+MP4_OVERHEAD_BYTES = 8_000_000
+
+
+def expected_mp4_bytes(frames: int, width: int, height: int) -> int:
+    """A generous upper estimate of an mp4 of ``frames`` RGB frames of width x height."""
+    return int(frames) * int(width) * int(height) * 3 // MP4_GENEROUS_RATIO + MP4_OVERHEAD_BYTES
+
+
+def check_free_space(out: PathLike, needed: int, what: str, option: str = "output") -> None:
+    """OutputPathError unless the folder ``out`` goes into has ``needed`` bytes free (``what``: how the
+    estimate was made), so a full disk is found before the run, not after it."""
+    import shutil
+
+    folder = _existing_ancestor(Path(out))
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OutputPathError(f"{option} {out}: {free / 1e6:.0f} MB free in {folder}, the result needs up to about "
+                              f"{needed / 1e6:.0f} MB ({what}); free some space or write elsewhere")
+
+
 def default_file_mode() -> int:
     """Permissions of a plain new file under the process umask (0o666 & ~umask)."""
     try:

@@ -290,6 +290,102 @@ def test_demo_with_incomplete_models_is_an_error(tmp_path):
     assert not (tmp_path / "w").exists()  # no fallback to the random set
 
 
+# ------------------------------------------------------------------ working size bounds
+
+@pytest.mark.parametrize("size, expected", [
+    ("8x8", r"at least 64 px .* UNet halves"),
+    ("56x896", r"at least 64 px"),
+    ("4096x4096", r"at most 2048 px .* 8\.6 GB per frame"),
+    ("512x2056", r"at most 2048 px")])
+def test_working_size_bounds_say_why_before_anything_loads(job, nan_models, tmp_path, size, expected):
+    """Issue 22: `--size 8x8` was reported as "no person found", 4096x4096 was taken silently: both are
+    refused at parse time with the bound and its reason (the upper with a memory figure)."""
+    import re
+
+    r, seconds = cli("animate", "--reference", job["reference"], "--driving", job["driving"], "--models",
+                     nan_models, "--out", tmp_path / "o.mp4", "--size", size)
+    line = one_line(r)
+    assert "--size" in line and f"working size {size}" in line and re.search(expected, line), line
+    assert "no person" not in line and seconds < FAST_LIMIT_S
+    assert_nothing_loaded(r)
+
+
+def test_working_size_rule_is_the_one_the_nodes_and_cli_use():
+    from xdyna_core import arg_types
+    from xdyna_core.preprocess import driving
+    from xdyna_core.working_size import MAX_SIDE, MIN_SIDE, check_output_size, decoder_bytes_per_frame
+
+    assert driving.check_output_size is check_output_size and arg_types.check_output_size is check_output_size
+    assert check_output_size(MIN_SIDE, MAX_SIDE) == (64, 2048)
+    for w, h in ((MIN_SIDE - 8, 512), (512, MAX_SIDE + 8)):
+        with pytest.raises(ValueError, match=f"working size {w}x{h}"):
+            check_output_size(w, h)
+    assert check_output_size(8, 8, multiple=1) == (8, 8)  # pose videos that never reach the sampler
+    assert decoder_bytes_per_frame(512, 896) == 128 * 512 * 896 * 4
+
+
+@pytest.mark.parametrize("value", ["-1", str(2 ** 64)])
+def test_seed_outside_the_range_is_refused_on_both_fronts(value, job, nan_models, tmp_path):
+    """Issue 22: `--seed -1` was taken silently. Seeds are used as given, 0..2^64-1 (the node's widget
+    range): the CLI refuses others at parse time, and check_sampling (the node's check too) refuses
+    them in a settings value."""
+    from xdyna_core.job_checks import JobCheckError, check_sampling
+
+    r, _ = cli("animate", "--reference", job["reference"], "--driving", job["driving"], "--models", nan_models,
+               "--out", tmp_path / "o.mp4", "--seed", value)
+    line = one_line(r)
+    assert "--seed" in line and "0 to 2^64-1" in line and "-1 does not mean random" in line, line
+    with pytest.raises(JobCheckError, match=rf"^seed {value}: a whole number from 0 to 2\^64-1"):
+        check_sampling(SamplingSettings(seed=int(value)), flag=lambda name: name)
+    check_sampling(SamplingSettings(seed=2 ** 64 - 1))
+
+
+@pytest.mark.parametrize("missing, role, kind", [("reference", "reference image", "image"),
+                                                  ("driving", "driving video", "video"),
+                                                  ("pose", "pose video", "video")])
+def test_a_missing_input_is_named_by_its_role_and_kind(job, nan_models, tmp_path, missing, role, kind):
+    """Issue 22: a missing reference image was "video file not found"."""
+    paths = {"reference": job["reference"], "driving": job["driving"], "pose": job["pose"]}
+    paths[missing] = tmp_path / ("gone.png" if missing == "reference" else "gone.mp4")
+    r, _ = cli("animate", "--reference", paths["reference"], "--driving", paths["driving"], "--pose", paths["pose"],
+               "--models", nan_models, "--out", tmp_path / "o.mp4")
+    line = one_line(r)
+    assert f"--{missing} (the {role}): {kind} file not found" in line and "gone." in line, line
+    assert ("video" not in line) if kind == "image" else True, line
+
+
+# ------------------------------------------------------------------ free disk space
+
+@pytest.mark.parametrize("frame_count, panels, fits", [(5, False, True), (5, True, False), (200, False, False)])
+def test_free_disk_space_is_checked_against_the_result_before_the_run(job, tmp_path, monkeypatch, frame_count,
+                                                                      panels, fits):
+    """Issue 22: a full disk was found after the whole run. 8.3 MB free: 5 frames of 192x320 fit (the
+    estimate is 8 MB + 5 * 192 * 320 * 3 / 10 bytes = 8.09 MB), 5 side-by-side panels (5 x the width:
+    8.46 MB) and 200 frames (11.7 MB) do not; the message says what is free, where, and the basis."""
+    import collections
+
+    from xdyna_core.animate import AnimateOptions
+    from xdyna_core.job_checks import JobCheckError, check_job
+
+    usage = collections.namedtuple("usage", "total used free")
+    seen = []
+
+    def disk_usage(path):
+        seen.append(path)
+        return usage(10 ** 12, 10 ** 12 - 8_300_000, 8_300_000)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    opts = AnimateOptions(width=192, height=320, frame_count=frame_count, device="cpu")
+    out = tmp_path / "sub" / "o.mp4"
+    if fits:
+        assert check_job(opts, job["reference"], job["driving"], out, panels=panels).out == out
+    else:
+        with pytest.raises(JobCheckError, match=r"^--out .*o\.mp4: 8 MB free in .* needs up to about \d+ MB "
+                                                rf"\({frame_count} frames of {192 * (5 if panels else 1)}x320\)"):
+            check_job(opts, job["reference"], job["driving"], out, panels=panels)
+    assert seen and os.path.samefile(seen[-1], tmp_path)  # the folder the result goes into (its existing part)
+
+
 # ------------------------------------------------------------------ non-finite latents
 
 def test_non_finite_latent_stops_at_its_step_and_window():
@@ -311,6 +407,53 @@ def test_non_finite_latent_stops_at_its_step_and_window():
         sample_video(unet, torch.randn(1, 4, 1, 8, 8, generator=g), text, text, tokens, tokens, SamplingSettings(steps=3, cfg=7.5),
                      torch.Generator().manual_seed(0), num_frames=20)
     assert len(calls) == 4  # stopped at the end of that step: no further UNet call
+
+
+def test_latents_made_non_finite_by_the_guidance_name_that_step_and_the_cfg():
+    """Finite network outputs whose guided difference overflows float32: the step that produced the
+    non-finite latents is named, and the advice is about the cfg, not the (already fp32) precision."""
+    from xdyna_core.sampling.pipeline import NonFiniteLatents, sample_video
+
+    def unet(sample, t, context, **kw):  # uncond half 0, cond half 1e10: cfg 1e30 -> 1e40 = inf in fp32
+        eps = torch.zeros_like(sample)
+        eps[1:] = 1e10
+        return eps
+
+    g = torch.Generator().manual_seed(0)
+    text = torch.randn(1, 77, 8, generator=g)
+    tokens = torch.randn(1, 4, 8, generator=g)
+    with pytest.raises(NonFiniteLatents, match=r"latents became non-finite .* at step 1/3") as e:
+        sample_video(unet, torch.randn(1, 4, 1, 8, 8, generator=g), text, text, tokens, tokens,
+                     SamplingSettings(steps=3, cfg=1e30), torch.Generator().manual_seed(0), num_frames=4)
+    assert "--cfg" in str(e.value) and "fp32" not in str(e.value)
+
+
+def test_non_finite_advice_fits_the_precision_and_cfg():
+    from xdyna_core.sampling.pipeline import non_finite_advice
+
+    assert "--precision" in non_finite_advice(torch.float16, 7.5) and "--cfg" not in non_finite_advice(torch.float16, 7.5)
+    fp32 = non_finite_advice(torch.float32, 7.5)
+    assert "fp32" not in fp32 and "--precision" not in fp32 and "float32" in fp32 and "damaged" in fp32
+    both = non_finite_advice(torch.float16, 1e30)
+    assert "--cfg" in both and "--precision" in both
+
+
+@pytest.mark.parametrize("steps, where", [(2, r"at step 2/2, window 1/1"), (1, r"decoded frames .* from frame 1/4")])
+def test_cfg_1e30_stops_where_values_first_go_non_finite(tiny, tmp_path, steps, where):
+    """Acceptance (issue 22): `--cfg 1e30` on the tiny set in fp32 stops at the first step with NaN/inf
+    (2 steps), or, with 1 step, says the decoded frames went non-finite and why; the advice names
+    --cfg and never tells an fp32 run to run in fp32."""
+    import re
+
+    poses = assets_dir() / "poses" / "example_2_pose_2.mp4"
+    r, _ = cli("animate", "--reference", assets_dir() / "reference_image" / "example_2.jpg",
+               "--driving", assets_dir() / "driving_video" / "example_2_driving_2.mp4", "--pose", poses,
+               "--face", "off", "--models", tiny, "--out", tmp_path / "o.mp4", "--steps", steps,
+               "--size", "128x192", "--frame-count", 4, "--cfg", "1e30", "--precision", "fp32", "--quiet")
+    line = one_line(r)
+    assert re.search(where, line), line
+    assert "--cfg" in line and "1e+30" in line and "fp32" not in line and "--precision" not in line, line
+    assert not (tmp_path / "o.mp4").exists()
 
 
 @pytest.mark.parametrize("length, fails", [(32, True), (24, False)])

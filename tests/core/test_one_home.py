@@ -35,7 +35,7 @@ def test_sd_vae_scale_has_one_home():
 
 
 def test_size_rule_has_one_home():
-    assert _places(r"%\s*8\b|multiple of 8|\bSIZE_MULTIPLE\s*=") == ["xdyna_core/working_size.py:14"], \
+    assert _places(r"%\s*8\b|multiple of 8|\bSIZE_MULTIPLE\s*=") == ["xdyna_core/working_size.py:19"], \
         "use xdyna_core.working_size (check_output_size, SIZE_RULE)"
 
 

@@ -240,3 +240,53 @@ def test_encode_image_tokens_and_full_reference(tiny_vae, tiny_clip):
                                 fake_resampler, scaling_factor=tiny_vae.config.scaling_factor)
     assert torch.equal(same.moments.mean, enc.moments.mean) and torch.equal(same.image_tokens_cond, enc.image_tokens_cond)
     assert torch.allclose(enc.image_tokens_cond, cond) and torch.allclose(enc.image_tokens_uncond, uncond)
+
+
+# ------------------------------------------------------------------ large references, shrunk on read
+
+def _read_quietly(path, working):
+    """(image, Python warnings raised, tracemalloc peak in bytes) of reading the reference."""
+    import tracemalloc
+    import warnings
+
+    from xdyna_core.preprocess.video import read_first_frame
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracemalloc.start()
+        try:
+            img = read_first_frame(path, working)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    return img, caught, peak
+
+
+def test_a_108_megapixel_reference_is_shrunk_on_read_without_a_warning(tmp_path):
+    """Issue 22: a 100-megapixel reference printed Pillow's DecompressionBombWarning twice and took 2.1 GB.
+    Read for a 512x896 working size it comes back shrunk by a whole factor (9000 // (2 * 896) = 5), with
+    no warning, and no full-size array ever made (numpy's allocations are traced)."""
+    from PIL import Image
+
+    from xdyna_core.preprocess.video import probe_video
+
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (12000, 9000), (128, 128, 128)).save(path, compress_level=1)
+    img, caught, peak = _read_quietly(path, (512, 896))
+    assert img.shape == (1800, 2400, 3) and int(img.min()) == int(img.max()) == 128
+    assert not caught, [str(w.message) for w in caught]
+    assert peak < 3 * img.nbytes, f"{peak / 1e6:.0f} MB traced for a {img.nbytes / 1e6:.0f} MB result"
+    assert (probe_video(path).width, probe_video(path).height) == (12000, 9000)  # header only: no decode
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_and_small_images_untouched(tmp_path):
+    from PIL import Image
+
+    from xdyna_core.preprocess.video import read_video
+
+    big = tmp_path / "big.jpg"
+    Image.new("RGB", (5000, 4000), (90, 120, 150)).save(big, quality=90)
+    img, caught, _ = _read_quietly(big, (512, 896))
+    assert img.shape == (2000, 2500, 3) and not caught  # DCT scale 1/2: still 2x the working size's 896
+    small = assets_dir() / "reference_image" / "example_2.jpg"
+    np.testing.assert_array_equal(_read_quietly(small, (64, 64))[0], read_video(small, frame_count=1)[0][0])

@@ -87,8 +87,10 @@ def test_bad_arguments(numbered, kwargs, message):
 
 
 def test_missing_and_unreadable_files_name_the_file(tmp_path):
-    with pytest.raises(VideoReadError, match="not found.*nothere.mp4"):
+    with pytest.raises(VideoReadError, match="^video file not found.*nothere.mp4"):
         read_video(tmp_path / "nothere.mp4")
+    with pytest.raises(VideoReadError, match="^image file not found.*nothere.PNG"):  # an image named as one
+        read_video(tmp_path / "nothere.PNG")
     junk = tmp_path / "junk.mp4"
     junk.write_text("this is not a video")
     with pytest.raises(VideoReadError, match="junk.mp4"):

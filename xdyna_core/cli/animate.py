@@ -18,7 +18,8 @@ def _add_job_options(p, steps: int, size: str, frame_count):
                    help="output WxH, multiples of 8 (default %(default)s)")
     p.add_argument("--steps", type=J.positive_int, default=steps, help="DDIM steps (default %(default)s)")
     p.add_argument("--cfg", type=J.finite_float, default=7.5, help="guidance scale; <= 1 disables CFG (default %(default)s)")
-    p.add_argument("--seed", type=J.seed, default=42)
+    p.add_argument("--seed", type=J.seed, default=42, help="0 to 2^64-1, used as given (-1 is refused, not random); "
+                   "the same seed gives the same video, here and in ComfyUI")
     p.add_argument("--frame-count", "--length", dest="frame_count", type=J.positive_int, default=frame_count,
                    help="driving frames to animate (after --stride; default: all)")
     p.add_argument("--stride", type=J.positive_int, default=1, help="use every n-th driving frame")
@@ -112,7 +113,8 @@ def cmd_animate(args) -> int:
     from ..job_checks import check_job
 
     opts = _options(args)
-    job = check_job(opts, args.reference, args.driving, args.out, models_dir=args.models)  # before any weights load
+    job = check_job(opts, args.reference, args.driving, args.out, models_dir=args.models,  # before any weights load
+                    panels=args.panels)
     require_extractor_if_used(opts)
     bundle = _load(job.files, opts, args.quiet)
     result = animate_to_file(args.reference, args.driving, bundle, opts, job.out, panels=args.panels,
@@ -152,7 +154,7 @@ def cmd_demo(args) -> int:
 
     args.reference, args.driving = DEMO_ASSETS / "reference.jpg", DEMO_ASSETS / "driving.mp4"
     opts = _options(args)
-    job = check_job(opts, args.reference, args.driving, args.out)   # options, --out, the bundled inputs
+    job = check_job(opts, args.reference, args.driving, args.out, panels=True)   # options, --out, the bundled inputs
     from ..animate import animate, save
     from ..panels import RANDOM_WEIGHTS_BANNER
     from ..preprocess.detectors import pose_extractor_problem

@@ -12,7 +12,7 @@ Core code imports from those modules; this one only keeps the nodes' imports wor
 """
 from __future__ import annotations
 
-from ..working_size import SIZE_RULE, check_output_size, check_same_size
+from ..working_size import MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE, SIZE_RULE, check_output_size, check_same_size
 from .driving_pose import FITS, align_keypoints, extract_driving_pose, fit_keypoints, plain_geometry
 from .image_batch import ImageBatchFrames, Uint8Batch, map_frames, render_batch
 from .keypoint_checks import check_keypoints
@@ -21,7 +21,8 @@ from .pose_detection import POSE_BACKENDS, close_quietly, open_pose_detector, re
 from .sface_inputs import LANDMARK_SOURCES, FaceBatches, face_landmarks, face_patch_batches, poses_for_frames
 
 __all__ = [
-    "SIZE_RULE", "check_output_size", "check_same_size", "FITS", "align_keypoints", "extract_driving_pose",
+    "MAX_SIDE", "MIN_SIDE", "SIZE_MULTIPLE", "SIZE_RULE", "check_output_size", "check_same_size",
+    "FITS", "align_keypoints", "extract_driving_pose",
     "fit_keypoints", "plain_geometry", "ImageBatchFrames", "Uint8Batch", "map_frames", "render_batch",
     "keypoint_round_trip", "parse_keypoints", "keypoint_notes", "check_keypoints", "require_person", "POSE_BACKENDS", "close_quietly",
     "open_pose_detector", "reference_pose", "LANDMARK_SOURCES", "FaceBatches", "face_landmarks",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -75,22 +76,76 @@ def _check_exists(path: Source):
         path.seek(0)
         return path
     p = Path(path)
+    kind = "image" if _is_image(p) else "video"  # what the name says; the caller adds the role
     if not p.exists():
-        raise VideoReadError(f"video file not found: {p}")
+        raise VideoReadError(f"{kind} file not found: {p}")
     if p.is_dir():
-        raise VideoReadError(f"expected a video file, got a directory: {p}")
+        raise VideoReadError(f"expected an image or video file, got a directory: {p}")
     return p
 
 
-def _read_image(path: Path) -> np.ndarray:
+# Still images above this many pixels are shrunk on read when the working size is known (a whole
+# factor, before any conversion), keeping at least REFERENCE_OVERSAMPLE x the working size's longer
+# side on the shorter one: a 100-megapixel photo never has to exist as full-size arrays.
+LARGE_IMAGE_PIXELS = 4096 * 4096
+REFERENCE_OVERSAMPLE = 2
+
+
+def image_shrink_factor(size: Size, working: Optional[Size]) -> int:
+    """The whole factor a still image of ``size`` = (w, h) is shrunk by on read for ``working`` = (w, h)
+    (1: read as is). Uses the shorter side against the longer working side, so the EXIF orientation
+    does not matter."""
+    w, h = size
+    if working is None or w * h <= LARGE_IMAGE_PIXELS:
+        return 1
+    return max(1, min(w, h) // (REFERENCE_OVERSAMPLE * max(working)))
+
+
+def _open_image(path: Path):
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():  # large images are ours to handle (shrunk on read), not Pillow's to warn about
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError:
+        raise VideoReadError(f"image file {path} has more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
+                             f"(Pillow's limit for untrusted images): shrink it first") from None
+
+
+def _image_size(path: Path) -> Size:
+    """The upright (width, height) of a still image, from its header (nothing decoded)."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        with _open_image(path) as im:
+            w, h = im.size
+            transposed = im.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap the axes
+    except UnidentifiedImageError:
+        raise VideoReadError(f"cannot read image file {path} (not an image or unsupported format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise VideoReadError(f"image file {path} is truncated or corrupt ({e})") from None
+    return (h, w) if transposed else (w, h)
+
+
+def _read_image(path: Path, working: Optional[Size] = None) -> np.ndarray:
     """RGB uint8 of a still image: EXIF orientation applied, transparency composited on
     BACKGROUND_GREY (the colour hidden under transparent pixels is never shown); a truncated or
-    corrupt file is an error saying so."""
+    corrupt file is an error saying so. With ``working`` a large image is shrunk on read by
+    :func:`image_shrink_factor` (JPEG: decoded at the reduced scale)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with _open_image(path) as im:
+            k = image_shrink_factor(im.size, working)
+            if k > 1 and im.format == "JPEG":
+                im.draft(im.mode, (im.size[0] // k, im.size[1] // k))  # DCT scaling: at least that size
             im.load()  # decodes everything: a truncated file fails here, not later as "no person"
+            k = image_shrink_factor(im.size, working)
+            if k > 1:
+                if im.mode in ("P", "1"):
+                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                im = im.reduce(k)
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
@@ -102,6 +157,15 @@ def _read_image(path: Path) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as e:  # PIL reports damaged data as these
         raise VideoReadError(f"image file {path} is truncated or corrupt ({e})") from None
     return np.ascontiguousarray(rgb)
+
+
+def read_first_frame(path: PathLike, working: Optional[Size] = None) -> np.ndarray:
+    """A reference picture: a still image (a large one shrunk on read for the working size
+    ``working`` = (w, h), see :func:`image_shrink_factor`) or a video's first frame; uint8 RGB."""
+    p = _check_exists(path)
+    if _is_image(p):
+        return _read_image(p, working)
+    return read_video(p, frame_count=1)[0][0]
 
 
 def _open(path):
@@ -239,8 +303,8 @@ def probe_video(path: Source, fps: Optional[float] = None) -> VideoInfo:
 
     p = _check_exists(path)
     if _is_image(p):
-        img = _read_image(p)
-        return VideoInfo(str(p), STILL_IMAGE_FPS, 1, img.shape[1], img.shape[0], None, True)
+        w, h = _image_size(p)  # the header only: the image is decoded once, by the read
+        return VideoInfo(str(p), STILL_IMAGE_FPS, 1, w, h, None, True)
     container = _open(p)
     try:
         stream = container.streams.video[0]

@@ -56,17 +56,45 @@ class SamplingCancelled(RuntimeError):
 
 
 class NonFiniteLatents(XDynaError, RuntimeError):
-    """A window's noise prediction held NaN/inf: raised at the end of that step, naming step and window."""
+    """NaN/inf in a step: in a window's noise prediction (raised at the end of that step, naming step and
+    window) or in the latents that step produced (guidance and DDIM update), with :func:`non_finite_advice`."""
+
+
+# Guidance scales past this are far outside what X-Dyna is run with (the official default is 7.5; the
+# sampler node's cfg widget stops here too):
+# guidance multiplies the cond/uncond difference by the scale, so a huge scale alone gives NaN/inf.
+CFG_USUAL_MAX = 30.0
+
+
+def non_finite_advice(dtype: torch.dtype, guidance_scale: float) -> str:
+    """What to change after NaN/inf, from what the run actually used: the compute dtype and the cfg.
+    Never "run in fp32" for a run that was in fp32."""
+    name = str(dtype).replace("torch.", "")
+    advice = []
+    if guidance_scale > CFG_USUAL_MAX:
+        advice.append(f"the guidance scale {guidance_scale:g} multiplies the cond/uncond difference that many "
+                      f"times: use a value near 7.5 (command line: --cfg)")
+    if dtype == torch.float16:
+        advice.append("float16 overflows past 65504: run in fp32 or bf16 (command line: --precision)")
+    elif dtype == torch.bfloat16 and not advice:
+        advice.append("computed in bfloat16: try fp32 (command line: --precision); else the weights may be damaged")
+    if not advice:
+        advice.append(f"computed in {name} with guidance scale {guidance_scale:g}: the weights or inputs "
+                      f"are likely damaged")
+    return "; ".join(advice)
 
 
 class _FiniteCheck:
-    """One step's per-window finite flags, read without stalling the device: on CUDA they are copied to
-    pinned host memory without blocking and looked at once that copy is done (a step or two later on a
-    busy GPU); the error still names the step and window where NaN/inf appeared."""
+    """One step's per-window finite flags and its new latents' flag, read without stalling the device:
+    on CUDA they are copied to pinned host memory without blocking and looked at once that copy is done
+    (a step or two later on a busy GPU); the error still names the step (and window) where NaN/inf
+    appeared."""
 
-    def __init__(self, flags: torch.Tensor, windows, step: int, num_steps: int):
-        self.windows, self.step, self.num_steps = windows, step, num_steps
+    def __init__(self, flags: torch.Tensor, latents_finite: torch.Tensor, windows, step: int, num_steps: int,
+                 advice: str):
+        self.windows, self.step, self.num_steps, self.advice = windows, step, num_steps, advice
         self.event = None
+        flags = torch.cat([flags, latents_finite.reshape(1)])  # last entry: the step's latents
         if flags.device.type == "cuda":
             self.host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
             self.host.copy_(flags, non_blocking=True)
@@ -85,11 +113,15 @@ class _FiniteCheck:
         if flags.device.type == "meta" or bool(flags.all()):  # meta: a shape-only run has no values
             return
         w = int((~flags).nonzero()[0])
-        win = self.windows[w]
-        raise NonFiniteLatents(
-            f"the denoising produced non-finite values (NaN/inf) at step {self.step + 1}/{self.num_steps}, "
-            f"window {w + 1}/{len(self.windows)} (driving frames {win[0]}..{win[-1]}): fp16 overflow or damaged "
-            f"weights; run in fp32 or bf16 (command line: --precision)")
+        at = f"step {self.step + 1}/{self.num_steps}"
+        if w < len(self.windows):
+            win = self.windows[w]
+            where = (f"the denoising produced non-finite values (NaN/inf) at {at}, window {w + 1}/{len(self.windows)} "
+                     f"(driving frames {win[0]}..{win[-1]}), in the networks' noise prediction")
+        else:
+            where = (f"the latents became non-finite (NaN/inf) at {at}, in the guidance and DDIM update "
+                     f"(the networks' predictions were finite)")
+        raise NonFiniteLatents(f"{where}: {self.advice}")
 
 
 @dataclass
@@ -450,12 +482,14 @@ class XDynaSampler:
         t_device = _to_device(torch.tensor(timesteps, dtype=torch.long), dev)
         alpha_bars = _to_device(self.scheduler.step_alpha_bars(timesteps, steps), dev)
         checks = []  # NaN/inf flags of finished steps, read once the device has them
+        advice = non_finite_advice(cond.dtype, cond.guidance_scale)
         with torch.no_grad():
             for s in range(num_steps):
                 windows = step_windows[s]
                 eps = self.predict_noise(cond, latents, t_device[s], windows, window_batch_size, hooks, s, num_steps)
-                checks.append(_FiniteCheck(self.finite_flags, windows, s, num_steps))
                 latents, x0 = self.scheduler.step(eps, timesteps[s], latents, steps, alpha_bars=alpha_bars[s])
+                checks.append(_FiniteCheck(self.finite_flags, torch.isfinite(latents).all(), windows, s, num_steps,
+                                           advice))
                 while checks and checks[0].ready():
                     checks.pop(0).raise_if_non_finite()
                 if hooks.preview is not None:
@@ -495,6 +529,26 @@ def sample_video(unet: Callable, ref_latent: torch.Tensor, text_cond: torch.Tens
                            face_strength=settings.face_strength, device=device, dtype=dtype)
     return sampler.sample(cond, settings, generator, strength=strength, window_batch_size=window_batch_size,
                           hooks=hooks, injected=injected)
+
+
+# Scaled SD latents stay within a few units; far past this the VAE decoder was never trained.
+LATENT_USUAL_MAX = 100.0
+
+
+def check_decoded(frames: torch.Tensor, latents: torch.Tensor, dtype: torch.dtype, guidance_scale: float) -> None:
+    """NonFiniteLatents naming the first decoded frame with NaN/inf (frames: frame-major, (N, ...)) and
+    why, when the sampled latents were finite (a non-finite latent stops the sampler at its step)."""
+    bad = ~torch.isfinite(frames.reshape(frames.shape[0], -1)).all(dim=1)
+    if not bool(bad.any()):
+        return
+    first = int(bad.nonzero()[0])
+    peak = float(latents.abs().max())
+    why = (f"the sampled latents were finite but reach |{peak:.3g}|, far outside what the VAE decodes "
+           f"(usually below {LATENT_USUAL_MAX:g}), so the decoder overflowed" if peak > LATENT_USUAL_MAX else
+           f"the sampled latents were finite and in range (largest |{peak:.3g}|), so the VAE decoder itself "
+           f"overflowed in {str(dtype).replace('torch.', '')}")
+    raise NonFiniteLatents(f"the decoded frames are non-finite (NaN/inf) from frame {first + 1}/{frames.shape[0]}: "
+                           f"{why}: {non_finite_advice(dtype, guidance_scale)}")
 
 
 def decode_latents(vae_decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, *,

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from .context_windows import DEFAULT_CONTEXT_LENGTH, DEFAULT_CONTEXT_OVERLAP
 
 LATENT_MODES = ("sample", "mean")
+# Seeds are used as given, never "-1 = random": ComfyUI's seed widget range, which
+# torch.Generator.manual_seed accepts whole (a negative seed is refused, not reinterpreted).
+SEED_MIN, SEED_MAX = 0, 2 ** 64 - 1
+SEED_RANGE = "a whole number from 0 to 2^64-1 (used as given: -1 does not mean random)"
 NUM_TRAIN_TIMESTEPS = 1000   # the official DDIM scheduler's; at most this many steps (scheduler.DDIMConfig)
 
 
