@@ -2,7 +2,7 @@
 (mediapipe 1.2.3 with the rewritten 0.10.14 models) cannot share a venv, so this runs one child
 per given interpreter, in one run, on the same clip, and prints one table:
 
-    python bench/bench_mediapipe.py --python /work/main/.venv/bin/python --python /work/venv313/bin/python
+    python bench/bench_mediapipe.py --python VENV311/bin/python --python VENV313/bin/python
 
 Per interpreter: mediapipe version; CPU speed in frames/s of the pose extractor as the job uses it
 (video mode: tracking, body + hands + face) and as the coverage test uses it (static images);

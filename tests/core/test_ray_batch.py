@@ -211,7 +211,7 @@ def test_each_job_once_and_bit_identical_to_animate(cluster, models, job_list, e
 
 
 def test_killed_worker_job_retried_on_another_actor(cluster, models, job_list, expected, tmp_path):
-    proc = _batch(job_list, models, tmp_path, cluster, "--transfer", "shared")
+    proc = _batch(job_list, models, tmp_path, cluster, "--transfer=shared")
 
     def running_with_pid(state):
         for name, rec in state.items():
