@@ -6,7 +6,6 @@ progress bars, previews and interrupts live here and nowhere else.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import uuid
@@ -311,17 +310,6 @@ def frames_preview(images: torch.Tensor, prefix: str, fps: float = 8.0, frame_co
         return {}
 
 
-def with_frames_preview(method, output_index: int, prefix: str):
-    """Node method -> the same method whose result also shows result[output_index] (an IMAGE batch)
-    as an animated preview on the node. The signature is kept (functools.wraps), and the plain
-    method stays callable for code and tests that want the tuple."""
-    @functools.wraps(method)
-    def run(self, *args, **kwargs):
-        result = method(self, *args, **kwargs)
-        return {"ui": frames_preview(result[output_index], prefix), "result": result}
-    return run
-
-
 def image_preview(images: torch.Tensor, prefix: str) -> dict:
     """ComfyUI's own UI output for still images: each image of the batch as a PNG in the temp
     folder, ``{"images": [{filename, subfolder, type}]}`` (shown on the node). A preview that cannot
@@ -340,23 +328,6 @@ def image_preview(images: torch.Tensor, prefix: str) -> dict:
     except Exception as e:  # a preview is a nicety
         log.warning("X-Dyna: preview not written: %s", e)
         return {}
-
-
-def with_warning(method, reason):
-    """Node method -> the same method whose result also carries ``reason(arguments)`` (a line, or None)
-    as a warning web/xdyna.js shows on the node; the signature is kept like with_frames_preview's."""
-    import inspect
-
-    signature = inspect.signature(method)
-
-    @functools.wraps(method)
-    def run(self, *args, **kwargs):
-        bound = signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        result = method(self, *args, **kwargs)
-        why = reason(bound.arguments)
-        return {"ui": {WARNING_KEY: [why] if why else []}, "result": result}
-    return run
 
 
 # ------------------------------------------------------------------------------ native models
