@@ -58,6 +58,8 @@ class FakeComfyServer:
         self.reply_status = reply_status        # ... with this HTTP status
         self.unavailable = unavailable          # every request answered 503
         self.uploads: List[str] = []
+        self.input_dir: Dict[str, bytes] = {}   # ComfyUI's input folder: name -> content
+        self.read_at_start: Dict[str, Dict[str, bytes]] = {}   # job -> {input name: content when it ran}
         self.queued: List[str] = []             # job names, in queue order
         self.executed: List[str] = []           # job names whose execution completed
         self.started = threading.Event()        # set when any prompt starts executing
@@ -150,10 +152,21 @@ class FakeComfyServer:
         return ws
 
     async def _upload(self, request):
+        """ComfyUI's rule (server.py image_upload): overwrite=true replaces the file; otherwise the
+        same content keeps its name and other content gets "name (i).ext"."""
         form = await request.post()
         field = form["image"]
+        data = field.file.read()
         self.uploads.append(field.filename)
-        return web.json_response({"name": field.filename, "subfolder": "", "type": "input"})
+        name = field.filename
+        if form.get("overwrite") not in ("true", "1"):
+            stem, dot, ext = name.rpartition(".")
+            i = 1
+            while name in self.input_dir and self.input_dir[name] != data:
+                name = f"{stem} ({i}){dot}{ext}"
+                i += 1
+        self.input_dir[name] = data
+        return web.json_response({"name": name, "subfolder": "", "type": "input"})
 
     async def _do_interrupt(self, request):
         self.interrupts += 1
@@ -176,7 +189,9 @@ class FakeComfyServer:
         self._count += 1
         job = job_of(wf)
         self.queued.append(job)
-        await self.queue.put((pid, job, req.get("client_id")))
+        names = [v for n in wf.values() for v in n.get("inputs", {}).values()
+                 if isinstance(v, str) and v in self.input_dir]
+        await self.queue.put((pid, job, req.get("client_id"), names))
         return web.json_response({"prompt_id": pid, "number": self._count, "node_errors": {}})
 
     async def _send(self, client_id, obj):
@@ -189,7 +204,8 @@ class FakeComfyServer:
 
     async def _execute_loop(self):
         while True:
-            pid, job, cid = await self.queue.get()
+            pid, job, cid, names = await self.queue.get()
+            self.read_at_start[job] = {n: self.input_dir[n] for n in names}   # what its loaders would read
             self._interrupt = False
             self.started.set()
             await self._send(cid, {"type": "execution_start", "data": {"prompt_id": pid}})

@@ -181,6 +181,25 @@ def test_per_server_holds_k_jobs(files, servers, tmp_path):
     assert len(result.done) == 4 and queued_counts([fake]) == Counter({f"job{i:02d}": 1 for i in range(4)})
 
 
+def test_jobs_with_same_file_names_each_run_on_their_own_files(tmp_path, servers):
+    """Two jobs whose files share names (a/driving.mp4, b/driving.mp4) queued together on one server:
+    the second upload must not replace the first job's input while that job waits or runs."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "ref.png").write_bytes(f"png of {folder}".encode())
+        (tmp_path / folder / "driving.mp4").write_bytes(f"mp4 of {folder}".encode())
+    jobs = load_jobs(write_jobs(tmp_path, [{"name": f"job_{f}", "reference": f"{f}/ref.png",
+                                            "driving": f"{f}/driving.mp4"} for f in ("a", "b")]))
+    fake = servers(seconds=0.3)
+    result = run_batch(jobs, WORKFLOW, fake.url, tmp_path / "out", log=lambda s: None, per_server=2)
+    assert sorted(result.done) == ["job_a", "job_b"]
+    for f in ("a", "b"):
+        assert sorted(fake.read_at_start[f"job_{f}"].values()) == [f"mp4 of {f}".encode(), f"png of {f}".encode()]
+    # an identical re-upload keeps its name (no "(1)" copy) and leaves the stored file as it is
+    again = run_batch(jobs, WORKFLOW, fake.url, tmp_path / "out2", log=lambda s: None, per_server=2)
+    assert sorted(again.done) == ["job_a", "job_b"] and len(fake.input_dir) == 4
+
+
 def test_killed_server_job_finishes_elsewhere(files, servers, tmp_path):
     fast = [servers(seconds=0.1) for _ in range(2)]
     slow = servers(seconds=60)  # its job is still running when it is killed

@@ -169,6 +169,11 @@ def test_batch_over_two_servers(comfy_server, comfy_server2, comfy_inputs, tmp_p
     out = tmp_path / "out"
     workflow = make_ui.twin_paths()["xdyna_pose"][1]
     before = {s.url: _prompt_prefixes(s) for s in (comfy_server, comfy_server2)}
+    # The jobs name files inside the first server's own input folder (a user's local ComfyUI). An
+    # upload with overwrite would truncate and rewrite the file that the upload to the second server
+    # is reading at that moment (seen once: the second server got a cut video, "Invalid data found").
+    sources = [comfy_inputs / "example_1.png", comfy_inputs / "example_1_driving_1.mp4"]
+    stamps = [f.stat().st_mtime_ns for f in sources]
     cmd = [sys.executable, "-m", "xdyna_core", "batch", "--jobs", str(jobs), "--workflow", str(workflow),
            "--out", str(out), "--server", comfy_server.url, "--server", comfy_server2.url]
     t0 = time.perf_counter()
@@ -176,6 +181,7 @@ def test_batch_over_two_servers(comfy_server, comfy_server2, comfy_inputs, tmp_p
     record("batch: 4 jobs over 2 servers", time.perf_counter() - t0)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "4 done, 0 skipped, 0 failed" in run.stdout, run.stdout
+    assert [f.stat().st_mtime_ns for f in sources] == stamps   # the uploads left the sources untouched
     state = json.loads((out / "batch_state.json").read_text())
     used = {state["jobs"][f"job{i}"]["server"] for i in range(1, 5)}
     assert used == {comfy_server.url, comfy_server2.url}, state  # both servers worked

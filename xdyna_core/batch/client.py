@@ -153,13 +153,18 @@ class ComfyServer:
                               f"is this address a ComfyUI server?", server_side=True, reason="not ComfyUI")
         return None
 
-    async def upload(self, path: Path, overwrite: bool = True) -> str:
-        """Upload a file into ComfyUI's input folder; returns the name to put in a loader widget."""
+    async def upload(self, path: Path) -> str:
+        """Upload a file into ComfyUI's input folder; returns the name to put in a loader widget.
+
+        Never with ``overwrite``: ComfyUI then keeps a file of the same name and content as it is
+        and stores different content under a new name ("x (1).mp4"). Overwriting would rewrite
+        (truncate, then write) an input that a queued or running prompt still reads, or the very
+        file being uploaded when jobs name files in that server's own input folder."""
         path = Path(path)
         form = aiohttp.FormData()
         form.add_field("image", path.read_bytes(), filename=path.name,
                        content_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
-        form.add_field("overwrite", str(overwrite).lower())
+        form.add_field("overwrite", "false")
         total = self.timeout + UPLOAD_SECONDS_PER_MB * path.stat().st_size / 2 ** 20
         try:
             info = _parse_json(await self._request("POST", "/upload/image", total=total, data=form), self.url,
@@ -267,8 +272,8 @@ class ComfyClient:
             fut.cancel()
             raise
 
-    def upload(self, path: Path, overwrite: bool = True) -> str:
-        return self._call(lambda s: s.upload(path, overwrite))
+    def upload(self, path: Path) -> str:
+        return self._call(lambda s: s.upload(path))
 
     def queue(self, workflow: dict) -> str:
         return self._call(lambda s: s.queue(workflow, self.client_id))
