@@ -39,7 +39,7 @@ from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig  # noqa: E4
 from xdyna_core.offload import PhasePlacement  # noqa: E402
 from xdyna_core.reference import clip_image_hidden, clip_uncond_hidden, image_tokens  # noqa: E402
 from xdyna_core.sampling.context_windows import context_windows  # noqa: E402
-from xdyna_core.sampling.pipeline import decode_latents, sample_video  # noqa: E402
+from xdyna_core.sampling.pipeline import decode_chunk, decode_latents, sample_video  # noqa: E402
 from xdyna_core.sampling.settings import SamplingSettings  # noqa: E402
 from xdyna_core.sd15 import VAE_SCALING_FACTOR  # noqa: E402
 
@@ -171,7 +171,7 @@ def run(args, frames: int, nets, dim, device, dtype, encoders=None):
     place.use(["vae"])
     phase_start()
     t0 = time.perf_counter()
-    video = decode_latents(vae.decode, latents, chunk=args.decode_chunk, dtype=dtype)
+    video = decode_latents(vae.decode, latents, chunk=args.decode_chunk or decode_chunk(device), dtype=dtype)
     phase_end("decode")
     t_dec = time.perf_counter() - t0
     peak = max(peaks.values())
@@ -234,7 +234,8 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true", help="tiny widths (CPU smoke runs)")
     ap.add_argument("--window-batch", type=int, default=1)
-    ap.add_argument("--decode-chunk", type=int, default=8)
+    ap.add_argument("--decode-chunk", type=int, default=None,
+                    help="frames per VAE decode call (default: xdyna_core's choice for the device)")
     ap.add_argument("--peak-tflops", type=float, default=790.0)
     ap.add_argument("--compare-fp32", action="store_true", help="max |fp16/bf16 - fp32| of the final latents")
     ap.add_argument("--encoders", action="store_true", help="run the CLIP vision/text encoders in the encode phase")

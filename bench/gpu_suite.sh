@@ -8,7 +8,8 @@
 # PARTS="base official" then PARTS="speedups fp8 compile"):
 #   base      16/48/192 frames fp16 (+ fp32 difference), bf16
 #   official  the official code in the same call (bench/official_compare.py)
-#   speedups  window batching, channels-last, torch.compile, the layout leak, each vs plain fp16
+#   speedups  window batching, channels-last, torch.compile, the layout leak, each vs plain fp16;
+#             VAE decode: four-phase upsampler and frames per call vs literal and the official loop
 #   fp8       fp8 weight storage: sampler speed/memory, output difference (bench_fp8.py)
 #   compile   Inductor vs eager vs fp64 on the tiny, tiny-wide and full configs (bench_compile.py)
 #
@@ -56,6 +57,7 @@ if has speedups; then
   run python3 bench/bench_speed.py --frames 16 48 --steps 25 --dtype fp16 --channels-last
   run python3 bench/bench_speed.py --frames 16 48 --steps 25 --dtype fp16 --compile default  # compile time printed apart
   run python3 bench/bench_layout.py --device cuda --latent 112 64 --rounds 5                 # layout leak, fp32
+  run python3 bench/bench_decode.py --device cuda --dtype fp16 --frames 16 --size 512x896 --chunks 1 4 8
 fi
 
 # fp8 weight storage: memory and speed in the sampler, output difference of single calls.

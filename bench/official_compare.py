@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_speed import build, random_init_, sync  # noqa: E402
 from xdyna_core.models import ControlNetConfig, ControlNetModel  # noqa: E402
 from xdyna_core.sampling.init_latents import gaussian_blur_frames  # noqa: E402
-from xdyna_core.sampling.pipeline import InjectedRandomness, decode_latents, sample_video  # noqa: E402
+from xdyna_core.sampling.pipeline import InjectedRandomness, decode_chunk, decode_latents, sample_video  # noqa: E402
 from xdyna_core.sampling.settings import SamplingSettings  # noqa: E402
 
 
@@ -113,6 +113,20 @@ def load_official(repo: Path):
                                  Pipeline=pipeline_xdyna.XDynaPipeline, config=x_dyna)
 
 
+def official_vae(vae):
+    """diffusers' AutoencoderKL (the official code's VAE) holding exactly our VAE's weights."""
+    import diffusers
+
+    v = vae.config
+    net = diffusers.AutoencoderKL(block_out_channels=list(v.block_out_channels), layers_per_block=v.layers_per_block,
+                                  latent_channels=v.latent_channels, norm_num_groups=v.norm_num_groups,
+                                  down_block_types=["DownEncoderBlock2D"] * len(v.block_out_channels),
+                                  up_block_types=["UpDecoderBlock2D"] * len(v.block_out_channels),
+                                  scaling_factor=v.scaling_factor)
+    net.load_state_dict(vae.state_dict(), strict=True)
+    return net
+
+
 def official_models(off, unet, pose_cn, face_cn, vae):
     """Official networks holding exactly our networks' weights (the key names are the same)."""
     import diffusers
@@ -140,13 +154,7 @@ def official_models(off, unet, pose_cn, face_cn, vae):
         net.load_state_dict(ours.state_dict(), strict=True)
         return net
 
-    v = vae.config
-    ovae = diffusers.AutoencoderKL(block_out_channels=list(v.block_out_channels), layers_per_block=v.layers_per_block,
-                                   latent_channels=v.latent_channels, norm_num_groups=v.norm_num_groups,
-                                   down_block_types=["DownEncoderBlock2D"] * len(v.block_out_channels),
-                                   up_block_types=["UpDecoderBlock2D"] * len(v.block_out_channels),
-                                   scaling_factor=v.scaling_factor)
-    ovae.load_state_dict(vae.state_dict(), strict=True)
+    ovae = official_vae(vae)
     scheduler = diffusers.DDIMScheduler(**off.config["noise_scheduler_kwargs"])
     return ounet, controlnet(pose_cn), (controlnet(face_cn) if face_cn is not None else None), ovae, scheduler
 
@@ -244,7 +252,7 @@ def run_ours(nets, inputs, injected, args, device, dtype):
                            injected=injected)
     sync(device)
     t1 = time.perf_counter()
-    video = decode_latents(vae.decode, latents, chunk=args.decode_chunk, dtype=dtype,
+    video = decode_latents(vae.decode, latents, chunk=args.decode_chunk or decode_chunk(device), dtype=dtype,
                            scaling_factor=vae.config.scaling_factor)
     sync(device)
     return dict(video=video.float(), latents=latents.float().cpu(), sample=t1 - t0, decode=time.perf_counter() - t1)
@@ -305,7 +313,8 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true", help="tiny widths (CPU check of the harness)")
     ap.add_argument("--face", action="store_true", help="also the S-Face ControlNet")
-    ap.add_argument("--decode-chunk", type=int, default=8)
+    ap.add_argument("--decode-chunk", type=int, default=None,
+                    help="frames per VAE decode call (default: xdyna_core's choice for the device)")
     ap.add_argument("--repeat", type=int, default=1, help="run both sides this many times, report the last")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")

@@ -232,7 +232,7 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
     from .job import face_control, progress_total, run_sampling
     from .offload import PhasePlacement, resolve_memory_mode
     from .reference import encode_reference_all
-    from .sampling.pipeline import SamplerHooks, check_decoded, decode_latents
+    from .sampling.pipeline import SamplerHooks, check_decoded, decode_chunk, decode_latents
 
     _check_size(opts)
     device, dtype = resolve_device(opts.device, opts.precision)
@@ -282,7 +282,7 @@ def animate(reference_path, driving_path, bundle, opts: AnimateOptions,
         dbar.update(z.shape[0])
         return out
 
-    frames = decode_latents(decode, latents, chunk=4, layout="nhwc", should_cancel=should_cancel)
+    frames = decode_latents(decode, latents, chunk=decode_chunk(device), layout="nhwc", should_cancel=should_cancel)
     dbar.close()
     times["decode"] = time.perf_counter() - t0
     check_decoded(frames, latents, dtype, settings.cfg)

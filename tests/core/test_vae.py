@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from xdyna_core.loading.vae_keys import convert_ldm_vae_keys, is_ldm_vae_layout
-from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig, decode_video
+from xdyna_core.models.vae import AutoencoderKL, AutoencoderKLConfig, Upsample2D
+from xdyna_core.sampling.pipeline import decode_latents
 
 
 @pytest.fixture(scope="module")
@@ -27,26 +28,91 @@ def test_decode_reproduces_pipeline_video(golden, tiny_vae, case):
     _, t = golden(case)
     final = t["latents_history_with_ref"][-1]  # (1, 4, N+1, h, w), frame 0 = reference
     ref = t["video"]  # (1, 3, N, H, W) in [0, 1]
-    out = decode_video(tiny_vae, final[:, :, 1:], chunk=3)  # chunk not dividing N on purpose
-    assert out.shape == (ref.shape[2], ref.shape[3], ref.shape[4], 3)
-    assert out.dtype == torch.float32
-    got = out.permute(3, 0, 1, 2)[None]
-    assert (got - ref).abs().max().item() <= _tol(ref)
+    out = decode_latents(tiny_vae.decode, final[:, :, 1:], chunk=3)  # chunk not dividing N on purpose
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert (out - ref).abs().max().item() <= _tol(ref)
 
 
-def test_decode_video_chunking_and_bad_input(golden, tiny_vae):
+def test_decode_chunking_layouts_and_bad_input(golden, tiny_vae):
     _, t = golden("pipeline_3steps")
     lat = t["latents_history_with_ref"][-1][:, :, 1:]
-    a = decode_video(tiny_vae, lat, chunk=1)
-    b = decode_video(tiny_vae, lat, chunk=8)
-    assert torch.allclose(a, b, atol=1e-5)
+    a = decode_latents(tiny_vae.decode, lat, chunk=1)
+    b = decode_latents(tiny_vae.decode, lat, chunk=8, layout="nhwc")
+    assert torch.allclose(a[0].permute(1, 2, 3, 0), b, atol=1e-5)
     assert a.min() >= 0 and a.max() <= 1
     with pytest.raises(ValueError, match=r"\(1, C, N, h, w\)"):
-        decode_video(tiny_vae, lat[0])
+        decode_latents(tiny_vae.decode, lat[0])
     with pytest.raises(ValueError, match="chunk"):
-        decode_video(tiny_vae, lat, chunk=0)
+        decode_latents(tiny_vae.decode, lat, chunk=0)
     with pytest.raises(ValueError, match="latents"):
         tiny_vae.decode(torch.zeros(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_upsample_as_four_phase_convs_equals_upsample_then_conv(dtype, monkeypatch):
+    """The decoder's upsampler (four 2x2 convs, one per output parity) against the literal
+    nearest-x2-then-3x3-conv on the same weights: odd sizes, a batch, bias, fp32 and bf16."""
+    g = torch.Generator().manual_seed(0)
+    up = Upsample2D(24)
+    with torch.no_grad():
+        up.conv.weight.copy_(torch.randn(up.conv.weight.shape, generator=g))
+        up.conv.bias.copy_(torch.randn(24, generator=g))
+    up = up.to(dtype)
+    x = torch.randn(3, 24, 5, 7, generator=g).to(dtype)
+    with torch.no_grad():
+        literal = up.__class__.forward(SimpleNamespace(subpixel=False, conv=up.conv), x)
+        with monkeypatch.context() as m:   # the fast path upsamples nothing
+            m.setattr(torch.nn.functional, "interpolate", lambda *a, **k: pytest.fail("upsampled a copy"))
+            fast = up(x)
+    assert fast.shape == literal.shape == (3, 24, 10, 14) and fast.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 0.02   # bf16: one rounding of the summed taps
+    assert (fast.float() - literal.float()).abs().max().item() <= tol * literal.float().abs().max().item()
+
+
+def test_upsample_folded_kernels_follow_weight_changes():
+    """The folded kernels are kept between calls, and never outlive the weights they came from:
+    in-place writes, load_state_dict, a swapped ``.data`` and a dtype change each show at once."""
+    g = torch.Generator().manual_seed(1)
+    up = Upsample2D(16)
+    x = torch.randn(2, 16, 4, 6, generator=g)
+
+    def literal(inp):
+        return Upsample2D.forward(SimpleNamespace(subpixel=False, conv=up.conv), inp)
+
+    def agrees(inp=x):
+        with torch.no_grad():
+            got, want = up(inp).float(), literal(inp).float()
+        return (got - want).abs().max().item() <= 1e-2 * want.abs().max().item()
+
+    assert agrees()
+    first = up.__dict__["_folded"][2]
+    with torch.no_grad():
+        up(x)
+    assert up.__dict__["_folded"][2] is first                     # kept: nothing changed
+    with torch.no_grad():
+        up.conv.weight.mul_(-2)                                    # in place
+    assert agrees()
+    up.load_state_dict({"conv.weight": torch.randn(16, 16, 3, 3, generator=g), "conv.bias": torch.zeros(16)})
+    assert agrees()
+    up.conv.weight.data = torch.randn(16, 16, 3, 3, generator=g)   # storage swapped
+    assert agrees()
+    up.to(torch.bfloat16)
+    assert agrees(x.to(torch.bfloat16))
+
+
+def test_upsample_runs_a_layers_own_forward():
+    """A conv with its own forward (ComfyUI's casting ops) is called as it is, not bypassed."""
+    calls = []
+
+    class OwnConv(nn.Conv2d):
+        def forward(self, x):
+            calls.append(tuple(x.shape))
+            return super().forward(x)
+
+    up = Upsample2D(8, operations=SimpleNamespace(Conv2d=OwnConv))
+    with torch.no_grad():
+        out = up(torch.randn(1, 8, 3, 3))
+    assert calls == [(1, 8, 6, 6)] and out.shape == (1, 8, 6, 6)
 
 
 def test_encode_shapes_posterior_and_determinism(tiny_vae):
@@ -216,9 +282,9 @@ def test_config_validation_and_roundtrip():
 def test_bf16_decode_is_close(golden, tiny_vae):
     _, t = golden("pipeline_3steps")
     lat = t["latents_history_with_ref"][-1][:, :, 1:3]
-    ref = decode_video(tiny_vae, lat)
+    ref = decode_latents(tiny_vae.decode, lat)
     vae16 = AutoencoderKL(tiny_vae.config, dtype=torch.bfloat16)
     vae16.load_state_dict(tiny_vae.state_dict())
-    out = decode_video(vae16, lat)
+    out = decode_latents(vae16.decode, lat, dtype=torch.bfloat16)
     assert out.dtype == torch.float32
     assert (out - ref).abs().max() < 0.1

@@ -19,6 +19,7 @@ and 1x1-conv shaped attention weights are accepted directly by ``load_state_dict
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Optional, Tuple
 
@@ -31,7 +32,6 @@ from ..sd15 import LATENT_CHANNELS, VAE_SCALING_FACTOR
 __all__ = [
     "AutoencoderKLConfig",
     "AutoencoderKL",
-    "decode_video",
 ]
 
 _DIFFUSERS_DOWN_BLOCK = "DownEncoderBlock2D"
@@ -129,20 +129,80 @@ class Downsample2D(nn.Module):
         return self.conv(F.pad(x, (0, 1, 0, 1), mode="constant", value=0.0))
 
 
+def _phase_weights(w: torch.Tensor) -> torch.Tensor:
+    """3x3 kernel (O, I, 3, 3) -> the four 2x2 kernels (4, O, I, 2, 2) that give the same output
+    as "nearest x2, then the 3x3 conv (padding 1)", one per output parity (row a, column b).
+
+    Output row 2i+a reads upsampled rows 2i+a-1..2i+a+1, i.e. input rows i-1, i, i (a = 0) or
+    i, i, i+1 (a = 1): the taps that land on the same input row are summed (in fp32)."""
+    w = w.float()
+
+    def fold(k, dim):  # along a kernel axis: a=0 -> [k0, k1+k2], a=1 -> [k0+k1, k2]
+        k0, k1, k2 = k.unbind(dim)
+        return torch.stack([torch.stack([k0, k1 + k2], dim), torch.stack([k0 + k1, k2], dim)])
+
+    rows = fold(w, 2)                                        # (2, O, I, 2, 3)
+    return torch.stack([fold(rows[a], 3) for a in (0, 1)]).flatten(0, 1)   # (4, O, I, 2, 2), index 2a+b
+
+
 class Upsample2D(nn.Module):
-    """Nearest-neighbour x2 then a 3x3 conv."""
+    """Nearest-neighbour x2 then a 3x3 conv.
+
+    Computed as four 2x2 convs on the input, one per output parity (``_phase_weights``), written
+    interleaved: the same sums with 4 taps instead of 9 per output value, and no upsampled copy of
+    the input. ``subpixel = False`` (class or instance) runs the literal upsample-then-conv, for the
+    benchmark's before/after (bench/bench_decode.py)."""
+
+    subpixel = True
 
     def __init__(self, channels, operations=nn, device=None, dtype=None):
         super().__init__()
         self.conv = operations.Conv2d(channels, channels, 3, padding=1, device=device, dtype=dtype)
 
+    def _plain_weights(self):
+        """(weight, bias) when the conv is torch's own (it computes with its stored tensors as they
+        are); None for layers with their own forward (ComfyUI's casting ops, patches), which run as is."""
+        conv = self.conv
+        if type(conv).forward is not nn.Conv2d.forward or conv.weight.is_meta:
+            return None
+        return conv.weight, conv.bias
+
+    def _kernels(self, w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The folded kernels, kept while the weight is the same tensor, unmodified (folding a
+        512-channel kernel costs more than the convs at a 16x16 latent)."""
+        if w.requires_grad and torch.is_grad_enabled():
+            return _phase_weights(w).to(dtype)      # training: through autograd, never cached
+        # the same tensor object, storage (``.data =`` and ``Module.to`` swap it in place), version
+        # (in-place writes), dtype and device
+        key = (w._version, w.data_ptr(), w.device, dtype)
+        cached = self.__dict__.get("_folded")
+        if cached is not None and cached[0]() is w and cached[1] == key:
+            return cached[2]
+        with torch.no_grad():
+            kernels = _phase_weights(w).to(dtype)
+        self.__dict__["_folded"] = (weakref.ref(w), key, kernels)
+        return kernels
+
     def forward(self, x):
-        dtype = x.dtype
-        # nearest upsampling has no bf16 kernel on some torch builds; it is exact in fp32
-        if dtype == torch.bfloat16:
-            x = x.float()
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest").to(dtype)
-        return self.conv(x)
+        plain = self._plain_weights() if self.subpixel else None
+        if plain is None:
+            dtype = x.dtype
+            # nearest upsampling has no bf16 kernel on some torch builds; it is exact in fp32
+            if dtype == torch.bfloat16:
+                x = x.float()
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest").to(dtype)
+            return self.conv(x)
+        w, bias = plain
+        b, _, h, wd = x.shape
+        o = w.shape[0]
+        kernels = self._kernels(w, x.dtype)
+        bias = bias.to(x.dtype) if bias is not None else None
+        xp = F.pad(x, (1, 1, 1, 1))
+        out = x.new_empty(b, o, h, 2, wd, 2)
+        for a in (0, 1):
+            for c in (0, 1):
+                out[:, :, :, a, :, c] = F.conv2d(xp[:, :, a:a + h + 1, c:c + wd + 1], kernels[2 * a + c], bias)
+        return out.view(b, o, 2 * h, 2 * wd)
 
 
 # Old diffusers (< 0.14) and LDM names of the mid-block attention projections.
@@ -370,25 +430,3 @@ class AutoencoderKL(nn.Module):
         z = self.sample_posterior(mean, logvar, generator) if sample_posterior else mean
         return self.decode(z)
 
-
-@torch.no_grad()
-def decode_video(vae: AutoencoderKL, latents: torch.Tensor, chunk: int = 8, output_device="cpu") -> torch.Tensor:
-    """Decode *scaled* video latents (1, C, N, h, w) frame-wise into (N, H, W, 3) float in [0, 1].
-
-    Pass the generated frames only (the reference frame 0 of the X-Dyna latent video is not part of
-    the output). ``chunk`` frames are decoded per VAE call; results are moved to ``output_device``
-    chunk by chunk so long videos do not accumulate on the accelerator.
-    """
-    if latents.ndim != 5 or latents.shape[0] != 1:
-        raise ValueError(f"decode_video expects latents of shape (1, C, N, h, w), got {tuple(latents.shape)}")
-    if chunk < 1:
-        raise ValueError(f"decode_video: chunk must be >= 1, got {chunk}")
-    frames = latents[0].transpose(0, 1)  # (N, C, h, w)
-    out = []
-    device = vae.post_quant_conv.weight.device
-    for s in range(0, frames.shape[0], chunk):
-        z = frames[s:s + chunk].to(device) * (1.0 / vae.config.scaling_factor)
-        x = vae.decode(z)
-        x = (x.float() / 2 + 0.5).clamp(0, 1)
-        out.append(x.permute(0, 2, 3, 1).to(output_device))
-    return torch.cat(out, 0)
