@@ -42,6 +42,23 @@ def official_decode(vae, latents):
     return (video / 2 + 0.5).clamp(0, 1).float()  # (f, 3, H, W)
 
 
+@torch.no_grad()
+def profile(vae, z, device, timed):
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    vae.decode(z)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        vae.decode(z)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total" if device.type == "cpu" else
+                                    "self_device_time_total", row_limit=8))
+    contiguous = min(timed(lambda: vae.decode(z))[0] for _ in range(3))
+    vae_cl = vae.to(memory_format=torch.channels_last)
+    last = min(timed(lambda: vae_cl.decode(z.contiguous(memory_format=torch.channels_last)))[0] for _ in range(3))
+    print(f"one frame, best of 3: contiguous {contiguous:.3f} s, channels-last {last:.3f} s "
+          f"(contiguous/channels-last {contiguous / last:.2f}x)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=16)
@@ -52,6 +69,9 @@ def main(argv=None):
                     "the device's choice)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--peak-tflops", type=float, default=None)
+    ap.add_argument("--profile", action="store_true",
+                    help="only: where one frame's decode spends its time (torch profiler), then the same frame "
+                         "with the decoder in channels-last layout")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
@@ -67,6 +87,9 @@ def main(argv=None):
         out = fn()
         sync(device)
         return time.perf_counter() - t0, out
+
+    if args.profile:
+        return profile(ours, latents[0, :, :1].transpose(0, 1) / 0.18215, device, timed)
 
     Upsample2D.subpixel = False
     with torch.no_grad():
