@@ -71,7 +71,8 @@ def test_upsample_as_four_phase_convs_equals_upsample_then_conv(dtype, monkeypat
 
 def test_upsample_folded_kernels_follow_weight_changes():
     """The folded kernels are kept between calls, and never outlive the weights they came from:
-    in-place writes, load_state_dict, a swapped ``.data`` and a dtype change each show at once."""
+    in-place writes, load_state_dict, a swapped ``.data`` and a dtype change each show at once, and
+    kernels made under inference_mode never reach autograd."""
     g = torch.Generator().manual_seed(1)
     up = Upsample2D(16)
     x = torch.randn(2, 16, 4, 6, generator=g)
@@ -98,6 +99,13 @@ def test_upsample_folded_kernels_follow_weight_changes():
     assert agrees()
     up.to(torch.bfloat16)
     assert agrees(x.to(torch.bfloat16))
+    # kernels made under inference_mode are not reused where autograd records (gradient to the input)
+    up.to(torch.float32).requires_grad_(False)
+    with torch.inference_mode():
+        up(x)
+    xg = x.clone().requires_grad_(True)
+    up(xg).sum().backward()
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
 
 
 def test_upsample_runs_a_layers_own_forward():

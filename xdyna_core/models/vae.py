@@ -173,8 +173,8 @@ class Upsample2D(nn.Module):
         if w.requires_grad and torch.is_grad_enabled():
             return _phase_weights(w).to(dtype)      # training: through autograd, never cached
         # the same tensor object, storage (``.data =`` and ``Module.to`` swap it in place), version
-        # (in-place writes), dtype and device
-        key = (w._version, w.data_ptr(), w.device, dtype)
+        # (in-place writes), dtype, device; and inference mode (its tensors cannot enter autograd)
+        key = (w._version, w.data_ptr(), w.device, dtype, torch.is_inference_mode_enabled())
         cached = self.__dict__.get("_folded")
         if cached is not None and cached[0]() is w and cached[1] == key:
             return cached[2]
